@@ -1,0 +1,67 @@
+// Package bus is callvault's use of NATS JetStream: stream and subject
+// names, stream setup, publishing with a business-key Nats-Msg-Id, pull
+// consumers with explicit acks, and the dead-letter stream.
+package bus
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Names derives every stream and subject from one namespace so that tests
+// (and several installations on one NATS) never see each other's data.
+type Names struct {
+	ns string
+}
+
+var nsRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+
+// NewNames validates ns ("cv" by default in every service).
+func NewNames(ns string) (Names, error) {
+	if !nsRE.MatchString(ns) {
+		return Names{}, fmt.Errorf("namespace %q: must match %s", ns, nsRE)
+	}
+	return Names{ns: ns}, nil
+}
+
+// Namespace returns the namespace.
+func (n Names) Namespace() string { return n.ns }
+
+// IngestStream holds every artifact event accepted from PBXs.
+func (n Names) IngestStream() string { return strings.ToUpper(n.ns) + "_INGEST" }
+
+// ConfigStream holds configuration events: tokens, policies, holds, storage
+// configurations.
+func (n Names) ConfigStream() string { return strings.ToUpper(n.ns) + "_CONFIG" }
+
+// DeadLetterStream holds messages no consumer could process, with the reason.
+func (n Names) DeadLetterStream() string { return strings.ToUpper(n.ns) + "_DLQ" }
+
+// RecordingSubject is where ingest publishes stored recordings.
+func (n Names) RecordingSubject() string { return n.ns + ".ingest.recording" }
+
+// IngestSubjects matches every subject of the ingest stream.
+func (n Names) IngestSubjects() string { return n.ns + ".ingest.>" }
+
+// TokenSubject carries token issue and revoke events.
+func (n Names) TokenSubject() string { return n.ns + ".config.token" }
+
+// ConfigSubjects matches every subject of the config stream.
+func (n Names) ConfigSubjects() string { return n.ns + ".config.>" }
+
+// DeadLetterSubject is where a consumer's poison messages go.
+func (n Names) DeadLetterSubject(consumer string) string { return n.ns + ".dlq." + consumer }
+
+// DeadLetterSubjects matches every dead-letter subject.
+func (n Names) DeadLetterSubjects() string { return n.ns + ".dlq.>" }
+
+// StreamOptions are the deployment choices for stream storage.
+type StreamOptions struct {
+	// Replicas is 1 embedded and 3 in a cluster.
+	Replicas int
+	// DuplicateWindow bounds how long the server remembers Nats-Msg-Ids;
+	// consumers dedupe by artifact id beyond it.
+	DuplicateWindow time.Duration
+}

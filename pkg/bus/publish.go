@@ -1,0 +1,42 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
+)
+
+// PublishEnvelope publishes env on subject with Nats-Msg-Id = msgID and
+// waits for the stream's acknowledgement. The caller may answer its own
+// client only after this returns without error.
+func PublishEnvelope(ctx context.Context, js jetstream.JetStream, subject, msgID string, env *eventv1.Envelope) (*jetstream.PubAck, error) {
+	data, err := proto.Marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: marshal: %w", subject, err)
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	msg.Header.Set("Content-Type", "application/x-protobuf; messageType=callvault.event.v1.Envelope")
+	ack, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID))
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return ack, nil
+}
+
+// DecodeEnvelope parses a message body. A failure is poison: the same bytes
+// will never parse.
+func DecodeEnvelope(data []byte) (*eventv1.Envelope, error) {
+	env := &eventv1.Envelope{}
+	if err := proto.Unmarshal(data, env); err != nil {
+		return nil, Poison(fmt.Errorf("decode envelope: %w", err))
+	}
+	if env.GetId() == "" {
+		return nil, Poison(fmt.Errorf("decode envelope: no id"))
+	}
+	return env, nil
+}

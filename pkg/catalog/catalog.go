@@ -1,0 +1,242 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNotFound is returned for an artifact the catalog does not hold.
+var ErrNotFound = errors.New("catalog: not found")
+
+// KindRecording is the catalog kind of call recordings (both modes).
+const KindRecording = "recording"
+
+// Recording is a catalogued call recording.
+type Recording struct {
+	ID          string
+	CallID      string
+	Reseller    string
+	Domain      string
+	User        string
+	Mode        string // "automatic" or "on_demand"
+	StartedAt   time.Time
+	DurationS   uint32
+	ContentType string
+	Size        int64
+	SHA256      string
+	ObjectKey   string
+	AcceptedAt  time.Time
+	// Sequence of the event in the ingest stream.
+	StreamSeq uint64
+}
+
+// Catalog reads and writes the artifact index.
+type Catalog struct {
+	rdb   redis.UniversalClient
+	k     keys
+	admit *redis.Script
+}
+
+// New returns a catalog whose keys start with ns.
+func New(rdb redis.UniversalClient, ns string) *Catalog {
+	return &Catalog{rdb: rdb, k: keys{ns: ns}, admit: redis.NewScript(admitScript)}
+}
+
+// admitScript writes an artifact and its index entries in one step, so a
+// redelivered event can never count usage twice: the existence check and
+// the writes cannot interleave with another admission of the same id.
+//
+// KEYS: artifact, kind index, user index, call set, usage
+// ARGV: id, score, size, category, has_user, field, value, ...
+const admitScript = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6, #ARGV))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+if ARGV[5] == '1' then redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1]) end
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('HINCRBY', KEYS[5], ARGV[4] .. ':bytes', ARGV[3])
+redis.call('HINCRBY', KEYS[5], ARGV[4] .. ':count', 1)
+return 1
+`
+
+// AdmitRecording adds r to the catalog. It returns false when r was already
+// there; nothing is changed then.
+func (c *Catalog) AdmitRecording(ctx context.Context, r Recording) (bool, error) {
+	score := strconv.FormatInt(r.StartedAt.UnixMilli(), 10)
+	hasUser := "0"
+	if r.User != "" {
+		hasUser = "1"
+	}
+	args := []any{r.ID, score, r.Size, KindRecording, hasUser}
+	args = append(args, recordingFields(r)...)
+	keys := []string{
+		c.k.artifact(r.Domain, r.ID),
+		c.k.index(r.Domain, KindRecording),
+		c.k.userIndex(r.Domain, r.User, KindRecording),
+		c.k.call(r.Domain, r.CallID),
+		c.k.usage(r.Domain),
+	}
+	n, err := c.admit.Run(ctx, c.rdb, keys, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("catalog admit %s: %w", r.ID, err)
+	}
+	// The registries live outside the domain's slot; both writes are
+	// idempotent, so a retry after a failure here is safe.
+	pipe := c.rdb.Pipeline()
+	pipe.HSetNX(ctx, c.k.domains(), r.Domain, r.Reseller)
+	pipe.HSetNX(ctx, c.k.ids(r.ID), r.ID, r.Domain)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, fmt.Errorf("catalog admit %s: registries: %w", r.ID, err)
+	}
+	return n == 1, nil
+}
+
+func recordingFields(r Recording) []any {
+	return []any{
+		"id", r.ID,
+		"kind", KindRecording,
+		"mode", r.Mode,
+		"call_id", r.CallID,
+		"reseller", r.Reseller,
+		"domain", r.Domain,
+		"user", r.User,
+		"started_at", r.StartedAt.UnixMilli(),
+		"duration_s", r.DurationS,
+		"content_type", r.ContentType,
+		"size", r.Size,
+		"sha256", r.SHA256,
+		"key", r.ObjectKey,
+		"accepted_at", r.AcceptedAt.UnixMilli(),
+		"seq", r.StreamSeq,
+	}
+}
+
+func parseRecording(m map[string]string) (Recording, error) {
+	if len(m) == 0 {
+		return Recording{}, ErrNotFound
+	}
+	num := func(f string) int64 {
+		v, _ := strconv.ParseInt(m[f], 10, 64)
+		return v
+	}
+	return Recording{
+		ID:          m["id"],
+		CallID:      m["call_id"],
+		Reseller:    m["reseller"],
+		Domain:      m["domain"],
+		User:        m["user"],
+		Mode:        m["mode"],
+		StartedAt:   time.UnixMilli(num("started_at")).UTC(),
+		DurationS:   uint32(num("duration_s")),
+		ContentType: m["content_type"],
+		Size:        num("size"),
+		SHA256:      m["sha256"],
+		ObjectKey:   m["key"],
+		AcceptedAt:  time.UnixMilli(num("accepted_at")).UTC(),
+		StreamSeq:   uint64(num("seq")),
+	}, nil
+}
+
+// GetRecording reads one recording of a domain.
+func (c *Catalog) GetRecording(ctx context.Context, domain, id string) (Recording, error) {
+	m, err := c.rdb.HGetAll(ctx, c.k.artifact(domain, id)).Result()
+	if err != nil {
+		return Recording{}, fmt.Errorf("catalog get %s: %w", id, err)
+	}
+	r, err := parseRecording(m)
+	if err != nil {
+		return Recording{}, fmt.Errorf("catalog get %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// DomainOf returns the domain an artifact id belongs to.
+func (c *Catalog) DomainOf(ctx context.Context, id string) (string, error) {
+	d, err := c.rdb.HGet(ctx, c.k.ids(id), id).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("catalog id %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("catalog id %s: %w", id, err)
+	}
+	return d, nil
+}
+
+// ClaimID reserves id for domain and returns the domain that owns it: the
+// given one, or another domain that claimed it first. Ids are global, so a
+// second tenant can never shadow or read another's artifact by reusing one.
+func (c *Catalog) ClaimID(ctx context.Context, id, domain string) (string, error) {
+	key := c.k.ids(id)
+	set, err := c.rdb.HSetNX(ctx, key, id, domain).Result()
+	if err != nil {
+		return "", fmt.Errorf("catalog claim %s: %w", id, err)
+	}
+	if set {
+		return domain, nil
+	}
+	owner, err := c.rdb.HGet(ctx, key, id).Result()
+	if err != nil {
+		return "", fmt.Errorf("catalog claim %s: %w", id, err)
+	}
+	return owner, nil
+}
+
+// ResellerOf returns the reseller a domain was first seen under.
+func (c *Catalog) ResellerOf(ctx context.Context, domain string) (string, error) {
+	r, err := c.rdb.HGet(ctx, c.k.domains(), domain).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("catalog domain %s: %w", domain, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("catalog domain %s: %w", domain, err)
+	}
+	return r, nil
+}
+
+// RegisterDomain records the reseller of a domain if it is new and returns
+// the reseller on record.
+func (c *Catalog) RegisterDomain(ctx context.Context, domain, reseller string) (string, error) {
+	set, err := c.rdb.HSetNX(ctx, c.k.domains(), domain, reseller).Result()
+	if err != nil {
+		return "", fmt.Errorf("catalog register %s: %w", domain, err)
+	}
+	if set {
+		return reseller, nil
+	}
+	return c.ResellerOf(ctx, domain)
+}
+
+// Usage is what a domain stores, per category.
+type Usage map[string]struct{ Bytes, Count int64 }
+
+// Usage reads a domain's usage counters.
+func (c *Catalog) Usage(ctx context.Context, domain string) (Usage, error) {
+	m, err := c.rdb.HGetAll(ctx, c.k.usage(domain)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("catalog usage %s: %w", domain, err)
+	}
+	u := Usage{}
+	for f, v := range m {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		for i := len(f) - 1; i >= 0; i-- {
+			if f[i] != ':' {
+				continue
+			}
+			e := u[f[:i]]
+			switch f[i+1:] {
+			case "bytes":
+				e.Bytes = n
+			case "count":
+				e.Count = n
+			}
+			u[f[:i]] = e
+			break
+		}
+	}
+	return u, nil
+}

@@ -1,0 +1,31 @@
+// Package catalog is the Redis index of media-bearing artifacts: one hash
+// per artifact, time indexes per (domain, kind) and per user, a set per
+// call, usage counters per domain, and the id -> domain index. Every key of
+// a domain carries the hash tag {domain}, so a domain's keys share a
+// cluster slot and one Lua script can change them atomically.
+package catalog
+
+import (
+	"fmt"
+	"hash/fnv"
+)
+
+// idBuckets spreads the id -> domain index over many keys (and so over
+// cluster slots) instead of one huge hash.
+const idBuckets = 1024
+
+type keys struct{ ns string }
+
+func (k keys) artifact(domain, id string) string { return k.ns + ":{" + domain + "}:art:" + id }
+func (k keys) index(domain, kind string) string  { return k.ns + ":{" + domain + "}:idx:" + kind }
+func (k keys) userIndex(domain, user, kind string) string {
+	return k.ns + ":{" + domain + "}:user:" + user + ":" + kind
+}
+func (k keys) call(domain, callID string) string { return k.ns + ":{" + domain + "}:call:" + callID }
+func (k keys) usage(domain string) string        { return k.ns + ":{" + domain + "}:usage" }
+func (k keys) domains() string                   { return k.ns + ":domains" }
+func (k keys) ids(id string) string {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return fmt.Sprintf("%s:ids:{%04d}", k.ns, h.Sum32()%idBuckets)
+}

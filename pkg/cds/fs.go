@@ -1,0 +1,130 @@
+package cds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// FS stores objects as files under a root directory.
+type FS struct {
+	root string
+}
+
+var _ Store = (*FS)(nil)
+
+// NewFS returns a store rooted at dir, creating it if needed.
+func NewFS(dir string) (*FS, error) {
+	if err := os.MkdirAll(filepath.Join(dir, ".tmp"), 0o750); err != nil {
+		return nil, fmt.Errorf("cds fs: %w", err)
+	}
+	return &FS{root: dir}, nil
+}
+
+func (f *FS) path(key string) (string, error) {
+	if err := CheckKey(key); err != nil {
+		return "", err
+	}
+	return filepath.Join(f.root, filepath.FromSlash(key)), nil
+}
+
+// Put writes to a temporary file, fsyncs it and renames it into place, so a
+// reader never sees a partial object.
+func (f *FS) Put(ctx context.Context, key string, r io.Reader, _ string) (int64, error) {
+	dst, err := f.path(key)
+	if err != nil {
+		return 0, err
+	}
+	tmp, err := os.CreateTemp(filepath.Join(f.root, ".tmp"), "put-*")
+	if err != nil {
+		return 0, fmt.Errorf("cds fs put %s: %w", key, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	n, err := io.Copy(tmp, ctxReader{ctx: ctx, r: r})
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return n, fmt.Errorf("cds fs put %s: %w", key, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		return n, fmt.Errorf("cds fs put %s: %w", key, err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return n, fmt.Errorf("cds fs put %s: %w", key, err)
+	}
+	return n, nil
+}
+
+// Open opens key for reading a byte range.
+func (f *FS) Open(_ context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	p, err := f.path(key)
+	if err != nil {
+		return nil, err
+	}
+	file, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cds fs open %s: %w", key, err)
+	}
+	if offset > 0 {
+		if _, err := file.Seek(offset, io.SeekStart); err != nil {
+			file.Close()
+			return nil, fmt.Errorf("cds fs open %s: %w", key, err)
+		}
+	}
+	if length < 0 {
+		return file, nil
+	}
+	return limitedReadCloser{Reader: io.LimitReader(file, length), Closer: file}, nil
+}
+
+// Stat reports an object's size.
+func (f *FS) Stat(_ context.Context, key string) (Object, error) {
+	p, err := f.path(key)
+	if err != nil {
+		return Object{}, err
+	}
+	fi, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Object{}, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	if err != nil {
+		return Object{}, fmt.Errorf("cds fs stat %s: %w", key, err)
+	}
+	return Object{Key: key, Size: fi.Size()}, nil
+}
+
+// Delete removes key; a missing key is not an error.
+func (f *FS) Delete(_ context.Context, key string) error {
+	p, err := f.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("cds fs delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// ctxReader stops a long copy when the request is cancelled.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -1,0 +1,172 @@
+package cds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+)
+
+// S3Config addresses an S3-compatible bucket.
+type S3Config struct {
+	Endpoint  string // empty for AWS itself
+	Region    string
+	Bucket    string
+	AccessKey string
+	SecretKey string //nolint:gosec // a credential, never logged
+	PathStyle bool
+}
+
+// S3 stores objects in one bucket.
+type S3 struct {
+	client *s3.Client
+	tm     *transfermanager.Client
+	bucket string
+}
+
+var _ Store = (*S3)(nil)
+
+// partSize bounds memory per upload: the uploader holds at most
+// (concurrency+1) parts of this size, however long the recording.
+const partSize = 8 << 20
+
+// NewS3 builds a client. It does not contact the server.
+func NewS3(cfg S3Config) (*S3, error) {
+	if cfg.Bucket == "" {
+		return nil, errors.New("cds s3: bucket is required")
+	}
+	region := cfg.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	awsCfg := aws.Config{
+		Region:      region,
+		Credentials: credentials.NewStaticCredentialsProvider(cfg.AccessKey, cfg.SecretKey, ""),
+	}
+	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.Endpoint)
+		}
+		o.UsePathStyle = cfg.PathStyle
+		// Checksums only when the operation requires them: not every
+		// S3-compatible server accepts trailing checksums.
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	})
+	tm := transfermanager.New(client, func(o *transfermanager.Options) {
+		o.PartSizeBytes = partSize
+		o.MultipartUploadThreshold = partSize
+		o.Concurrency = 2
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+	})
+	return &S3{client: client, tm: tm, bucket: cfg.Bucket}, nil
+}
+
+// EnsureBucket creates the bucket when it does not exist.
+func (s *S3) EnsureBucket(ctx context.Context) error {
+	if _, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.bucket)}); err == nil {
+		return nil
+	}
+	_, err := s.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(s.bucket)})
+	var owned *types.BucketAlreadyOwnedByYou
+	if err != nil && !errors.As(err, &owned) {
+		return fmt.Errorf("cds s3: create bucket %s: %w", s.bucket, err)
+	}
+	return nil
+}
+
+// Put streams r to the bucket, multipart above partSize.
+func (s *S3) Put(ctx context.Context, key string, r io.Reader, contentType string) (int64, error) {
+	if err := CheckKey(key); err != nil {
+		return 0, err
+	}
+	cr := &countingReader{r: r}
+	in := &transfermanager.UploadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key), Body: cr}
+	if contentType != "" {
+		in.ContentType = aws.String(contentType)
+	}
+	if _, err := s.tm.UploadObject(ctx, in); err != nil {
+		return cr.n, fmt.Errorf("cds s3 put %s: %w", key, err)
+	}
+	return cr.n, nil
+}
+
+// Open reads a byte range of key.
+func (s *S3) Open(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if err := CheckKey(key); err != nil {
+		return nil, err
+	}
+	in := &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)}
+	switch {
+	case length == 0:
+		return io.NopCloser(emptyReader{}), nil
+	case length > 0:
+		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(offset+length-1, 10))
+	case offset > 0:
+		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-")
+	}
+	out, err := s.client.GetObject(ctx, in)
+	if err != nil {
+		return nil, s.mapErr("open", key, err)
+	}
+	return out.Body, nil
+}
+
+// Stat reports an object's size and content type.
+func (s *S3) Stat(ctx context.Context, key string) (Object, error) {
+	if err := CheckKey(key); err != nil {
+		return Object{}, err
+	}
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	if err != nil {
+		return Object{}, s.mapErr("stat", key, err)
+	}
+	return Object{Key: key, Size: aws.ToInt64(out.ContentLength), ContentType: aws.ToString(out.ContentType)}, nil
+}
+
+// Delete removes key; S3 answers success for a missing key too.
+func (s *S3) Delete(ctx context.Context, key string) error {
+	if err := CheckKey(key); err != nil {
+		return err
+	}
+	if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)}); err != nil {
+		if errors.Is(s.mapErr("delete", key, err), ErrNotFound) {
+			return nil
+		}
+		return fmt.Errorf("cds s3 delete %s: %w", key, err)
+	}
+	return nil
+}
+
+func (s *S3) mapErr(op, key string, err error) error {
+	var nsk *types.NoSuchKey
+	var nf *types.NotFound
+	var apiErr smithy.APIError
+	if errors.As(err, &nsk) || errors.As(err, &nf) || (errors.As(err, &apiErr) && (apiErr.ErrorCode() == "NotFound" || apiErr.ErrorCode() == "NoSuchKey")) {
+		return fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	return fmt.Errorf("cds s3 %s %s: %w", op, key, err)
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+type emptyReader struct{}
+
+func (emptyReader) Read([]byte) (int, error) { return 0, io.EOF }

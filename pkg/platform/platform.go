@@ -1,0 +1,196 @@
+// Package platform turns configuration into live connections: NATS
+// JetStream, Redis and the CDS. Every service's main and the single binary
+// build their dependencies through it.
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/callvault/callvault/pkg/bus"
+	"github.com/callvault/callvault/pkg/cds"
+	"github.com/callvault/callvault/pkg/obs"
+)
+
+// Config is shared by every service. Each is read from the environment.
+type Config struct {
+	NATSURL         string        `env:"CALLVAULT_NATS_URL, default=nats://127.0.0.1:4222"`
+	RedisURL        string        `env:"REDIS_URL, default=redis://127.0.0.1:6379/0"`
+	Namespace       string        `env:"CALLVAULT_NAMESPACE, default=cv"`
+	StreamReplicas  int           `env:"CALLVAULT_STREAM_REPLICAS, default=1"`
+	DuplicateWindow time.Duration `env:"CALLVAULT_DUPLICATE_WINDOW, default=1h"`
+	LogLevel        string        `env:"CALLVAULT_LOG_LEVEL, default=info"`
+	BootstrapToken  string        `env:"CALLVAULT_BOOTSTRAP_TOKEN"`
+	CDS             CDSConfig
+}
+
+// CDSConfig picks the CDS backend: S3 when CALLVAULT_S3_BUCKET is set,
+// otherwise a local directory.
+type CDSConfig struct {
+	Dir         string `env:"CALLVAULT_CDS_DIR"`
+	S3Endpoint  string `env:"CALLVAULT_S3_ENDPOINT"`
+	S3Region    string `env:"CALLVAULT_S3_REGION, default=us-east-1"`
+	S3Bucket    string `env:"CALLVAULT_S3_BUCKET"`
+	S3AccessKey string `env:"CALLVAULT_S3_ACCESS_KEY"`
+	S3SecretKey string `env:"CALLVAULT_S3_SECRET_KEY"`
+	S3PathStyle bool   `env:"CALLVAULT_S3_PATH_STYLE, default=true"`
+}
+
+// Deps are the live connections of one process.
+type Deps struct {
+	Log      *slog.Logger
+	Names    bus.Names
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	Redis    redis.UniversalClient
+	CDS      cds.Store
+	Registry *prometheus.Registry
+	Health   *obs.Health
+	Bus      *bus.Metrics
+}
+
+// ConnectNATS connects to url, retrying until ctx ends, and returns the
+// JetStream context. With sync_interval always, async publishing needs a
+// longer stall wait than the default.
+func ConnectNATS(ctx context.Context, url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect nats %s: %w", url, err)
+	}
+	for nc.Status() != nats.CONNECTED {
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return nil, nil, fmt.Errorf("connect nats %s: %w", url, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// ConnectRedis connects to a redis:// URL and checks it answers.
+func ConnectRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	opts.DialTimeout = 2 * time.Second
+	rdb := redis.NewClient(opts)
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redis %s: %w", opts.Addr, err)
+	}
+	return rdb, nil
+}
+
+// OpenCDS opens the configured store. dataDir is the fallback root for the
+// local backend.
+func OpenCDS(ctx context.Context, c CDSConfig, dataDir string) (cds.Store, string, error) {
+	if c.S3Bucket != "" {
+		s, err := cds.NewS3(cds.S3Config{Endpoint: c.S3Endpoint, Region: c.S3Region, Bucket: c.S3Bucket,
+			AccessKey: c.S3AccessKey, SecretKey: c.S3SecretKey, PathStyle: c.S3PathStyle})
+		if err != nil {
+			return nil, "", err
+		}
+		if err := s.EnsureBucket(ctx); err != nil {
+			return nil, "", err
+		}
+		return s, "s3://" + c.S3Bucket, nil
+	}
+	dir := c.Dir
+	if dir == "" {
+		if dataDir == "" {
+			return nil, "", errors.New("cds: set CALLVAULT_S3_BUCKET or CALLVAULT_CDS_DIR")
+		}
+		dir = filepath.Join(dataDir, "cds")
+	}
+	s, err := cds.NewFS(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	return s, "file://" + dir, nil
+}
+
+// Open connects everything a standalone service needs.
+func Open(ctx context.Context, cfg Config, service string, log *slog.Logger) (*Deps, error) {
+	names, err := bus.NewNames(cfg.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	nc, js, err := ConnectNATS(ctx, cfg.NATSURL, "callvault-"+service, log)
+	if err != nil {
+		return nil, err
+	}
+	rdb, err := ConnectRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	store, where, err := OpenCDS(ctx, cfg.CDS, "")
+	if err != nil {
+		nc.Close()
+		rdb.Close()
+		return nil, err
+	}
+	log.Info("connected", "nats", nc.ConnectedUrlRedacted(), "cds", where)
+	return Assemble(ctx, cfg, log, names, nc, js, rdb, store)
+}
+
+// Assemble finishes Deps from existing connections: it ensures the streams
+// and registers the readiness checks.
+func Assemble(ctx context.Context, cfg Config, log *slog.Logger, names bus.Names, nc *nats.Conn, js jetstream.JetStream, rdb redis.UniversalClient, store cds.Store) (*Deps, error) {
+	if err := bus.EnsureStreams(ctx, js, names, bus.StreamOptions{Replicas: cfg.StreamReplicas, DuplicateWindow: cfg.DuplicateWindow}); err != nil {
+		return nil, err
+	}
+	reg := obs.NewRegistry()
+	h := obs.NewHealth()
+	h.Add("nats", func(context.Context) error {
+		if s := nc.Status(); s != nats.CONNECTED {
+			return fmt.Errorf("nats: %s", s)
+		}
+		return nil
+	})
+	h.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+	return &Deps{Log: log, Names: names, NC: nc, JS: js, Redis: rdb, CDS: store, Registry: reg, Health: h, Bus: bus.NewMetrics(reg)}, nil
+}
+
+// Close releases the connections. NATS is drained so buffered publishes
+// and acks are flushed.
+func (d *Deps) Close() {
+	if d.NC != nil {
+		_ = d.NC.Drain()
+		for d.NC.IsDraining() {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if d.Redis != nil {
+		_ = d.Redis.Close()
+	}
+}

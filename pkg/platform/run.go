@@ -1,0 +1,83 @@
+package platform
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+
+	"github.com/sethvargo/go-envconfig"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+
+	"github.com/callvault/callvault/pkg/auth"
+	"github.com/callvault/callvault/pkg/obs"
+	"github.com/callvault/callvault/pkg/server"
+)
+
+// Service is what every callvault service offers a process that hosts it.
+type Service interface {
+	RegisterHTTP(mux *http.ServeMux, a auth.Authenticator)
+	RegisterGRPC(g *grpc.Server)
+	// Run does the service's background work until ctx ends.
+	Run(ctx context.Context) error
+}
+
+// NewGRPCServer returns a gRPC server that authenticates every call but
+// health checks and reflection.
+func NewGRPCServer(a auth.Authenticator) (*grpc.Server, *health.Server) {
+	g, hs := server.NewGRPC(
+		grpc.ChainUnaryInterceptor(auth.UnaryInterceptor(a)),
+		grpc.ChainStreamInterceptor(auth.StreamInterceptor(a)),
+	)
+	return g, hs
+}
+
+// RunService is the whole life of a standalone service process: load cfg
+// from the environment (flags override the listen addresses and log
+// level), connect, serve HTTP and gRPC, and stop gracefully when ctx ends.
+func RunService(ctx context.Context, name string, cfg any, pc *Config, build func(*Deps) (Service, error), addrs func() (*string, *string)) error {
+	if err := envconfig.Process(ctx, cfg); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	httpAddr, grpcAddr := addrs()
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.StringVar(httpAddr, "http-addr", *httpAddr, "HTTP listen address (health, metrics, REST)")
+	fs.StringVar(grpcAddr, "grpc-addr", *grpcAddr, "gRPC listen address")
+	fs.StringVar(&pc.LogLevel, "log-level", pc.LogLevel, "debug, info, warn or error")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return err
+	}
+	log := obs.NewLogger(os.Stderr, pc.LogLevel).With("process", name)
+	d, err := Open(ctx, *pc, name, log)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	svc, err := build(d)
+	if err != nil {
+		return err
+	}
+	tokens, err := auth.NewStore(d.Redis, d.JS, d.Names, pc.BootstrapToken)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	d.Health.Register(mux, d.Registry)
+	svc.RegisterHTTP(mux, tokens)
+	g, hs := NewGRPCServer(tokens)
+	svc.RegisterGRPC(g)
+
+	grp, gctx := errgroup.WithContext(ctx)
+	grp.Go(func() error { return svc.Run(gctx) })
+	ready := make(chan [2]string, 1)
+	grp.Go(func() error { return server.Serve(gctx, log, *httpAddr, mux, *grpcAddr, g, hs, ready) })
+	select {
+	case at := <-ready:
+		log.Info("serving", "http", at[0], "grpc", at[1])
+	case <-gctx.Done():
+	}
+	return grp.Wait()
+}

@@ -1,0 +1,197 @@
+package ingest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/callvault/callvault/pkg/apierr"
+	"github.com/callvault/callvault/pkg/auth"
+	"github.com/callvault/callvault/pkg/bus"
+	"github.com/callvault/callvault/pkg/catalog"
+	"github.com/callvault/callvault/services/ingest/internal/meta"
+	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
+)
+
+// Result is what an upload did.
+type Result struct {
+	ID        string `json:"id"`
+	Duplicate bool   `json:"duplicate"`
+	Size      int64  `json:"size_bytes"`
+	SHA256    string `json:"sha256"`
+	Sequence  uint64 `json:"stream_sequence"`
+}
+
+// StoreRecording validates m, checks the caller may write it, streams body
+// into the CDS and publishes the event. The same id uploaded again is
+// answered as a duplicate and stored once.
+func (s *Service) StoreRecording(ctx context.Context, p auth.Principal, m meta.Recording, body io.Reader, source string) (res Result, err error) {
+	start := s.now()
+	defer func() { s.observe(start, res, err) }()
+	if err := meta.Validate(m, s.now(), "metadata."); err != nil {
+		return Result{}, err
+	}
+	if !p.Covers(m.Reseller, m.Domain, m.User) {
+		return Result{}, fmt.Errorf("%w: token %s does not cover domain %s", apierr.ErrForbidden, p.Name, m.Domain)
+	}
+	if err := s.checkTenancy(ctx, m); err != nil {
+		return Result{}, err
+	}
+	if existing, err := s.catalog.GetRecording(ctx, m.Domain, m.ID); err == nil {
+		return Result{ID: m.ID, Duplicate: true, Size: existing.Size, SHA256: existing.SHA256, Sequence: existing.StreamSeq}, nil
+	} else if !errors.Is(err, catalog.ErrNotFound) {
+		return Result{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+
+	key, err := objectKey(m)
+	if err != nil {
+		return Result{}, err
+	}
+	h := sha256.New()
+	lr := &limitReader{r: body, left: s.limits.MaxMediaBytes}
+	size, err := s.store.Put(ctx, key, io.TeeReader(lr, h), m.ContentType)
+	if err != nil {
+		if lr.exceeded {
+			return Result{}, fmt.Errorf("%w: media: larger than %d bytes", apierr.ErrTooLarge, s.limits.MaxMediaBytes)
+		}
+		var ve *apierr.ValidationError
+		if errors.As(err, &ve) || errors.Is(err, context.Canceled) {
+			return Result{}, err
+		}
+		return Result{}, fmt.Errorf("%w: store media: %w", apierr.ErrUnavailable, err)
+	}
+	if size == 0 {
+		s.discard(key)
+		return Result{}, apierr.Invalid("media", "is empty")
+	}
+	sum := hexSum(h)
+	env := &eventv1.Envelope{
+		Id:         m.ID,
+		AcceptedAt: timestamppb.New(s.now()),
+		Tenant:     &eventv1.Tenant{Reseller: m.Reseller, Domain: m.Domain, User: m.User},
+		Source:     source,
+		Body: &eventv1.Envelope_Recording{Recording: &eventv1.RecordingStored{
+			CallId:    m.CallID,
+			Mode:      modeProto(m.Mode),
+			StartedAt: timestamppb.New(m.StartedAt),
+			DurationS: m.DurationS,
+			Media:     &eventv1.MediaObject{Key: key, SizeBytes: size, Sha256: sum, ContentType: m.ContentType},
+		}},
+	}
+	// The publish must not be abandoned half way because the client went
+	// away: the media is stored and either the event follows or the media
+	// is removed.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	ack, err := bus.PublishEnvelope(pctx, s.js, s.names.RecordingSubject(), m.ID, env)
+	if err != nil {
+		s.discard(key)
+		return Result{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	if ack.Duplicate {
+		// Another upload of this id won the race; its media is the one the
+		// event points to.
+		s.discard(key)
+		return Result{ID: m.ID, Duplicate: true, Size: size, SHA256: sum, Sequence: ack.Sequence}, nil
+	}
+	return Result{ID: m.ID, Size: size, SHA256: sum, Sequence: ack.Sequence}, nil
+}
+
+// checkTenancy refuses a domain claimed by another reseller and an id
+// already used by another domain.
+func (s *Service) checkTenancy(ctx context.Context, m meta.Recording) error {
+	owner, err := s.catalog.RegisterDomain(ctx, m.Domain, m.Reseller)
+	if err != nil {
+		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	if owner != m.Reseller {
+		return fmt.Errorf("%w: domain %s belongs to another reseller", apierr.ErrConflict, m.Domain)
+	}
+	d, err := s.catalog.ClaimID(ctx, m.ID, m.Domain)
+	if err != nil {
+		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	if d != m.Domain {
+		return fmt.Errorf("%w: id %s is already used by another tenant", apierr.ErrConflict, m.ID)
+	}
+	return nil
+}
+
+func (s *Service) discard(key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.store.Delete(ctx, key); err != nil {
+		s.log.Warn("orphan media not removed", "key", key, "err", err)
+	}
+}
+
+func (s *Service) observe(start time.Time, res Result, err error) {
+	status := "accepted"
+	var ve *apierr.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		status = "invalid"
+	case errors.Is(err, apierr.ErrForbidden), errors.Is(err, apierr.ErrConflict), errors.Is(err, apierr.ErrTooLarge):
+		status = "refused"
+	case err != nil:
+		status = "error"
+		s.log.Error("upload failed", "err", err)
+	case res.Duplicate:
+		status = "duplicate"
+	default:
+		s.metrics.bytes.Add(float64(res.Size))
+		s.metrics.seconds.Observe(s.now().Sub(start).Seconds())
+	}
+	s.metrics.uploads.WithLabelValues(status).Inc()
+}
+
+// objectKey places media by domain and start day; the random suffix keeps
+// two concurrent uploads of one id from overwriting each other.
+func objectKey(m meta.Recording) (string, error) {
+	var nonce [6]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return "", fmt.Errorf("object key: %w", err)
+	}
+	return fmt.Sprintf("recordings/%s/%s/%s-%s", m.Domain, m.StartedAt.UTC().Format("2006/01/02"), m.ID, hex.EncodeToString(nonce[:])), nil
+}
+
+func modeProto(mode string) eventv1.RecordingMode {
+	if mode == meta.ModeOnDemand {
+		return eventv1.RecordingMode_RECORDING_MODE_ON_DEMAND
+	}
+	return eventv1.RecordingMode_RECORDING_MODE_AUTOMATIC
+}
+
+func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
+
+// limitReader fails once more than left bytes have been read.
+type limitReader struct {
+	r        io.Reader
+	left     int64
+	exceeded bool
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		l.exceeded = true
+		return 0, apierr.ErrTooLarge
+	}
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		l.exceeded = true
+		return n, apierr.ErrTooLarge
+	}
+	return n, err
+}

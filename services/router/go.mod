@@ -1,0 +1,8 @@
+module github.com/callvault/callvault/services/router
+
+go 1.26
+
+replace (
+	github.com/callvault/callvault/proto => ../../proto
+	github.com/callvault/callvault/pkg => ../../pkg
+)

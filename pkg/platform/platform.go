@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/callvault/callvault/pkg/auth"
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/cds"
 	"github.com/callvault/callvault/pkg/obs"
@@ -56,6 +57,7 @@ type Deps struct {
 	Registry *prometheus.Registry
 	Health   *obs.Health
 	Bus      *bus.Metrics
+	Tokens   *auth.Store
 }
 
 // ConnectNATS connects to url, retrying until ctx ends, and returns the
@@ -178,7 +180,11 @@ func Assemble(ctx context.Context, cfg Config, log *slog.Logger, names bus.Names
 		return nil
 	})
 	h.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
-	return &Deps{Log: log, Names: names, NC: nc, JS: js, Redis: rdb, CDS: store, Registry: reg, Health: h, Bus: bus.NewMetrics(reg)}, nil
+	tokens, err := auth.NewStore(rdb, js, names, cfg.BootstrapToken)
+	if err != nil {
+		return nil, err
+	}
+	return &Deps{Log: log, Names: names, NC: nc, JS: js, Redis: rdb, CDS: store, Registry: reg, Health: h, Bus: bus.NewMetrics(reg), Tokens: tokens}, nil
 }
 
 // Close releases the connections. NATS is drained so buffered publishes

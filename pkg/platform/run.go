@@ -60,14 +60,10 @@ func RunService(ctx context.Context, name string, cfg any, pc *Config, build fun
 	if err != nil {
 		return err
 	}
-	tokens, err := auth.NewStore(d.Redis, d.JS, d.Names, pc.BootstrapToken)
-	if err != nil {
-		return err
-	}
 	mux := http.NewServeMux()
 	d.Health.Register(mux, d.Registry)
-	svc.RegisterHTTP(mux, tokens)
-	g, hs := NewGRPCServer(tokens)
+	svc.RegisterHTTP(mux, d.Tokens)
+	g, hs := NewGRPCServer(d.Tokens)
 	svc.RegisterGRPC(g)
 
 	grp, gctx := errgroup.WithContext(ctx)

@@ -8,9 +8,9 @@ import (
 
 	"github.com/callvault/callvault/pkg/apierr"
 	"github.com/callvault/callvault/pkg/auth"
-	"github.com/callvault/callvault/services/ingest/internal/meta"
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 	ingestv1 "github.com/callvault/callvault/proto/callvault/ingest/v1"
+	"github.com/callvault/callvault/services/ingest/internal/meta"
 )
 
 type grpcServer struct {

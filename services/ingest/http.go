@@ -1,13 +1,13 @@
 package ingest
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,19 +22,6 @@ const maxMetadataBytes = 64 << 10
 // RegisterHTTP mounts the ingest routes; a wraps them with authentication.
 func (s *Service) RegisterHTTP(mux *http.ServeMux, a auth.Authenticator) {
 	mux.Handle("POST /api/v1/ingest/recordings", auth.HTTP(a, http.HandlerFunc(s.handleUpload)))
-}
-
-// metadataJSON is the wire form of the metadata part.
-type metadataJSON struct {
-	ID          string `json:"id"`
-	CallID      string `json:"call_id"`
-	Reseller    string `json:"reseller"`
-	Domain      string `json:"domain"`
-	User        string `json:"user"`
-	Mode        string `json:"mode"`
-	StartedAt   string `json:"started_at"`
-	DurationS   *int64 `json:"duration_s"`
-	ContentType string `json:"content_type"`
 }
 
 // handleUpload reads a multipart/form-data body whose "metadata" part (JSON)
@@ -96,8 +83,8 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(res)
 }
 
-// decodeMetadata parses the metadata part, naming the field of any type
-// or syntax error.
+// decodeMetadata parses the metadata part. Each field is decoded on its
+// own, so a wrong type in one field does not hide the errors of the others.
 func decodeMetadata(r io.Reader) (meta.Recording, error) {
 	raw, err := io.ReadAll(io.LimitReader(r, maxMetadataBytes+1))
 	if err != nil {
@@ -106,53 +93,64 @@ func decodeMetadata(r io.Reader) (meta.Recording, error) {
 	if len(raw) > maxMetadataBytes {
 		return meta.Recording{}, apierr.Invalid("metadata", "must be at most %d bytes", maxMetadataBytes)
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	var j metadataJSON
-	if err := dec.Decode(&j); err != nil {
-		var te *json.UnmarshalTypeError
-		var se *json.SyntaxError
-		switch {
-		case errors.As(err, &te):
-			return meta.Recording{}, apierr.Invalid("metadata."+te.Field, "must be a JSON %s, not %s", te.Type, te.Value)
-		case errors.As(err, &se):
-			return meta.Recording{}, apierr.Invalid("metadata", "is not valid JSON: %v", err)
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return meta.Recording{}, apierr.Invalid("metadata."+name, "is not a known field")
-		default:
-			return meta.Recording{}, apierr.Invalid("metadata", "is not valid JSON: %v", err)
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return meta.Recording{}, apierr.Invalid("metadata", "must be a JSON object: %v", err)
+	}
+	v := &apierr.ValidationError{}
+	var m meta.Recording
+	var startedAt string
+	var duration int64
+	targets := map[string]any{
+		"id": &m.ID, "call_id": &m.CallID, "reseller": &m.Reseller, "domain": &m.Domain, "user": &m.User,
+		"mode": &m.Mode, "started_at": &startedAt, "duration_s": &duration, "content_type": &m.ContentType,
+	}
+	bad := map[string]bool{}
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		target, ok := targets[name]
+		if !ok {
+			v.Add("metadata."+name, "is not a known field")
+			continue
+		}
+		if err := json.Unmarshal(fields[name], target); err != nil {
+			want := "a string"
+			if name == "duration_s" {
+				want = "a whole number of seconds"
+			}
+			v.Add("metadata."+name, "must be %s", want)
+			bad[name] = true
 		}
 	}
-	m := meta.Recording{ID: j.ID, CallID: j.CallID, Reseller: j.Reseller, Domain: j.Domain, User: j.User, Mode: j.Mode, ContentType: j.ContentType}
-	v := &apierr.ValidationError{}
-	if j.StartedAt != "" {
-		t, err := time.Parse(time.RFC3339Nano, j.StartedAt)
+	if startedAt != "" {
+		t, err := time.Parse(time.RFC3339Nano, startedAt)
 		if err != nil {
-			v.Add("metadata.started_at", "must be an RFC 3339 time such as 2026-11-02T10:00:00Z, not %q", j.StartedAt)
+			v.Add("metadata.started_at", "must be an RFC 3339 time such as 2026-11-02T10:00:00Z, not %q", startedAt)
+			bad["started_at"] = true
 		}
 		m.StartedAt = t
 	}
-	if j.DurationS != nil {
-		if *j.DurationS < 0 || *j.DurationS > meta.MaxDurationS {
-			v.Add("metadata.duration_s", "must be between 0 and %d seconds", meta.MaxDurationS)
-		} else {
-			m.DurationS = uint32(*j.DurationS)
-		}
+	if duration < 0 || duration > meta.MaxDurationS {
+		v.Add("metadata.duration_s", "must be between 0 and %d seconds", meta.MaxDurationS)
+		bad["duration_s"] = true
+	} else {
+		m.DurationS = uint32(duration)
 	}
-	if err := v.Err(); err != nil {
-		// Report the parse errors together with every other bad field.
-		if verr := meta.Validate(m, time.Now(), "metadata."); verr != nil {
-			var all *apierr.ValidationError
-			if errors.As(verr, &all) {
-				for _, f := range all.Violations {
-					if f.Field != "metadata.started_at" {
-						v.Violations = append(v.Violations, f)
-					}
-				}
+	if len(v.Violations) == 0 {
+		return m, nil
+	}
+	// Add what the semantic checks say of the fields that did parse.
+	var rest *apierr.ValidationError
+	if errors.As(meta.Validate(m, time.Now(), "metadata."), &rest) {
+		for _, f := range rest.Violations {
+			if !bad[strings.TrimPrefix(f.Field, "metadata.")] {
+				v.Violations = append(v.Violations, f)
 			}
 		}
-		return meta.Recording{}, v
 	}
-	return m, nil
+	return meta.Recording{}, v
 }

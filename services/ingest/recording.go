@@ -17,8 +17,8 @@ import (
 	"github.com/callvault/callvault/pkg/auth"
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/catalog"
-	"github.com/callvault/callvault/services/ingest/internal/meta"
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
+	"github.com/callvault/callvault/services/ingest/internal/meta"
 )
 
 // Result is what an upload did.

@@ -1,0 +1,238 @@
+// Package callvault runs every callvault service in one process: an
+// embedded NATS server with JetStream on local disk, a CDS on the local
+// filesystem (or S3), and Redis at REDIS_URL or, where none answers, an
+// in-process Redis-protocol server whose catalog is rebuilt from the
+// streams at start.
+package callvault
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/callvault/callvault/pkg/bus"
+	"github.com/callvault/callvault/pkg/platform"
+	"github.com/callvault/callvault/pkg/server"
+	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
+	"github.com/callvault/callvault/services/culler"
+	"github.com/callvault/callvault/services/gateway"
+	"github.com/callvault/callvault/services/ingest"
+	"github.com/callvault/callvault/services/policy"
+	"github.com/callvault/callvault/services/router"
+)
+
+// Config of the single binary.
+type Config struct {
+	Platform   platform.Config
+	DataDir    string `env:"CALLVAULT_DATA_DIR, default=./data"`
+	HTTPAddr   string `env:"CALLVAULT_HTTP_ADDR, default=127.0.0.1:8080"`
+	GRPCAddr   string `env:"CALLVAULT_GRPC_ADDR, default=127.0.0.1:9090"`
+	NATSListen string `env:"CALLVAULT_NATS_LISTEN, default=127.0.0.1:4223"`
+	// ExternalNATS uses CALLVAULT_NATS_URL instead of the embedded server.
+	ExternalNATS bool `env:"CALLVAULT_EXTERNAL_NATS, default=false"`
+	Limits       ingest.Limits
+}
+
+// EmbeddedRedis is the REDIS_URL value that skips probing and uses the
+// in-process server at once.
+const EmbeddedRedis = "embedded"
+
+// App is a running single-binary callvault.
+type App struct {
+	cfg     Config
+	log     *slog.Logger
+	out     io.Writer
+	cleanup []func()
+}
+
+// New returns an App; out receives the human-readable start banner.
+func New(cfg Config, log *slog.Logger, out io.Writer) *App {
+	return &App{cfg: cfg, log: log, out: out}
+}
+
+func (a *App) defer_(f func()) { a.cleanup = append(a.cleanup, f) }
+
+func (a *App) close() {
+	for i := len(a.cleanup) - 1; i >= 0; i-- {
+		a.cleanup[i]()
+	}
+}
+
+// Run starts everything and serves until ctx ends, then stops in order:
+// listeners, consumers (drained), connections, the embedded servers.
+func (a *App) Run(ctx context.Context) error {
+	defer a.close()
+	if err := os.MkdirAll(a.cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	tokenNote, err := a.bootstrapToken()
+	if err != nil {
+		return err
+	}
+	cfg := a.cfg
+	natsURL, natsNote := cfg.Platform.NATSURL, "external"
+	if !cfg.ExternalNATS {
+		dir := filepath.Join(cfg.DataDir, "jetstream")
+		emb, err := bus.StartEmbedded(cfg.NATSListen, dir)
+		if err != nil {
+			return err
+		}
+		a.defer_(emb.Shutdown)
+		natsURL, natsNote = emb.ClientURL(), "embedded JetStream in "+dir+", fsync before ack"
+	}
+	names, err := bus.NewNames(cfg.Platform.Namespace)
+	if err != nil {
+		return err
+	}
+	nc, js, err := platform.ConnectNATS(ctx, natsURL, "callvault", a.log)
+	if err != nil {
+		return err
+	}
+	rdb, redisNote, rebuild, err := a.redis(ctx)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	store, cdsNote, err := platform.OpenCDS(ctx, cfg.Platform.CDS, cfg.DataDir)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	d, err := platform.Assemble(ctx, cfg.Platform, a.log, names, nc, js, rdb, store)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	a.defer_(d.Close)
+
+	pol := policy.New(d)
+	services := []platform.Service{ingest.New(d, cfg.Limits), pol, router.New(d), culler.New(d), gateway.New(d)}
+	if rebuild {
+		tokens, recs, err := Rebuild(ctx, d, pol)
+		if err != nil {
+			return err
+		}
+		redisNote += fmt.Sprintf(", rebuilt from the streams: %d tokens, %d recordings", tokens, recs)
+		a.log.Warn("catalog rebuilt into the in-process Redis", "tokens", tokens, "recordings", recs)
+	}
+
+	mux := http.NewServeMux()
+	d.Health.Register(mux, d.Registry)
+	g, hs := platform.NewGRPCServer(d.Tokens)
+	for _, s := range services {
+		s.RegisterHTTP(mux, d.Tokens)
+		s.RegisterGRPC(g)
+	}
+	grp, gctx := errgroup.WithContext(ctx)
+	for _, s := range services {
+		grp.Go(func() error { return s.Run(gctx) })
+	}
+	ready := make(chan [2]string, 1)
+	grp.Go(func() error { return server.Serve(gctx, a.log, cfg.HTTPAddr, mux, cfg.GRPCAddr, g, hs, ready) })
+	select {
+	case at := <-ready:
+		a.log.Info("callvault ready", "http", at[0], "grpc", at[1], "nats", natsURL, "cds", cdsNote)
+		fmt.Fprintf(a.out, "callvault is up\n  HTTP API  http://%s\n  gRPC      %s (reflection and health on)\n  NATS      %s (%s)\n  Redis     %s\n  CDS       %s\n  token     %s\n",
+			at[0], at[1], natsURL, natsNote, redisNote, cdsNote, tokenNote)
+	case <-gctx.Done():
+	}
+	err = grp.Wait()
+	a.log.Info("callvault stopped")
+	return err
+}
+
+// bootstrapToken uses CALLVAULT_BOOTSTRAP_TOKEN, or a token kept in the
+// data directory (created on first start, mode 0600). The token itself is
+// never logged.
+func (a *App) bootstrapToken() (string, error) {
+	if a.cfg.Platform.BootstrapToken != "" {
+		return "from CALLVAULT_BOOTSTRAP_TOKEN", nil
+	}
+	path := filepath.Join(a.cfg.DataDir, "bootstrap-token")
+	raw, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist):
+		b := make([]byte, 24)
+		if _, err := rand.Read(b); err != nil {
+			return "", fmt.Errorf("bootstrap token: %w", err)
+		}
+		raw = []byte("cvb_" + base64.RawURLEncoding.EncodeToString(b) + "\n")
+		if err := os.WriteFile(path, raw, 0o600); err != nil {
+			return "", fmt.Errorf("bootstrap token: %w", err)
+		}
+	default:
+		return "", fmt.Errorf("bootstrap token: %w", err)
+	}
+	a.cfg.Platform.BootstrapToken = strings.TrimSpace(string(raw))
+	return "system-scope bootstrap token in " + path, nil
+}
+
+// redis connects to REDIS_URL or falls back to an in-process server. The
+// fallback holds nothing at start, so the caller must rebuild.
+func (a *App) redis(ctx context.Context) (redis.UniversalClient, string, bool, error) {
+	url := a.cfg.Platform.RedisURL
+	if url != EmbeddedRedis {
+		rdb, err := platform.ConnectRedis(ctx, url)
+		if err == nil {
+			return rdb, url, false, nil
+		}
+		a.log.Warn("no Redis answers at REDIS_URL; using an in-process Redis-protocol server, rebuilt from the streams at every start", "err", err)
+	}
+	m := miniredis.NewMiniRedis()
+	if err := m.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, "", false, fmt.Errorf("in-process redis: %w", err)
+	}
+	a.defer_(m.Close)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	a.defer_(func() { _ = rdb.Close() })
+	return rdb, "in-process at " + m.Addr(), true, nil
+}
+
+// Rebuild replays the config stream (tokens) and the ingest stream (the
+// catalog) into Redis.
+func Rebuild(ctx context.Context, d *platform.Deps, pol *policy.Service) (tokens, recordings int, err error) {
+	tokens, _, err = bus.Replay(ctx, d.JS, d.Names.ConfigStream(), []string{d.Names.TokenSubject()},
+		func(ctx context.Context, env *eventv1.Envelope, _ uint64) error { return d.Tokens.Apply(ctx, env) })
+	if err != nil {
+		return 0, 0, fmt.Errorf("rebuild tokens: %w", err)
+	}
+	recordings, err = pol.Rebuild(ctx)
+	if err != nil {
+		return tokens, 0, fmt.Errorf("rebuild catalog: %w", err)
+	}
+	return tokens, recordings, nil
+}
+
+// DeadLetters lists dead letters for the operator CLI.
+func DeadLetters(ctx context.Context, natsURL, namespace string, from uint64, limit int) ([]bus.DeadLetter, error) {
+	names, err := bus.NewNames(namespace)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(natsURL, nats.Name("callvault-cli"))
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", natsURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	return bus.ListDeadLetters(ctx, js, names, from, limit)
+}

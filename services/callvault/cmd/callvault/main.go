@@ -1,0 +1,138 @@
+// Command callvault runs every service in one process ("serve", the
+// default) and carries the operator subcommands.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sethvargo/go-envconfig"
+
+	"github.com/callvault/callvault/pkg/bus"
+	"github.com/callvault/callvault/pkg/obs"
+	"github.com/callvault/callvault/pkg/platform"
+	"github.com/callvault/callvault/services/callvault"
+	"github.com/callvault/callvault/services/policy"
+)
+
+const usage = `usage: callvault <command> [flags]
+
+commands:
+  serve            run every service in one process (the default)
+  dlq list         print dead letters as JSON lines
+  replay catalog   rebuild the Redis catalog and tokens from the streams
+  help             show this text
+
+Configuration comes from environment variables (see README.md); flags
+override the listen addresses:
+  callvault serve -http-addr 127.0.0.1:8080 -grpc-addr 127.0.0.1:9090 -data-dir ./data
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := realMain(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "callvault:", err)
+		os.Exit(1)
+	}
+}
+
+func realMain(ctx context.Context, args []string) error {
+	var cfg callvault.Config
+	if err := envconfig.Process(ctx, &cfg); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	cmd := "serve"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	log := obs.NewLogger(os.Stderr, cfg.Platform.LogLevel)
+	switch cmd {
+	case "serve":
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP listen address")
+		fs.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "gRPC listen address")
+		fs.StringVar(&cfg.NATSListen, "nats-listen", cfg.NATSListen, "embedded NATS listen address")
+		fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		return callvault.New(cfg, log, os.Stdout).Run(ctx)
+	case "dlq":
+		fs := flag.NewFlagSet("dlq", flag.ContinueOnError)
+		url := fs.String("nats-url", "nats://"+cfg.NATSListen, "NATS URL")
+		from := fs.Uint64("from", 1, "first sequence")
+		limit := fs.Int("limit", 100, "how many")
+		if len(args) == 0 || args[0] != "list" {
+			return errors.New("dlq: want 'dlq list'")
+		}
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		dls, err := callvault.DeadLetters(ctx, *url, cfg.Platform.Namespace, *from, *limit)
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(os.Stdout)
+		for _, dl := range dls {
+			if err := enc.Encode(dl); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "replay":
+		if len(args) == 0 || args[0] != "catalog" {
+			return errors.New("replay: want 'replay catalog'")
+		}
+		return replayCatalog(ctx, cfg, log)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return nil
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}
+
+// replayCatalog rebuilds Redis from the streams of a running installation.
+func replayCatalog(ctx context.Context, cfg callvault.Config, log interface {
+	Info(string, ...any)
+}) error {
+	slog := obs.NewLogger(os.Stderr, cfg.Platform.LogLevel)
+	names, err := bus.NewNames(cfg.Platform.Namespace)
+	if err != nil {
+		return err
+	}
+	url := cfg.Platform.NATSURL
+	if !cfg.ExternalNATS {
+		url = "nats://" + cfg.NATSListen
+	}
+	nc, js, err := platform.ConnectNATS(ctx, url, "callvault-cli", slog)
+	if err != nil {
+		return err
+	}
+	rdb, err := platform.ConnectRedis(ctx, cfg.Platform.RedisURL)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	d, err := platform.Assemble(ctx, cfg.Platform, slog, names, nc, js, rdb, nil)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	defer d.Close()
+	tokens, recs, err := callvault.Rebuild(ctx, d, policy.New(d))
+	if err != nil {
+		return err
+	}
+	log.Info("replayed", "tokens", tokens, "recordings", recs)
+	fmt.Printf("replayed %d token events and %d recording events\n", tokens, recs)
+	return nil
+}

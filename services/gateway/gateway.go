@@ -1,0 +1,127 @@
+// Package gateway serves tenants and internal clients: the REST API
+// (recordings list, metadata, media with Range, tokens) and the gRPC
+// CatalogService. Every read is scoped by the caller's token.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/callvault/callvault/pkg/apierr"
+	"github.com/callvault/callvault/pkg/auth"
+	"github.com/callvault/callvault/pkg/catalog"
+	"github.com/callvault/callvault/pkg/cds"
+	"github.com/callvault/callvault/pkg/platform"
+	"github.com/callvault/callvault/pkg/tenant"
+)
+
+// Config of a standalone gateway process.
+type Config struct {
+	Platform platform.Config
+	HTTPAddr string `env:"CALLVAULT_HTTP_ADDR, default=127.0.0.1:8080"`
+	GRPCAddr string `env:"CALLVAULT_GRPC_ADDR, default=127.0.0.1:9090"`
+}
+
+// Service is the gateway.
+type Service struct {
+	catalog *catalog.Catalog
+	store   cds.Store
+	tokens  *auth.Store
+	log     *slog.Logger
+	served  *prometheus.CounterVec
+}
+
+// New returns the service.
+func New(d *platform.Deps) *Service {
+	s := &Service{
+		catalog: catalog.New(d.Redis, d.Names.Namespace()),
+		store:   d.CDS,
+		tokens:  d.Tokens,
+		log:     d.Log.With("service", "gateway"),
+		served: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "callvault", Subsystem: "gateway", Name: "media_bytes_total",
+			Help: "Media bytes served, by status (full, partial).",
+		}, []string{"status"}),
+	}
+	d.Registry.MustRegister(s.served)
+	return s
+}
+
+// Run has no background work.
+func (s *Service) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
+// listDomain decides which domain a list covers: the caller's own for
+// domain and user tokens, the requested one (which the caller must cover)
+// otherwise. It also pins user tokens to their own recordings.
+func (s *Service) listDomain(ctx context.Context, p auth.Principal, domain, user string) (string, string, error) {
+	if domain == "" {
+		if p.Level == auth.LevelDomain || p.Level == auth.LevelUser {
+			domain = p.Domain
+		} else {
+			return "", "", apierr.Invalid("domain", "is required for a %s-scoped token", p.Level)
+		}
+	} else if err := tenant.CheckDomain(domain); err != nil {
+		return "", "", apierr.Invalid("domain", "%v", err)
+	}
+	if user != "" {
+		if err := tenant.CheckName(user); err != nil {
+			return "", "", apierr.Invalid("user", "%v", err)
+		}
+	}
+	if p.Level == auth.LevelUser {
+		if user != "" && user != p.User {
+			return "", "", fmt.Errorf("%w: token %s covers only user %s", apierr.ErrForbidden, p.Name, p.User)
+		}
+		user = p.User
+	}
+	switch p.Level {
+	case auth.LevelSystem:
+	case auth.LevelReseller:
+		r, err := s.catalog.ResellerOf(ctx, domain)
+		if err != nil && !errors.Is(err, catalog.ErrNotFound) {
+			return "", "", fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+		}
+		if r != p.Reseller {
+			return "", "", fmt.Errorf("%w: token %s does not cover domain %s", apierr.ErrForbidden, p.Name, domain)
+		}
+	default:
+		if domain != p.Domain {
+			return "", "", fmt.Errorf("%w: token %s does not cover domain %s", apierr.ErrForbidden, p.Name, domain)
+		}
+	}
+	return domain, user, nil
+}
+
+// recording loads one recording the caller may see. A recording outside
+// the caller's tenant is reported as not found, so ids leak nothing.
+func (s *Service) recording(ctx context.Context, p auth.Principal, id string) (catalog.Recording, error) {
+	if err := tenant.CheckID(id); err != nil {
+		return catalog.Recording{}, apierr.Invalid("id", "%v", err)
+	}
+	notFound := fmt.Errorf("%w: recording %s", apierr.ErrNotFound, id)
+	domain, err := s.catalog.DomainOf(ctx, id)
+	if errors.Is(err, catalog.ErrNotFound) {
+		return catalog.Recording{}, notFound
+	}
+	if err != nil {
+		return catalog.Recording{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	r, err := s.catalog.GetRecording(ctx, domain, id)
+	if errors.Is(err, catalog.ErrNotFound) {
+		return catalog.Recording{}, notFound
+	}
+	if err != nil {
+		return catalog.Recording{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	if !p.Covers(r.Reseller, r.Domain, r.User) {
+		return catalog.Recording{}, notFound
+	}
+	return r, nil
+}

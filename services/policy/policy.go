@@ -1,0 +1,145 @@
+// Package policy is the policy service: the one authority on what may be
+// stored and for how long. Its consumer admits accepted artifacts into the
+// catalog; retention, caps, bundles and holds build on that.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/callvault/callvault/pkg/auth"
+	"github.com/callvault/callvault/pkg/bus"
+	"github.com/callvault/callvault/pkg/catalog"
+	"github.com/callvault/callvault/pkg/platform"
+	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
+	policyv1 "github.com/callvault/callvault/proto/callvault/policy/v1"
+)
+
+// Config of a standalone policy process.
+type Config struct {
+	Platform platform.Config
+	HTTPAddr string `env:"CALLVAULT_POLICY_HTTP_ADDR, default=127.0.0.1:8082"`
+	GRPCAddr string `env:"CALLVAULT_POLICY_GRPC_ADDR, default=127.0.0.1:9092"`
+}
+
+// AdmitConsumer is the durable consumer that admits artifacts.
+const AdmitConsumer = "policy-admit"
+
+// Service is the policy service.
+type Service struct {
+	d        *platform.Deps
+	catalog  *catalog.Catalog
+	consumer *bus.Consumer
+	log      *slog.Logger
+	admitted *prometheus.CounterVec
+}
+
+// New returns the service.
+func New(d *platform.Deps) *Service {
+	s := &Service{
+		d:       d,
+		catalog: catalog.New(d.Redis, d.Names.Namespace()),
+		log:     d.Log.With("service", "policy"),
+		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "callvault", Subsystem: "policy", Name: "admissions_total",
+			Help: "Artifacts seen by admission, by kind and outcome (admitted, duplicate).",
+		}, []string{"kind", "status"}),
+	}
+	d.Registry.MustRegister(s.admitted)
+	spec := bus.DefaultSpec(d.Names.IngestStream(), AdmitConsumer, d.Names.RecordingSubject())
+	s.consumer = bus.NewConsumer(d.JS, d.Names, spec, s.handle, d.Log, d.Bus)
+	return s
+}
+
+// Run consumes accepted artifacts until ctx ends.
+func (s *Service) Run(ctx context.Context) error { return s.consumer.Run(ctx) }
+
+// RegisterHTTP mounts nothing yet: policy is reached over gRPC.
+func (s *Service) RegisterHTTP(*http.ServeMux, auth.Authenticator) {}
+
+// RegisterGRPC registers PolicyService.
+func (s *Service) RegisterGRPC(g *grpc.Server) {
+	policyv1.RegisterPolicyServiceServer(g, &grpcServer{})
+}
+
+type grpcServer struct {
+	policyv1.UnimplementedPolicyServiceServer
+}
+
+func (s *Service) handle(ctx context.Context, m jetstream.Msg) error {
+	env, err := bus.DecodeEnvelope(m.Data())
+	if err != nil {
+		return err
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		return bus.Poison(fmt.Errorf("message metadata: %w", err))
+	}
+	return s.Admit(ctx, env, md.Sequence.Stream)
+}
+
+// Admit applies one ingest event to the catalog. It is idempotent by
+// artifact id: a redelivery or a replay changes nothing the second time.
+func (s *Service) Admit(ctx context.Context, env *eventv1.Envelope, seq uint64) error {
+	switch b := env.GetBody().(type) {
+	case *eventv1.Envelope_Recording:
+		r, err := recordingFromEvent(env, b.Recording, seq)
+		if err != nil {
+			return bus.Poison(err)
+		}
+		fresh, err := s.catalog.AdmitRecording(ctx, r)
+		if err != nil {
+			return err
+		}
+		status := "admitted"
+		if !fresh {
+			status = "duplicate"
+		}
+		s.admitted.WithLabelValues(catalog.KindRecording, status).Inc()
+		s.log.Debug("recording", "id", r.ID, "domain", r.Domain, "status", status)
+		return nil
+	default:
+		return bus.Poison(fmt.Errorf("envelope %s: no admission rule for %T", env.GetId(), env.GetBody()))
+	}
+}
+
+// Rebuild replays the ingest stream into the catalog: after a Redis loss,
+// or at start with the in-process Redis. It returns the events applied.
+func (s *Service) Rebuild(ctx context.Context) (int, error) {
+	n, skipped, err := bus.Replay(ctx, s.d.JS, s.d.Names.IngestStream(), []string{s.d.Names.RecordingSubject()}, s.Admit)
+	if skipped > 0 {
+		s.log.Warn("rebuild skipped undecodable events", "count", skipped)
+	}
+	return n, err
+}
+
+var errIncomplete = errors.New("incomplete recording event")
+
+func recordingFromEvent(env *eventv1.Envelope, rec *eventv1.RecordingStored, seq uint64) (catalog.Recording, error) {
+	t, media := env.GetTenant(), rec.GetMedia()
+	switch {
+	case t.GetDomain() == "" || t.GetReseller() == "":
+		return catalog.Recording{}, fmt.Errorf("%w %s: no tenant", errIncomplete, env.GetId())
+	case media.GetKey() == "" || media.GetSha256() == "":
+		return catalog.Recording{}, fmt.Errorf("%w %s: no media", errIncomplete, env.GetId())
+	case rec.GetStartedAt() == nil:
+		return catalog.Recording{}, fmt.Errorf("%w %s: no start time", errIncomplete, env.GetId())
+	}
+	mode := "automatic"
+	if rec.GetMode() == eventv1.RecordingMode_RECORDING_MODE_ON_DEMAND {
+		mode = "on_demand"
+	}
+	return catalog.Recording{
+		ID: env.GetId(), CallID: rec.GetCallId(), Reseller: t.GetReseller(), Domain: t.GetDomain(), User: t.GetUser(),
+		Mode: mode, StartedAt: rec.GetStartedAt().AsTime(), DurationS: rec.GetDurationS(), ContentType: media.GetContentType(),
+		Size: media.GetSizeBytes(), SHA256: media.GetSha256(), ObjectKey: media.GetKey(), AcceptedAt: env.GetAcceptedAt().AsTime(),
+		StreamSeq: seq,
+	}, nil
+}

@@ -90,5 +90,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	reg.MustRegister(m.uploads, m.bytes, m.seconds)
+	for _, status := range []string{"accepted", "duplicate", "invalid", "refused", "error"} {
+		m.uploads.WithLabelValues(status) // export zeros from the start
+	}
 	return m
 }

@@ -302,4 +302,3 @@ func (s *server) banner() []string {
 	}
 	return lines
 }
-

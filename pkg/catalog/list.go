@@ -193,7 +193,7 @@ func (c *Catalog) callMembers(ctx context.Context, q Query, cur cursor, hasCur b
 		}
 		return strings.Compare(b.id, a.id)
 	})
-	if len(out) > q.Limit+1 {
+	if q.User == "" && len(out) > q.Limit+1 { // the user filter runs after the load: keep them all
 		out = out[:q.Limit+1]
 	}
 	return out, nil

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -61,6 +60,7 @@ func TestStoreContract(t *testing.T) {
 			t.Run("FailedPutLeavesNothing", func(t *testing.T) { t.Parallel(); testFailedPut(t, s) })
 			t.Run("UnsafeKeys", func(t *testing.T) { t.Parallel(); testUnsafeKeys(t, s) })
 			t.Run("RangeEdges", func(t *testing.T) { t.Parallel(); testRangeEdges(t, s) })
+			t.Run("PrefixIsNotAnObject", func(t *testing.T) { t.Parallel(); testPrefixIsNotAnObject(t, s) })
 		})
 	}
 }
@@ -235,28 +235,22 @@ func testRanges(t *testing.T, s cds.Store) {
 	}
 }
 
-// knownBug skips a check that fails today unless CALLVAULT_TEST_KNOWN_BUGS
-// is set, so the failure stays reproducible without breaking the suite.
-func knownBug(t *testing.T, backend, what string) {
-	t.Helper()
-	if backend == "s3" && os.Getenv("CALLVAULT_TEST_KNOWN_BUGS") == "" {
-		t.Skipf("known bug (set CALLVAULT_TEST_KNOWN_BUGS=1 to run): %s", what)
+// backendOf names the backend of s.
+func backendOf(s cds.Store) string {
+	if _, ok := s.(*cds.S3); ok {
+		return "s3"
 	}
+	return "fs"
 }
 
-// testRangeEdges pins the edges of the Open contract where the backends
-// disagree today: S3 answers a zero-length Open without looking for the
-// object, and turns a range starting at the end into a 416 error.
+// testRangeEdges pins the edges of the Open contract: a zero-length read
+// of a missing object is still not found, and a read starting at the end
+// is empty rather than an error.
 func testRangeEdges(t *testing.T, s cds.Store) {
-	backend := "fs"
-	if _, ok := s.(*cds.S3); ok {
-		backend = "s3"
-	}
 	const key = "edges/obj"
 	put(t, s, key, randomBytes(t, 100))
 	t.Run("zero length of a missing key is ErrNotFound", func(t *testing.T) {
 		t.Parallel()
-		knownBug(t, backend, "S3.Open(missing, 0, 0) returns an empty reader and no error")
 		rc, err := s.Open(ctxT(t), "edges/missing", 0, 0)
 		if err == nil {
 			rc.Close()
@@ -274,9 +268,28 @@ func testRangeEdges(t *testing.T, s cds.Store) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			knownBug(t, backend, "S3.Open with offset == size fails with HTTP 416 InvalidRange")
 			if got := readAll(t, s, key, c.offset, c.length); len(got) != 0 {
 				t.Fatalf("Open(%d, %d) = %d bytes, want 0", c.offset, c.length, len(got))
+			}
+		})
+	}
+}
+
+// testPrefixIsNotAnObject checks that a key which is only the prefix of
+// other keys holds no object: FS keeps such prefixes as directories.
+func testPrefixIsNotAnObject(t *testing.T, s cds.Store) {
+	const key = "prefix/dir/obj"
+	data := randomBytes(t, 100)
+	put(t, s, key, data)
+	for _, prefix := range []string{"prefix", "prefix/dir"} {
+		t.Run(prefix, func(t *testing.T) {
+			t.Parallel()
+			assertNotFound(t, s, prefix)
+			if err := s.Delete(ctxT(t), prefix); err != nil {
+				t.Errorf("Delete(%q) = %v, want nil (no object there)", prefix, err)
+			}
+			if got := readAll(t, s, key, 0, -1); !bytes.Equal(got, data) {
+				t.Fatalf("object under the prefix changed: %d bytes", len(got))
 			}
 		})
 	}

@@ -69,6 +69,12 @@ func (f *FS) Open(_ context.Context, key string, offset, length int64) (io.ReadC
 	if err != nil {
 		return nil, err
 	}
+	if offset < 0 {
+		return nil, fmt.Errorf("cds fs open %s: negative offset %d", key, offset)
+	}
+	if _, err := f.Stat(context.Background(), key); err != nil {
+		return nil, err
+	}
 	file, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
@@ -95,7 +101,9 @@ func (f *FS) Stat(_ context.Context, key string) (Object, error) {
 		return Object{}, err
 	}
 	fi, err := os.Stat(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	// A key that is only a prefix of other keys is a directory here, and no
+	// object, just as in a bucket.
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && !fi.Mode().IsRegular()) {
 		return Object{}, fmt.Errorf("%w: %s", ErrNotFound, key)
 	}
 	if err != nil {
@@ -109,6 +117,9 @@ func (f *FS) Delete(_ context.Context, key string) error {
 	p, err := f.path(key)
 	if err != nil {
 		return err
+	}
+	if fi, err := os.Lstat(p); err == nil && !fi.Mode().IsRegular() {
+		return nil // a prefix of other keys, not an object
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("cds fs delete %s: %w", key, err)

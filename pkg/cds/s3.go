@@ -104,9 +104,16 @@ func (s *S3) Open(ctx context.Context, key string, offset, length int64) (io.Rea
 	if err := CheckKey(key); err != nil {
 		return nil, err
 	}
+	if offset < 0 {
+		return nil, fmt.Errorf("cds s3 open %s: negative offset %d", key, offset)
+	}
 	in := &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)}
 	switch {
 	case length == 0:
+		// Nothing to read, but the object must still exist.
+		if _, err := s.Stat(ctx, key); err != nil {
+			return nil, err
+		}
 		return io.NopCloser(emptyReader{}), nil
 	case length > 0:
 		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(offset+length-1, 10))
@@ -114,6 +121,13 @@ func (s *S3) Open(ctx context.Context, key string, offset, length int64) (io.Rea
 		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-")
 	}
 	out, err := s.client.GetObject(ctx, in)
+	var apiErr smithy.APIError
+	if err != nil && errors.As(err, &apiErr) && apiErr.ErrorCode() == "InvalidRange" {
+		// A range starting at or past the end reads nothing, as a file does.
+		if obj, serr := s.Stat(ctx, key); serr == nil && offset >= obj.Size {
+			return io.NopCloser(emptyReader{}), nil
+		}
+	}
 	if err != nil {
 		return nil, s.mapErr("open", key, err)
 	}

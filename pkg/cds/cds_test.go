@@ -235,14 +235,6 @@ func testRanges(t *testing.T, s cds.Store) {
 	}
 }
 
-// backendOf names the backend of s.
-func backendOf(s cds.Store) string {
-	if _, ok := s.(*cds.S3); ok {
-		return "s3"
-	}
-	return "fs"
-}
-
 // testRangeEdges pins the edges of the Open contract: a zero-length read
 // of a missing object is still not found, and a read starting at the end
 // is empty rather than an error.

@@ -72,7 +72,7 @@ type server struct {
 	grpc    string
 	token   string
 	cmd     *exec.Cmd
-	stdout  *bytes.Buffer
+	stdout  *syncBuffer
 	stderr  *syncBuffer
 	exited  chan error
 }
@@ -122,7 +122,7 @@ func newServer(t *testing.T, extra ...string) *server {
 func (s *server) start() {
 	t := s.t
 	t.Helper()
-	s.stdout, s.stderr = &bytes.Buffer{}, &syncBuffer{}
+	s.stdout, s.stderr = &syncBuffer{}, &syncBuffer{}
 	s.cmd = exec.Command(binary(t), "serve")
 	s.cmd.Env = s.env
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr

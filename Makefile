@@ -11,13 +11,15 @@ MODULES := proto pkg services/ingest services/policy services/router services/cu
 SERVICES := ingest policy router culler gateway callvault
 GO_TEST_FLAGS ?= -race -shuffle=on -count=1 -timeout=20m
 
-.PHONY: help run build tools proto proto-check lint vet staticcheck build-modules test test-go test-env test-env-stop clean
+.PHONY: bench help run build tools proto proto-check lint vet staticcheck build-modules test test-go test-env test-env-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 run: ## run every service in one process (embedded NATS, local CDS, Redis or in-process fallback)
-	go run ./services/callvault/cmd/callvault serve
+	@mkdir -p bin
+	go build -o bin/callvault ./services/callvault/cmd/callvault
+	exec bin/callvault serve
 
 build: ## build every service binary into bin/
 	@mkdir -p bin
@@ -64,6 +66,11 @@ test-go: ## go test every module against the running test servers
 
 test: ## everything CI runs: tools, proto-check, builds, vet, staticcheck, all tests on real servers
 	bash scripts/test.sh
+
+bench: ## catalog benchmarks on the real Redis: admissions/s (single, pipelined) and memory per recording
+	bash scripts/testenv.sh start >/dev/null
+	source .test-env/env && cd pkg && GOWORK=off go test -run '^$$' -bench 'Memory' -benchtime 1x -count 1 ./catalog/
+	source .test-env/env && cd pkg && GOWORK=off go test -run '^$$' -bench 'Admit' -benchtime 3s -count 1 ./catalog/
 
 clean: ## remove build output and the local data directory
 	rm -rf bin data

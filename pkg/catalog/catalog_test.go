@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -367,5 +368,38 @@ func TestRegisterDomain(t *testing.T) {
 	}
 	if got, err := c.ResellerOf(ctxT(t), "unknown.example"); !errors.Is(err, catalog.ErrNotFound) {
 		t.Fatalf("ResellerOf(unknown) = %q, %v; want ErrNotFound", got, err)
+	}
+}
+
+func TestAdmitRecordingsBatch(t *testing.T) {
+	t.Parallel()
+	c := newCatalog(t)
+	ctx := ctxT(t)
+	at := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
+	admit(t, c, rec("a.example", "old", "101", "c0", at, 10))
+	batch := []catalog.Recording{
+		rec("a.example", "b1", "101", "c1", at.Add(time.Minute), 100),
+		rec("a.example", "old", "101", "c0", at, 10),
+		rec("b.example", "b2", "201", "c2", at, 1000),
+		rec("a.example", "b1", "101", "c1", at.Add(time.Minute), 100),
+	}
+	got, err := c.AdmitRecordings(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{true, false, true, false}; !slices.Equal(got, want) {
+		t.Fatalf("AdmitRecordings = %v, want %v", got, want)
+	}
+	if n, b := usage(t, c, "a.example"); n != 2 || b != 110 {
+		t.Fatalf("a.example usage = %d recordings %d bytes, want 2 and 110", n, b)
+	}
+	if n, b := usage(t, c, "b.example"); n != 1 || b != 1000 {
+		t.Fatalf("b.example usage = %d recordings %d bytes, want 1 and 1000", n, b)
+	}
+	if d, err := c.DomainOf(ctx, "b2"); err != nil || d != "b.example" {
+		t.Fatalf("DomainOf(b2) = %q, %v", d, err)
+	}
+	if got, err := c.AdmitRecordings(ctx, nil); err != nil || got != nil {
+		t.Fatalf("empty batch = %v, %v", got, err)
 	}
 }

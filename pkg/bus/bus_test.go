@@ -52,17 +52,6 @@ func run(t *testing.T, c *bus.Consumer) func() {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestPublishDeduplicatesByMsgID(t *testing.T) {
 	t.Parallel()
 	js, names := setup(t)
@@ -103,9 +92,9 @@ func TestConsumerDeadLettersPoisonAndKeepsGoing(t *testing.T) {
 	if _, err := bus.PublishEnvelope(ctx, js, names.RecordingSubject(), "good-1", envelope("good-1")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the good message after the poison one", func() bool { _, ok := handled.Load("good-1"); return ok })
+	testenv.WaitFor(t, "the good message after the poison one", func() bool { _, ok := handled.Load("good-1"); return ok })
 	var dls []bus.DeadLetter
-	waitFor(t, "a dead letter", func() bool {
+	testenv.WaitFor(t, "a dead letter", func() bool {
 		var err error
 		dls, err = bus.ListDeadLetters(ctx, js, names, 1, 10)
 		return err == nil && len(dls) == 1
@@ -137,12 +126,12 @@ func TestConsumerRetriesTransientFaults(t *testing.T) {
 	if _, err := bus.PublishEnvelope(context.Background(), js, names.RecordingSubject(), "rec-1", envelope("rec-1")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "third attempt", func() bool { return calls.Load() >= 3 })
+	testenv.WaitFor(t, "third attempt", func() bool { return calls.Load() >= 3 })
 	cons, err := js.Consumer(context.Background(), names.IngestStream(), "retry-test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the ack", func() bool {
+	testenv.WaitFor(t, "the ack", func() bool {
 		info, err := cons.Info(context.Background())
 		return err == nil && info.AckFloor.Stream == 1 && info.NumAckPending == 0
 	})
@@ -172,7 +161,7 @@ func TestConsumerDeadLettersAfterMaxDeliver(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dls []bus.DeadLetter
-	waitFor(t, "the dead letter", func() bool {
+	testenv.WaitFor(t, "the dead letter", func() bool {
 		var err error
 		dls, err = bus.ListDeadLetters(context.Background(), js, names, 1, 10)
 		return err == nil && len(dls) == 1

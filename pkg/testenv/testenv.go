@@ -158,3 +158,17 @@ func Deps(t testing.TB, store cds.Store) *platform.Deps {
 
 // BootstrapToken is the system token of Deps.
 const BootstrapToken = "test-bootstrap-token-0123456789"
+
+// WaitFor polls cond until it holds, failing the test after 20 seconds.
+// It is for conditions that become true asynchronously (a consumer acks,
+// a dead letter appears), never a measure of speed.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -26,17 +26,6 @@ func recordingEvent(id string, size int64, at time.Time) *eventv1.Envelope {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestAdmissionIsIdempotent publishes the same recording twice under two
 // message ids (as a replay or a publisher beyond the dedup window would):
 // the catalog holds it once and usage counts it once. A poison message in
@@ -77,7 +66,7 @@ func TestAdmissionIsIdempotent(t *testing.T) {
 	pub("rec-2", recordingEvent("rec-2", 500, at.Add(time.Minute)))
 
 	cat := catalog.New(d.Redis, d.Names.Namespace())
-	waitFor(t, "rec-2 admitted", func() bool {
+	testenv.WaitFor(t, "rec-2 admitted", func() bool {
 		_, err := cat.GetRecording(context.Background(), "a.example", "rec-2")
 		return err == nil
 	})
@@ -85,7 +74,7 @@ func TestAdmissionIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "all five messages acked", func() bool {
+	testenv.WaitFor(t, "all five messages acked", func() bool {
 		info, err := cons.Info(context.Background())
 		return err == nil && info.AckFloor.Stream == 5
 	})

@@ -8,9 +8,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/sethvargo/go-envconfig"
 
@@ -35,12 +34,7 @@ override the listen addresses:
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := realMain(ctx, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "callvault:", err)
-		os.Exit(1)
-	}
+	platform.Main("callvault", func(ctx context.Context) error { return realMain(ctx, os.Args[1:]) })
 }
 
 func realMain(ctx context.Context, args []string) error {
@@ -101,10 +95,7 @@ func realMain(ctx context.Context, args []string) error {
 }
 
 // replayCatalog rebuilds Redis from the streams of a running installation.
-func replayCatalog(ctx context.Context, cfg callvault.Config, log interface {
-	Info(string, ...any)
-}) error {
-	slog := obs.NewLogger(os.Stderr, cfg.Platform.LogLevel)
+func replayCatalog(ctx context.Context, cfg callvault.Config, log *slog.Logger) error {
 	names, err := bus.NewNames(cfg.Platform.Namespace)
 	if err != nil {
 		return err
@@ -113,7 +104,7 @@ func replayCatalog(ctx context.Context, cfg callvault.Config, log interface {
 	if !cfg.ExternalNATS {
 		url = "nats://" + cfg.NATSListen
 	}
-	nc, js, err := platform.ConnectNATS(ctx, url, "callvault-cli", slog)
+	nc, js, err := platform.ConnectNATS(ctx, url, "callvault-cli", log)
 	if err != nil {
 		return err
 	}
@@ -122,7 +113,7 @@ func replayCatalog(ctx context.Context, cfg callvault.Config, log interface {
 		nc.Close()
 		return err
 	}
-	d, err := platform.Assemble(ctx, cfg.Platform, slog, names, nc, js, rdb, nil)
+	d, err := platform.Assemble(ctx, cfg.Platform, log, names, nc, js, rdb, nil)
 	if err != nil {
 		nc.Close()
 		return err

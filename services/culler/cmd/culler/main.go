@@ -3,27 +3,16 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/callvault/callvault/pkg/platform"
 	"github.com/callvault/callvault/services/culler"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := realMain(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "culler:", err)
-		os.Exit(1)
-	}
-}
-
-func realMain(ctx context.Context) error {
-	var cfg culler.Config
-	return platform.RunService(ctx, "culler", &cfg, &cfg.Platform, func(d *platform.Deps) (platform.Service, error) {
-		return culler.New(d), nil
-	}, func() (*string, *string) { return &cfg.HTTPAddr, &cfg.GRPCAddr })
+	platform.Main("culler", func(ctx context.Context) error {
+		var cfg culler.Config
+		return platform.RunService(ctx, "culler", &cfg, &cfg.Platform, func(d *platform.Deps) (platform.Service, error) {
+			return culler.New(d), nil
+		}, func() (*string, *string) { return &cfg.HTTPAddr, &cfg.GRPCAddr })
+	})
 }

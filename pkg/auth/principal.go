@@ -45,6 +45,21 @@ func (p Principal) Covers(reseller, domain, user string) bool {
 	}
 }
 
+// CoversDomain reports whether p may act on the whole of domain, whose
+// reseller of record is reseller. User tokens never cover a whole domain.
+func (p Principal) CoversDomain(domain, reseller string) bool {
+	switch p.Level {
+	case LevelSystem:
+		return true
+	case LevelReseller:
+		return reseller != "" && reseller == p.Reseller
+	case LevelDomain:
+		return domain != "" && domain == p.Domain
+	default:
+		return false
+	}
+}
+
 // CoversScope reports whether every tenant under s is also under p, i.e.
 // p may issue a token for s.
 func (p Principal) CoversScope(s Principal) bool {

@@ -48,6 +48,9 @@ func (n Names) IngestSubjects() string { return n.ns + ".ingest.>" }
 // TokenSubject carries token issue and revoke events.
 func (n Names) TokenSubject() string { return n.ns + ".config.token" }
 
+// HoldSubject carries legal hold placements and releases.
+func (n Names) HoldSubject() string { return n.ns + ".config.hold" }
+
 // ConfigSubjects matches every subject of the config stream.
 func (n Names) ConfigSubjects() string { return n.ns + ".config.>" }
 

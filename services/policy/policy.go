@@ -20,6 +20,7 @@ import (
 	"github.com/callvault/callvault/pkg/platform"
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 	policyv1 "github.com/callvault/callvault/proto/callvault/policy/v1"
+	"github.com/callvault/callvault/services/policy/internal/hold"
 )
 
 // Config of a standalone policy process.
@@ -37,6 +38,7 @@ type Service struct {
 	d        *platform.Deps
 	catalog  *catalog.Catalog
 	consumer *bus.Consumer
+	holds    *hold.Store
 	log      *slog.Logger
 	admitted *prometheus.CounterVec
 }
@@ -46,6 +48,7 @@ func New(d *platform.Deps) *Service {
 	s := &Service{
 		d:       d,
 		catalog: catalog.New(d.Redis, d.Names.Namespace()),
+		holds:   hold.NewStore(d.Redis, d.Names.Namespace()),
 		log:     d.Log.With("service", "policy"),
 		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "callvault", Subsystem: "policy", Name: "admissions_total",
@@ -66,11 +69,7 @@ func (s *Service) RegisterHTTP(*http.ServeMux, auth.Authenticator) {}
 
 // RegisterGRPC registers PolicyService.
 func (s *Service) RegisterGRPC(g *grpc.Server) {
-	policyv1.RegisterPolicyServiceServer(g, &grpcServer{})
-}
-
-type grpcServer struct {
-	policyv1.UnimplementedPolicyServiceServer
+	policyv1.RegisterPolicyServiceServer(g, &grpcServer{s: s})
 }
 
 func (s *Service) handle(ctx context.Context, m jetstream.Msg) error {
@@ -110,9 +109,13 @@ func (s *Service) Admit(ctx context.Context, env *eventv1.Envelope, seq uint64) 
 	}
 }
 
-// Rebuild replays the ingest stream into the catalog: after a Redis loss,
-// or at start with the in-process Redis. It returns the events applied.
+// Rebuild replays the legal holds and the ingest stream into Redis: after
+// a Redis loss, or at start with the in-process Redis. It returns the
+// ingest events applied.
 func (s *Service) Rebuild(ctx context.Context) (int, error) {
+	if _, err := s.RebuildHolds(ctx); err != nil {
+		return 0, fmt.Errorf("rebuild holds: %w", err)
+	}
 	n, skipped, err := bus.Replay(ctx, s.d.JS, s.d.Names.IngestStream(), []string{s.d.Names.RecordingSubject()}, s.Admit)
 	if skipped > 0 {
 		s.log.Warn("rebuild skipped undecodable events", "count", skipped)

@@ -979,8 +979,10 @@ type ConfigChanged struct {
 	EntityId string `protobuf:"bytes,2,opt,name=entity_id,json=entityId,proto3" json:"entity_id,omitempty"`
 	Actor    string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// JSON of the entity before and after the change (secrets redacted).
-	BeforeJson    string `protobuf:"bytes,4,opt,name=before_json,json=beforeJson,proto3" json:"before_json,omitempty"`
-	AfterJson     string `protobuf:"bytes,5,opt,name=after_json,json=afterJson,proto3" json:"after_json,omitempty"`
+	BeforeJson string `protobuf:"bytes,4,opt,name=before_json,json=beforeJson,proto3" json:"before_json,omitempty"`
+	AfterJson  string `protobuf:"bytes,5,opt,name=after_json,json=afterJson,proto3" json:"after_json,omitempty"`
+	// Why the change was made, e.g. the reason a legal hold was released.
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1046,6 +1048,13 @@ func (x *ConfigChanged) GetBeforeJson() string {
 func (x *ConfigChanged) GetAfterJson() string {
 	if x != nil {
 		return x.AfterJson
+	}
+	return ""
+}
+
+func (x *ConfigChanged) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -1269,7 +1278,7 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"artifactId\x120\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1c.callvault.event.v1.DataKindR\x04kind\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
-	"\x06detail\x18\x04 \x01(\tR\x06detail\"\x9a\x01\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"\xb2\x01\n" +
 	"\rConfigChanged\x12\x16\n" +
 	"\x06entity\x18\x01 \x01(\tR\x06entity\x12\x1b\n" +
 	"\tentity_id\x18\x02 \x01(\tR\bentityId\x12\x14\n" +
@@ -1277,7 +1286,8 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\vbefore_json\x18\x04 \x01(\tR\n" +
 	"beforeJson\x12\x1d\n" +
 	"\n" +
-	"after_json\x18\x05 \x01(\tR\tafterJson\"\xbf\x01\n" +
+	"after_json\x18\x05 \x01(\tR\tafterJson\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"\xbf\x01\n" +
 	"\vTokenIssued\x12!\n" +
 	"\ftoken_sha256\x18\x01 \x01(\tR\vtokenSha256\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +

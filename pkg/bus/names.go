@@ -51,6 +51,9 @@ func (n Names) TokenSubject() string { return n.ns + ".config.token" }
 // HoldSubject carries legal hold placements and releases.
 func (n Names) HoldSubject() string { return n.ns + ".config.hold" }
 
+// PolicySubject carries retention override changes.
+func (n Names) PolicySubject() string { return n.ns + ".config.policy" }
+
 // ConfigSubjects matches every subject of the config stream.
 func (n Names) ConfigSubjects() string { return n.ns + ".config.>" }
 

@@ -88,6 +88,8 @@ type Fields struct {
 	Cap            *Cap
 	// NoCap, when true, removes an inherited cap.
 	NoCap bool
+	// PurchasedDays are retention blocks bought for recordings.
+	PurchasedDays *int
 }
 
 // Override sets some fields of one kind at one level.
@@ -112,14 +114,15 @@ type Policy struct {
 const CeilingDays = 730
 
 // Resolve applies overrides (any order; at most one per level) over the
-// preset's default for kind, then adds purchased days to recordings up to
-// CeilingDays.
-func Resolve(p Preset, kind Kind, overrides []Override, purchasedDays int) (Policy, error) {
+// preset's default for kind, then adds the purchased days (the most
+// specific level that sets them) to recordings, up to CeilingDays.
+func Resolve(p Preset, kind Kind, overrides []Override) (Policy, error) {
 	base, ok := p.Defaults[kind]
 	if !ok {
 		return Policy{}, fmt.Errorf("preset %s has no default for kind %q", p.Name, kind)
 	}
 	out := Policy{Kind: kind, MinStorageDays: base.MinStorageDays, Retention: base.Retention, Cap: base.Cap, Preset: p.Name}
+	purchasedDays := 0
 	for lvl := LevelSystem; lvl <= LevelUser; lvl++ {
 		for _, o := range overrides {
 			if o.Level != lvl {
@@ -136,6 +139,9 @@ func Resolve(p Preset, kind Kind, overrides []Override, purchasedDays int) (Poli
 			} else if o.Fields.Cap != nil {
 				c := *o.Fields.Cap
 				out.Cap, out.CapFrom = &c, lvl
+			}
+			if o.Fields.PurchasedDays != nil {
+				purchasedDays = *o.Fields.PurchasedDays
 			}
 		}
 	}

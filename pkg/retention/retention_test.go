@@ -61,7 +61,7 @@ func TestResolvePrecedence(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := Resolve(p, SMS, tc.overrides, 0)
+			got, err := Resolve(p, SMS, tc.overrides)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,11 +101,8 @@ func TestPurchasedBlocks(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			var ov []Override
-			if tc.retention != nil {
-				ov = []Override{{LevelDomain, Fields{Retention: tc.retention}}}
-			}
-			got, err := Resolve(p, tc.kind, ov, tc.purchased)
+			ov := []Override{{LevelDomain, Fields{Retention: tc.retention, PurchasedDays: ptr(tc.purchased)}}}
+			got, err := Resolve(p, tc.kind, ov)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,7 +116,7 @@ func TestPurchasedBlocks(t *testing.T) {
 func TestDates(t *testing.T) {
 	t.Parallel()
 	stored := time.Date(2026, 1, 31, 12, 0, 0, 0, time.UTC)
-	p, err := Resolve(Presets["guarantee-6-months"], RecordingAutomatic, nil, 0)
+	p, err := Resolve(Presets["guarantee-6-months"], RecordingAutomatic, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +124,7 @@ func TestDates(t *testing.T) {
 	if !cull.Equal(stored.AddDate(0, 0, 183)) || !del.Equal(stored.AddDate(0, 0, 730)) {
 		t.Fatalf("dates %v %v", cull, del)
 	}
-	vm, _ := Resolve(Presets["guarantee-6-months"], Voicemail, nil, 0)
+	vm, _ := Resolve(Presets["guarantee-6-months"], Voicemail, nil)
 	if _, del := vm.Dates(stored); !del.IsZero() {
 		t.Fatalf("voicemail has a delete date %v, want none", del)
 	}
@@ -135,7 +132,7 @@ func TestDates(t *testing.T) {
 
 func TestResolveUnknownKind(t *testing.T) {
 	t.Parallel()
-	if _, err := Resolve(Presets[DefaultPreset], Kind("telex"), nil, 0); err == nil {
+	if _, err := Resolve(Presets[DefaultPreset], Kind("telex"), nil); err == nil {
 		t.Fatal("unknown kind resolved")
 	}
 }

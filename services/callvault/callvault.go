@@ -46,6 +46,7 @@ type Config struct {
 	// ExternalNATS uses CALLVAULT_NATS_URL instead of the embedded server.
 	ExternalNATS bool `env:"CALLVAULT_EXTERNAL_NATS, default=false"`
 	Limits       ingest.Limits
+	Policy       policy.Settings
 }
 
 // EmbeddedRedis is the REDIS_URL value that skips probing and uses the
@@ -120,7 +121,10 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.defer_(d.Close)
 
-	pol := policy.New(d)
+	pol, err := policy.New(d, cfg.Policy)
+	if err != nil {
+		return err
+	}
 	services := []platform.Service{ingest.New(d, cfg.Limits), pol, router.New(d), culler.New(d), gateway.New(d)}
 	if rebuild {
 		tokens, recs, err := Rebuild(ctx, d, pol)

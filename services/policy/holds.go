@@ -147,13 +147,21 @@ func (s *Service) recordHold(ctx context.Context, h hold.Hold, before *hold.Hold
 	return nil
 }
 
-// ApplyConfig applies one config event to Redis; replaying the hold
-// subject through it restores every hold.
+// ApplyConfig applies one policy config event (a hold or an override) to
+// Redis; replaying the config stream through it restores them all.
 func (s *Service) ApplyConfig(ctx context.Context, env *eventv1.Envelope) error {
-	c := env.GetConfig()
-	if c == nil || c.GetEntity() != entityHold {
+	switch env.GetConfig().GetEntity() {
+	case entityHold:
+		return s.applyHold(ctx, env)
+	case entityOverride:
+		return s.applyOverride(ctx, env)
+	default:
 		return nil
 	}
+}
+
+func (s *Service) applyHold(ctx context.Context, env *eventv1.Envelope) error {
+	c := env.GetConfig()
 	var h hold.Hold
 	switch {
 	case c.GetAfterJson() != "":
@@ -225,9 +233,10 @@ func (s *Service) MayDelete(ctx context.Context, p auth.Principal, domain, id st
 	return len(blocking) == 0, blocking, nil
 }
 
-// RebuildHolds replays the hold events into Redis.
-func (s *Service) RebuildHolds(ctx context.Context) (int, error) {
-	n, _, err := bus.Replay(ctx, s.d.JS, s.d.Names.ConfigStream(), []string{s.d.Names.HoldSubject()}, func(ctx context.Context, env *eventv1.Envelope, _ uint64) error {
+// RebuildConfig replays holds and overrides, in the order they were made.
+func (s *Service) RebuildConfig(ctx context.Context) (int, error) {
+	subjects := []string{s.d.Names.HoldSubject(), s.d.Names.PolicySubject()}
+	n, _, err := bus.Replay(ctx, s.d.JS, s.d.Names.ConfigStream(), subjects, func(ctx context.Context, env *eventv1.Envelope, _ uint64) error {
 		return s.ApplyConfig(ctx, env)
 	})
 	return n, err

@@ -45,7 +45,10 @@ func TestLegalHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := testenv.Deps(t, store)
-	svc := policy.New(d)
+	svc, err := policy.New(d, policy.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	at := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
 	for i, id := range []string{"rec-1", "rec-2", "rec-3"} {

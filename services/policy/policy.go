@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,9 +20,11 @@ import (
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/catalog"
 	"github.com/callvault/callvault/pkg/platform"
+	"github.com/callvault/callvault/pkg/retention"
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 	policyv1 "github.com/callvault/callvault/proto/callvault/policy/v1"
 	"github.com/callvault/callvault/services/policy/internal/hold"
+	"github.com/callvault/callvault/services/policy/internal/override"
 )
 
 // Config of a standalone policy process.
@@ -28,6 +32,13 @@ type Config struct {
 	Platform platform.Config
 	HTTPAddr string `env:"CALLVAULT_POLICY_HTTP_ADDR, default=127.0.0.1:8082"`
 	GRPCAddr string `env:"CALLVAULT_POLICY_GRPC_ADDR, default=127.0.0.1:9092"`
+	Settings Settings
+}
+
+// Settings are the operator's choices.
+type Settings struct {
+	// Preset names the system defaults (see retention.Presets).
+	Preset string `env:"CALLVAULT_POLICY_PRESET, default=guarantee-6-months"`
 }
 
 // AdmitConsumer is the durable consumer that admits artifacts.
@@ -35,21 +46,37 @@ const AdmitConsumer = "policy-admit"
 
 // Service is the policy service.
 type Service struct {
-	d        *platform.Deps
-	catalog  *catalog.Catalog
-	consumer *bus.Consumer
-	holds    *hold.Store
-	log      *slog.Logger
-	admitted *prometheus.CounterVec
+	d         *platform.Deps
+	catalog   *catalog.Catalog
+	consumer  *bus.Consumer
+	holds     *hold.Store
+	overrides *override.Store
+	preset    retention.Preset
+	log       *slog.Logger
+	admitted  *prometheus.CounterVec
 }
 
-// New returns the service.
-func New(d *platform.Deps) *Service {
+// New returns the service; an unknown preset is an error.
+func New(d *platform.Deps, set Settings) (*Service, error) {
+	if set.Preset == "" {
+		set.Preset = retention.DefaultPreset
+	}
+	preset, ok := retention.Presets[set.Preset]
+	if !ok {
+		names := make([]string, 0, len(retention.Presets))
+		for n := range retention.Presets {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		return nil, fmt.Errorf("CALLVAULT_POLICY_PRESET %q: must be one of %s", set.Preset, strings.Join(names, ", "))
+	}
 	s := &Service{
-		d:       d,
-		catalog: catalog.New(d.Redis, d.Names.Namespace()),
-		holds:   hold.NewStore(d.Redis, d.Names.Namespace()),
-		log:     d.Log.With("service", "policy"),
+		preset:    preset,
+		overrides: override.NewStore(d.Redis, d.Names.Namespace()),
+		d:         d,
+		catalog:   catalog.New(d.Redis, d.Names.Namespace()),
+		holds:     hold.NewStore(d.Redis, d.Names.Namespace()),
+		log:       d.Log.With("service", "policy"),
 		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "callvault", Subsystem: "policy", Name: "admissions_total",
 			Help: "Artifacts seen by admission, by kind and outcome (admitted, duplicate).",
@@ -58,7 +85,7 @@ func New(d *platform.Deps) *Service {
 	d.Registry.MustRegister(s.admitted)
 	spec := bus.DefaultSpec(d.Names.IngestStream(), AdmitConsumer, d.Names.RecordingSubject())
 	s.consumer = bus.NewConsumer(d.JS, d.Names, spec, s.handle, d.Log, d.Bus)
-	return s
+	return s, nil
 }
 
 // Run consumes accepted artifacts until ctx ends.
@@ -113,8 +140,8 @@ func (s *Service) Admit(ctx context.Context, env *eventv1.Envelope, seq uint64) 
 // a Redis loss, or at start with the in-process Redis. It returns the
 // ingest events applied.
 func (s *Service) Rebuild(ctx context.Context) (int, error) {
-	if _, err := s.RebuildHolds(ctx); err != nil {
-		return 0, fmt.Errorf("rebuild holds: %w", err)
+	if _, err := s.RebuildConfig(ctx); err != nil {
+		return 0, fmt.Errorf("rebuild policy config: %w", err)
 	}
 	n, skipped, err := bus.Replay(ctx, s.d.JS, s.d.Names.IngestStream(), []string{s.d.Names.RecordingSubject()}, s.Admit)
 	if skipped > 0 {

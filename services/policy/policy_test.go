@@ -37,7 +37,10 @@ func TestAdmissionIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := testenv.Deps(t, store)
-	svc := policy.New(d)
+	svc, err := policy.New(d, policy.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()

@@ -25,6 +25,7 @@ import (
 	catalogv1 "github.com/callvault/callvault/proto/callvault/catalog/v1"
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 	ingestv1 "github.com/callvault/callvault/proto/callvault/ingest/v1"
+	policyv1 "github.com/callvault/callvault/proto/callvault/policy/v1"
 )
 
 func grpcConn(t *testing.T, addr string) *grpc.ClientConn {
@@ -146,6 +147,25 @@ func TestRecordingPath(t *testing.T) {
 		t.Fatalf("grpc list: %v %v", lr, err)
 	}
 
+	// Policy over gRPC: a hold freezes deletion; Explain dates the recording.
+	pol := policyv1.NewPolicyServiceClient(cc)
+	if _, err := pol.PlaceHold(withToken(ctx, s.token), &policyv1.PlaceHoldRequest{Hold: &policyv1.Hold{
+		Scope: &policyv1.Scope{Level: policyv1.Level_LEVEL_USER, Domain: "a.example", User: "101"}, Reason: "e2e litigation"}}); err != nil {
+		t.Fatalf("place hold: %v", err)
+	}
+	md2, err := pol.MayDelete(withToken(ctx, s.token), &policyv1.MayDeleteRequest{Domain: "a.example", ArtifactId: "rec-http-1"})
+	if err != nil || md2.GetAllowed() || len(md2.GetBlockingHolds()) != 1 {
+		t.Fatalf("MayDelete under a hold: %v %v", md2, err)
+	}
+	ex, err := pol.Explain(withToken(ctx, s.token), &policyv1.ExplainRequest{Domain: "a.example", ArtifactId: "rec-grpc-1"})
+	if err != nil || ex.GetPolicy().GetMinStorageDays() != 90 || ex.GetPolicy().GetMinStorageFrom() != policyv1.Level_LEVEL_PRESET ||
+		!ex.GetCullableAt().AsTime().Equal(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC).AddDate(0, 0, 90)) {
+		t.Fatalf("explain: %v %v", ex, err)
+	}
+	if _, err := pol.MayDelete(ctx, &policyv1.MayDeleteRequest{Domain: "a.example", ArtifactId: "rec-http-1"}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("MayDelete without a token: %v", err)
+	}
+
 	// Restart in the middle: stop gracefully, start on the same data dir.
 	s.stop()
 	s.start()
@@ -157,6 +177,10 @@ func TestRecordingPath(t *testing.T) {
 	}
 	checkMedia(t, s, "rec-http-1", mediaA, "audio/wav")
 	checkMedia(t, s, "rec-grpc-1", mediaB, "audio/ogg")
+	md2, err = pol.MayDelete(withToken(ctx, s.token), &policyv1.MayDeleteRequest{Domain: "a.example", ArtifactId: "rec-http-1"})
+	if err != nil || md2.GetAllowed() {
+		t.Fatalf("the hold did not survive the restart: %v %v", md2, err)
+	}
 	code, res = s.upload(s.token, meta("rec-http-1", "a.example", "101"), mediaA)
 	if code != http.StatusOK || res["duplicate"] != true {
 		t.Fatalf("duplicate after restart: %d %v", code, res)

@@ -35,6 +35,8 @@ const (
 	Level_LEVEL_RESELLER    Level = 2
 	Level_LEVEL_DOMAIN      Level = 3
 	Level_LEVEL_USER        Level = 4
+	// The operator's chosen preset, under every override.
+	Level_LEVEL_PRESET Level = 5
 )
 
 // Enum value maps for Level.
@@ -45,6 +47,7 @@ var (
 		2: "LEVEL_RESELLER",
 		3: "LEVEL_DOMAIN",
 		4: "LEVEL_USER",
+		5: "LEVEL_PRESET",
 	}
 	Level_value = map[string]int32{
 		"LEVEL_UNSPECIFIED": 0,
@@ -52,6 +55,7 @@ var (
 		"LEVEL_RESELLER":    2,
 		"LEVEL_DOMAIN":      3,
 		"LEVEL_USER":        4,
+		"LEVEL_PRESET":      5,
 	}
 )
 
@@ -329,8 +333,12 @@ type PolicyFields struct {
 	RetentionDays      *int32 `protobuf:"varint,2,opt,name=retention_days,json=retentionDays,proto3,oneof" json:"retention_days,omitempty"`
 	RetentionUnlimited *bool  `protobuf:"varint,3,opt,name=retention_unlimited,json=retentionUnlimited,proto3,oneof" json:"retention_unlimited,omitempty"`
 	Cap                *Cap   `protobuf:"bytes,4,opt,name=cap,proto3,oneof" json:"cap,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// True removes a cap inherited from a less specific level.
+	NoCap *bool `protobuf:"varint,5,opt,name=no_cap,json=noCap,proto3,oneof" json:"no_cap,omitempty"`
+	// Retention blocks bought for recordings, added up to two years.
+	PurchasedDays *int32 `protobuf:"varint,6,opt,name=purchased_days,json=purchasedDays,proto3,oneof" json:"purchased_days,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PolicyFields) Reset() {
@@ -389,6 +397,20 @@ func (x *PolicyFields) GetCap() *Cap {
 		return x.Cap
 	}
 	return nil
+}
+
+func (x *PolicyFields) GetNoCap() bool {
+	if x != nil && x.NoCap != nil {
+		return *x.NoCap
+	}
+	return false
+}
+
+func (x *PolicyFields) GetPurchasedDays() int32 {
+	if x != nil && x.PurchasedDays != nil {
+		return *x.PurchasedDays
+	}
+	return 0
 }
 
 // Override sets some fields of a kind's policy at one scope.
@@ -2269,16 +2291,20 @@ const file_callvault_policy_v1_policy_proto_rawDesc = "" +
 	"\x03Cap\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x03R\x05limit\x126\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x1e.callvault.policy.v1.CapActionR\x06action\x123\n" +
-	"\x05scope\x18\x03 \x01(\x0e2\x1d.callvault.policy.v1.CapScopeR\x05scope\"\x98\x02\n" +
+	"\x05scope\x18\x03 \x01(\x0e2\x1d.callvault.policy.v1.CapScopeR\x05scope\"\xfe\x02\n" +
 	"\fPolicyFields\x12-\n" +
 	"\x10min_storage_days\x18\x01 \x01(\x05H\x00R\x0eminStorageDays\x88\x01\x01\x12*\n" +
 	"\x0eretention_days\x18\x02 \x01(\x05H\x01R\rretentionDays\x88\x01\x01\x124\n" +
 	"\x13retention_unlimited\x18\x03 \x01(\bH\x02R\x12retentionUnlimited\x88\x01\x01\x12/\n" +
-	"\x03cap\x18\x04 \x01(\v2\x18.callvault.policy.v1.CapH\x03R\x03cap\x88\x01\x01B\x13\n" +
+	"\x03cap\x18\x04 \x01(\v2\x18.callvault.policy.v1.CapH\x03R\x03cap\x88\x01\x01\x12\x1a\n" +
+	"\x06no_cap\x18\x05 \x01(\bH\x04R\x05noCap\x88\x01\x01\x12*\n" +
+	"\x0epurchased_days\x18\x06 \x01(\x05H\x05R\rpurchasedDays\x88\x01\x01B\x13\n" +
 	"\x11_min_storage_daysB\x11\n" +
 	"\x0f_retention_daysB\x16\n" +
 	"\x14_retention_unlimitedB\x06\n" +
-	"\x04_cap\"\x83\x02\n" +
+	"\x04_capB\t\n" +
+	"\a_no_capB\x11\n" +
+	"\x0f_purchased_days\"\x83\x02\n" +
 	"\bOverride\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.callvault.event.v1.DataKindR\x04kind\x120\n" +
 	"\x05scope\x18\x02 \x01(\v2\x1a.callvault.policy.v1.ScopeR\x05scope\x129\n" +
@@ -2406,14 +2432,15 @@ const file_callvault_policy_v1_policy_proto_rawDesc = "" +
 	"\x10ListHoldsRequest\x120\n" +
 	"\x05scope\x18\x01 \x01(\v2\x1a.callvault.policy.v1.ScopeR\x05scope\"D\n" +
 	"\x11ListHoldsResponse\x12/\n" +
-	"\x05holds\x18\x01 \x03(\v2\x19.callvault.policy.v1.HoldR\x05holds*f\n" +
+	"\x05holds\x18\x01 \x03(\v2\x19.callvault.policy.v1.HoldR\x05holds*x\n" +
 	"\x05Level\x12\x15\n" +
 	"\x11LEVEL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fLEVEL_SYSTEM\x10\x01\x12\x12\n" +
 	"\x0eLEVEL_RESELLER\x10\x02\x12\x10\n" +
 	"\fLEVEL_DOMAIN\x10\x03\x12\x0e\n" +
 	"\n" +
-	"LEVEL_USER\x10\x04*[\n" +
+	"LEVEL_USER\x10\x04\x12\x10\n" +
+	"\fLEVEL_PRESET\x10\x05*[\n" +
 	"\tCapAction\x12\x1a\n" +
 	"\x16CAP_ACTION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CAP_ACTION_REFUSE\x10\x01\x12\x1b\n" +

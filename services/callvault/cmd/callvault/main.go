@@ -119,7 +119,11 @@ func replayCatalog(ctx context.Context, cfg callvault.Config, log *slog.Logger) 
 		return err
 	}
 	defer d.Close()
-	tokens, recs, err := callvault.Rebuild(ctx, d, policy.New(d))
+	pol, err := policy.New(d, cfg.Policy)
+	if err != nil {
+		return err
+	}
+	tokens, recs, err := callvault.Rebuild(ctx, d, pol)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ func main() {
 	platform.Main("policy", func(ctx context.Context) error {
 		var cfg policy.Config
 		return platform.RunService(ctx, "policy", &cfg, &cfg.Platform, func(d *platform.Deps) (platform.Service, error) {
-			return policy.New(d), nil
+			return policy.New(d, cfg.Settings)
 		}, func() (*string, *string) { return &cfg.HTTPAddr, &cfg.GRPCAddr })
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/callvault/callvault/pkg/apierr"
 	"github.com/callvault/callvault/pkg/auth"
 	policyv1 "github.com/callvault/callvault/proto/callvault/policy/v1"
+	"github.com/callvault/callvault/services/policy/internal/bundle"
 	"github.com/callvault/callvault/services/policy/internal/override"
 )
 
@@ -146,4 +147,26 @@ func (g *grpcServer) Explain(ctx context.Context, req *policyv1.ExplainRequest) 
 		out.Holds = append(out.Holds, holdProto(h))
 	}
 	return out, nil
+}
+
+func (g *grpcServer) RoundUp(_ context.Context, req *policyv1.RoundUpRequest) (*policyv1.RoundUpResponse, error) {
+	b, why, err := g.s.bundles.RoundUp(int(req.GetPbxCount()), int(req.GetStorageLicences()))
+	switch {
+	case errors.Is(err, bundle.ErrNoBundle):
+		return nil, apierr.GRPC(apierr.Invalid("storage_licences", "%v", err))
+	case err != nil && req.GetPbxCount() < 1:
+		return nil, apierr.GRPC(apierr.Invalid("pbx_count", "%v", err))
+	case err != nil:
+		return nil, apierr.GRPC(apierr.Invalid("storage_licences", "%v", err))
+	}
+	return &policyv1.RoundUpResponse{Bundle: bundleProto(b), Reason: why}, nil
+}
+
+func (g *grpcServer) AssignBundle(ctx context.Context, req *policyv1.AssignBundleRequest) (*policyv1.AssignBundleResponse, error) {
+	p, _ := auth.FromContext(ctx)
+	a, b, err := g.s.AssignBundle(ctx, p, req.GetDomain(), req.GetBundle(), int(req.GetDataRotationMonths()))
+	if err != nil {
+		return nil, apierr.GRPC(err)
+	}
+	return &policyv1.AssignBundleResponse{Bundle: bundleProto(b), DataRotationMonths: int32(a.RotationMonths)}, nil
 }

@@ -155,6 +155,8 @@ func (s *Service) ApplyConfig(ctx context.Context, env *eventv1.Envelope) error 
 		return s.applyHold(ctx, env)
 	case entityOverride:
 		return s.applyOverride(ctx, env)
+	case entityBundle:
+		return s.applyBundle(ctx, env)
 	default:
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/callvault/callvault/pkg/retention"
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 	policyv1 "github.com/callvault/callvault/proto/callvault/policy/v1"
+	"github.com/callvault/callvault/services/policy/internal/bundle"
 	"github.com/callvault/callvault/services/policy/internal/hold"
 	"github.com/callvault/callvault/services/policy/internal/override"
 )
@@ -39,6 +41,8 @@ type Config struct {
 type Settings struct {
 	// Preset names the system defaults (see retention.Presets).
 	Preset string `env:"CALLVAULT_POLICY_PRESET, default=guarantee-6-months"`
+	// BundleCatalogue is a JSON file replacing the shipped catalogue.
+	BundleCatalogue string `env:"CALLVAULT_BUNDLE_CATALOGUE"`
 }
 
 // AdmitConsumer is the durable consumer that admits artifacts.
@@ -52,6 +56,7 @@ type Service struct {
 	holds     *hold.Store
 	overrides *override.Store
 	preset    retention.Preset
+	bundles   bundle.Catalogue
 	log       *slog.Logger
 	admitted  *prometheus.CounterVec
 }
@@ -70,7 +75,20 @@ func New(d *platform.Deps, set Settings) (*Service, error) {
 		slices.Sort(names)
 		return nil, fmt.Errorf("CALLVAULT_POLICY_PRESET %q: must be one of %s", set.Preset, strings.Join(names, ", "))
 	}
+	cat := bundle.Builtin()
+	if set.BundleCatalogue != "" {
+		f, err := os.Open(set.BundleCatalogue)
+		if err != nil {
+			return nil, fmt.Errorf("CALLVAULT_BUNDLE_CATALOGUE: %w", err)
+		}
+		cat, err = bundle.Parse(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("CALLVAULT_BUNDLE_CATALOGUE: %w", err)
+		}
+	}
 	s := &Service{
+		bundles:   cat,
 		preset:    preset,
 		overrides: override.NewStore(d.Redis, d.Names.Namespace()),
 		d:         d,

@@ -42,6 +42,15 @@ func (n Names) DeadLetterStream() string { return strings.ToUpper(n.ns) + "_DLQ"
 // RecordingSubject is where ingest publishes stored recordings.
 func (n Names) RecordingSubject() string { return n.ns + ".ingest.recording" }
 
+// MessageSubject is where voicemails, faxes and SMS/MMS are published.
+func (n Names) MessageSubject() string { return n.ns + ".ingest.message" }
+
+// RefusalSubject records artifacts admission refused, with the reason.
+func (n Names) RefusalSubject() string { return n.ns + ".ingest.refused" }
+
+// DeletionSubject records every deletion (tombstones).
+func (n Names) DeletionSubject() string { return n.ns + ".ingest.deleted" }
+
 // IngestSubjects matches every subject of the ingest stream.
 func (n Names) IngestSubjects() string { return n.ns + ".ingest.>" }
 

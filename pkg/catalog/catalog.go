@@ -37,14 +37,15 @@ type Recording struct {
 
 // Catalog reads and writes the artifact index.
 type Catalog struct {
-	rdb   redis.UniversalClient
-	k     keys
-	admit *redis.Script
+	rdb    redis.UniversalClient
+	k      keys
+	admit  *redis.Script
+	capped *redis.Script
 }
 
 // New returns a catalog whose keys start with ns.
 func New(rdb redis.UniversalClient, ns string) *Catalog {
-	return &Catalog{rdb: rdb, k: keys{ns: ns}, admit: redis.NewScript(admitScript)}
+	return &Catalog{rdb: rdb, k: keys{ns: ns}, admit: redis.NewScript(admitScript), capped: redis.NewScript(capScript)}
 }
 
 // admitScript writes an artifact and its index entries in one step, so a

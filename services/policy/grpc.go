@@ -170,3 +170,12 @@ func (g *grpcServer) AssignBundle(ctx context.Context, req *policyv1.AssignBundl
 	}
 	return &policyv1.AssignBundleResponse{Bundle: bundleProto(b), DataRotationMonths: int32(a.RotationMonths)}, nil
 }
+
+func (g *grpcServer) CheckQuota(ctx context.Context, req *policyv1.CheckQuotaRequest) (*policyv1.CheckQuotaResponse, error) {
+	p, _ := auth.FromContext(ctx)
+	out, err := g.s.CheckQuota(ctx, p, req.GetKind(), req.GetTenant(), req.GetFolder())
+	if err != nil {
+		return nil, apierr.GRPC(err)
+	}
+	return out, nil
+}

@@ -101,7 +101,7 @@ func New(d *platform.Deps, set Settings) (*Service, error) {
 		}, []string{"kind", "status"}),
 	}
 	d.Registry.MustRegister(s.admitted)
-	spec := bus.DefaultSpec(d.Names.IngestStream(), AdmitConsumer, d.Names.RecordingSubject())
+	spec := bus.DefaultSpec(d.Names.IngestStream(), AdmitConsumer, d.Names.RecordingSubject(), d.Names.MessageSubject())
 	s.consumer = bus.NewConsumer(d.JS, d.Names, spec, s.handle, d.Log, d.Bus)
 	return s, nil
 }
@@ -129,31 +129,6 @@ func (s *Service) handle(ctx context.Context, m jetstream.Msg) error {
 	return s.Admit(ctx, env, md.Sequence.Stream)
 }
 
-// Admit applies one ingest event to the catalog. It is idempotent by
-// artifact id: a redelivery or a replay changes nothing the second time.
-func (s *Service) Admit(ctx context.Context, env *eventv1.Envelope, seq uint64) error {
-	switch b := env.GetBody().(type) {
-	case *eventv1.Envelope_Recording:
-		r, err := recordingFromEvent(env, b.Recording, seq)
-		if err != nil {
-			return bus.Poison(err)
-		}
-		fresh, err := s.catalog.AdmitRecording(ctx, r)
-		if err != nil {
-			return err
-		}
-		status := "admitted"
-		if !fresh {
-			status = "duplicate"
-		}
-		s.admitted.WithLabelValues(catalog.KindRecording, status).Inc()
-		s.log.Debug("recording", "id", r.ID, "domain", r.Domain, "status", status)
-		return nil
-	default:
-		return bus.Poison(fmt.Errorf("envelope %s: no admission rule for %T", env.GetId(), env.GetBody()))
-	}
-}
-
 // Rebuild replays the legal holds and the ingest stream into Redis: after
 // a Redis loss, or at start with the in-process Redis. It returns the
 // ingest events applied.
@@ -161,7 +136,11 @@ func (s *Service) Rebuild(ctx context.Context) (int, error) {
 	if _, err := s.RebuildConfig(ctx); err != nil {
 		return 0, fmt.Errorf("rebuild policy config: %w", err)
 	}
-	n, skipped, err := bus.Replay(ctx, s.d.JS, s.d.Names.IngestStream(), []string{s.d.Names.RecordingSubject()}, s.Admit)
+	subjects := []string{s.d.Names.RecordingSubject(), s.d.Names.MessageSubject()}
+	n, skipped, err := bus.Replay(ctx, s.d.JS, s.d.Names.IngestStream(), subjects, func(ctx context.Context, env *eventv1.Envelope, seq uint64) error {
+		_, _, err := s.apply(ctx, env, seq)
+		return err
+	})
 	if skipped > 0 {
 		s.log.Warn("rebuild skipped undecodable events", "count", skipped)
 	}

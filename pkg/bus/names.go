@@ -51,6 +51,9 @@ func (n Names) RefusalSubject() string { return n.ns + ".ingest.refused" }
 // DeletionSubject records every deletion (tombstones).
 func (n Names) DeletionSubject() string { return n.ns + ".ingest.deleted" }
 
+// UsageSubject carries usage alerts (the 95 % threshold).
+func (n Names) UsageSubject() string { return n.ns + ".ingest.usage" }
+
 // IngestSubjects matches every subject of the ingest stream.
 func (n Names) IngestSubjects() string { return n.ns + ".ingest.>" }
 

@@ -26,14 +26,17 @@ func benchRecording(i int) catalog.Recording {
 }
 
 // BenchmarkAdmitRecording admits one recording per call, as the consumer
-// does: one script run plus one registry pipeline.
+// does for automatic recordings: the capped script with the monthly
+// counter, plus one registry pipeline.
 func BenchmarkAdmitRecording(b *testing.B) {
 	ns := testenv.Namespace(b)
 	c := catalog.New(testenv.Redis(b, ns), ns)
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := c.AdmitRecording(ctx, benchRecording(i)); err != nil {
+		r := benchRecording(i)
+		check := catalog.CapCheck{Mode: catalog.MonthlyLimit, Limit: 1 << 40, Key: c.MonthKey(r.Domain, "recording_automatic", r.AcceptedAt)}
+		if _, err := c.AdmitRecordingCapped(ctx, r, check); err != nil {
 			b.Fatal(err)
 		}
 	}

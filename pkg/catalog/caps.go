@@ -43,6 +43,8 @@ type Outcome struct {
 	// Refused says why, e.g. "box_full", "monthly_cap", "folder_full_within_minimum".
 	Refused string
 	Evicted *Evicted
+	// TotalBytes is the domain's usage after an admission.
+	TotalBytes int64
 }
 
 // Evicted is the artifact a cap eviction deleted from the catalog.
@@ -68,13 +70,15 @@ func (c *Catalog) MonthKey(domain, kind string, t time.Time) string {
 // capScript admits an artifact and enforces its cap in one step, so 32
 // writers racing for the last place in a box can never overfill it.
 //
-// KEYS: artifact, kind index, user index, call set, usage, cap key
+// KEYS: artifact, kind index, user index, call set, usage, cap key, daily
 // ARGV: id, score, size, category, has_user, has_call, cap mode, limit,
 //
-//	evict-before score, ttl seconds (counters), field, value, ...
+//	evict-before score, ttl seconds (counters), day, field, value, ...
 //
-// Returns {1, evicted id, evicted size, evicted key} when admitted,
-// {0} for a duplicate, {-1, reason} when refused.
+// Returns {1, evicted id, evicted size, evicted key, total bytes} when
+// admitted, {0} for a duplicate, {-1, reason} when refused. The usage hash
+// keeps a running total:bytes, and the daily hash the bytes admitted per
+// UTC day, for the forecast.
 const capScript = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
 local mode, limit = ARGV[7], tonumber(ARGV[8])
@@ -97,22 +101,25 @@ elseif mode == 'set_evict' then
     redis.call('ZREM', KEYS[3], oldest[1])
     redis.call('HINCRBY', KEYS[5], ARGV[4] .. ':bytes', -size)
     redis.call('HINCRBY', KEYS[5], ARGV[4] .. ':count', -1)
+    redis.call('HINCRBY', KEYS[5], 'total:bytes', -size)
     evicted = {oldest[1], tostring(size), okey}
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 11, #ARGV))
+redis.call('HSET', KEYS[1], unpack(ARGV, 12, #ARGV))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 if ARGV[5] == '1' then redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1]) end
 if ARGV[6] == '1' then redis.call('SADD', KEYS[4], ARGV[1]) end
 redis.call('HINCRBY', KEYS[5], ARGV[4] .. ':bytes', ARGV[3])
 redis.call('HINCRBY', KEYS[5], ARGV[4] .. ':count', 1)
+local total = redis.call('HINCRBY', KEYS[5], 'total:bytes', ARGV[3])
+redis.call('HINCRBY', KEYS[7], ARGV[11], ARGV[3])
 if mode == 'set_refuse' or mode == 'set_evict' then
   redis.call('ZADD', KEYS[6], ARGV[2], ARGV[1])
 elseif mode == 'counter_refuse' then
   redis.call('INCR', KEYS[6])
   redis.call('EXPIRE', KEYS[6], tonumber(ARGV[10]))
 end
-return {1, evicted[1] or '', evicted[2] or '0', evicted[3] or ''}
+return {1, evicted[1] or '', evicted[2] or '0', evicted[3] or '', tostring(total)}
 `
 
 // counterTTL keeps a month's counter a little longer than any month.
@@ -120,12 +127,12 @@ const counterTTL = 40 * 24 * time.Hour
 
 // artifact is what the cap script writes: index placement and fields.
 type artifact struct {
-	domain, reseller, id, kind, category, user, callID string
-	score, size                                        int64
-	fields                                             []any
+	domain, reseller, id, kind, category, user, callID, day string
+	score, size                                             int64
+	fields                                                  []any
 }
 
-func (c *Catalog) admitCapped(ctx context.Context, a artifact, cap CapCheck) (Outcome, error) {
+func (c *Catalog) scriptArgs(a artifact, cap CapCheck) ([]string, []any) {
 	capKey := cap.Key
 	if cap.Mode == NoCap || capKey == "" {
 		capKey = c.k.usage(a.domain) // unused, but every key must share the slot
@@ -143,13 +150,23 @@ func (c *Catalog) admitCapped(ctx context.Context, a artifact, cap CapCheck) (Ou
 	if cap.Mode == EvictOldest && !cap.EvictBefore.IsZero() {
 		evictBefore = strconv.FormatInt(cap.EvictBefore.UnixMilli(), 10)
 	}
-	keys := []string{c.k.artifact(a.domain, a.id), c.k.index(a.domain, a.kind), c.k.userIndex(a.domain, a.user, a.kind), callKey, c.k.usage(a.domain), capKey}
-	args := []any{a.id, a.score, a.size, a.category, hasUser, hasCall, string(cap.Mode), cap.Limit, evictBefore, int64(counterTTL.Seconds())}
-	args = append(args, a.fields...)
+	keys := []string{c.k.artifact(a.domain, a.id), c.k.index(a.domain, a.kind), c.k.userIndex(a.domain, a.user, a.kind), callKey, c.k.usage(a.domain), capKey, c.k.daily(a.domain)}
+	args := []any{a.id, a.score, a.size, a.category, hasUser, hasCall, string(cap.Mode), cap.Limit, evictBefore, int64(counterTTL.Seconds()), a.day}
+	return keys, append(args, a.fields...)
+}
+
+func (c *Catalog) admitCapped(ctx context.Context, a artifact, cap CapCheck) (Outcome, error) {
+	keys, args := c.scriptArgs(a, cap)
 	res, err := c.capped.Run(ctx, c.rdb, keys, args...).Slice()
 	if err != nil {
 		return Outcome{}, fmt.Errorf("catalog admit %s: %w", a.id, err)
 	}
+	return c.finish(ctx, a, res)
+}
+
+// finish interprets the script's answer and writes the registries, which
+// live outside the domain's slot (idempotent, so a retry is safe).
+func (c *Catalog) finish(ctx context.Context, a artifact, res []any) (Outcome, error) {
 	status, _ := res[0].(int64)
 	switch status {
 	case 0:
@@ -164,6 +181,7 @@ func (c *Catalog) admitCapped(ctx context.Context, a artifact, cap CapCheck) (Ou
 		pipe.HSetNX(ctx, c.k.domains(), a.domain, a.reseller)
 	}
 	out := Outcome{Admitted: true}
+	out.TotalBytes, _ = strconv.ParseInt(res[4].(string), 10, 64)
 	if id, _ := res[1].(string); id != "" {
 		size, _ := strconv.ParseInt(res[2].(string), 10, 64)
 		out.Evicted = &Evicted{ID: id, Size: size, ObjectKey: res[3].(string)}
@@ -190,10 +208,14 @@ func (c *Catalog) Count(ctx context.Context, mode CapMode, key string) (int64, e
 // AdmitRecordingCapped admits a recording under a cap (the monthly limit
 // of automatic recordings).
 func (c *Catalog) AdmitRecordingCapped(ctx context.Context, r Recording, cap CapCheck) (Outcome, error) {
-	return c.admitCapped(ctx, artifact{
+	return c.admitCapped(ctx, recordingArtifact(r), cap)
+}
+
+func recordingArtifact(r Recording) artifact {
+	return artifact{
 		domain: r.Domain, reseller: r.Reseller, id: r.ID, kind: KindRecording, category: KindRecording, user: r.User, callID: r.CallID,
-		score: r.StartedAt.UnixMilli(), size: r.Size, fields: recordingFields(r),
-	}, cap)
+		score: r.StartedAt.UnixMilli(), size: r.Size, fields: recordingFields(r), day: r.AcceptedAt.UTC().Format("20060102"),
+	}
 }
 
 // Message is a voicemail, a fax or an SMS/MMS.
@@ -231,11 +253,29 @@ func (m Message) Category() string {
 func (c *Catalog) AdmitMessage(ctx context.Context, m Message, cap CapCheck) (Outcome, error) {
 	return c.admitCapped(ctx, artifact{
 		domain: m.Domain, reseller: m.Reseller, id: m.ID, kind: m.Kind, category: m.Category(), user: m.User,
-		score: m.ReceivedAt.UnixMilli(), size: m.Size,
+		score: m.ReceivedAt.UnixMilli(), size: m.Size, day: m.AcceptedAt.UTC().Format("20060102"),
 		fields: []any{
 			"id", m.ID, "kind", m.Kind, "folder", m.Folder, "reseller", m.Reseller, "domain", m.Domain, "user", m.User,
 			"started_at", m.ReceivedAt.UnixMilli(), "from", m.From, "to", m.To, "size", m.Size, "sha256", m.SHA256,
 			"key", m.ObjectKey, "content_type", m.ContentType, "accepted_at", m.AcceptedAt.UnixMilli(), "seq", m.StreamSeq,
 		},
 	}, cap)
+}
+
+// AddedSince sums the bytes admitted to a domain on the UTC days from
+// since to today.
+func (c *Catalog) AddedSince(ctx context.Context, domain string, since time.Time) (int64, error) {
+	m, err := c.rdb.HGetAll(ctx, c.k.daily(domain)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("catalog daily usage %s: %w", domain, err)
+	}
+	from := since.UTC().Format("20060102")
+	var sum int64
+	for day, v := range m {
+		if day >= from {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			sum += n
+		}
+	}
+	return sum, nil
 }

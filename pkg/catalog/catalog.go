@@ -39,49 +39,20 @@ type Recording struct {
 type Catalog struct {
 	rdb    redis.UniversalClient
 	k      keys
-	admit  *redis.Script
 	capped *redis.Script
 }
 
 // New returns a catalog whose keys start with ns.
 func New(rdb redis.UniversalClient, ns string) *Catalog {
-	return &Catalog{rdb: rdb, k: keys{ns: ns}, admit: redis.NewScript(admitScript), capped: redis.NewScript(capScript)}
+	return &Catalog{rdb: rdb, k: keys{ns: ns}, capped: redis.NewScript(capScript)}
 }
 
-// admitScript writes an artifact and its index entries in one step, so a
-// redelivered event can never count usage twice: the existence check and
-// the writes cannot interleave with another admission of the same id.
-//
-// KEYS: artifact, kind index, user index, call set, usage
-// ARGV: id, score, size, category, has_user, field, value, ...
-const admitScript = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6, #ARGV))
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-if ARGV[5] == '1' then redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1]) end
-redis.call('SADD', KEYS[4], ARGV[1])
-redis.call('HINCRBY', KEYS[5], ARGV[4] .. ':bytes', ARGV[3])
-redis.call('HINCRBY', KEYS[5], ARGV[4] .. ':count', 1)
-return 1
-`
-
-// AdmitRecording adds r to the catalog. It returns false when r was already
-// there; nothing is changed then.
+// AdmitRecording adds r to the catalog with no cap. It returns false when
+// r was already there; nothing is changed then, so a redelivered event
+// never counts usage twice.
 func (c *Catalog) AdmitRecording(ctx context.Context, r Recording) (bool, error) {
-	keys, args := c.admitArgs(r)
-	n, err := c.admit.Run(ctx, c.rdb, keys, args...).Int()
-	if err != nil {
-		return false, fmt.Errorf("catalog admit %s: %w", r.ID, err)
-	}
-	// The registries live outside the domain's slot; both writes are
-	// idempotent, so a retry after a failure here is safe.
-	pipe := c.rdb.Pipeline()
-	pipe.HSetNX(ctx, c.k.domains(), r.Domain, r.Reseller)
-	pipe.HSetNX(ctx, c.k.ids(r.ID), r.ID, r.Domain)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return false, fmt.Errorf("catalog admit %s: registries: %w", r.ID, err)
-	}
-	return n == 1, nil
+	out, err := c.admitCapped(ctx, recordingArtifact(r), CapCheck{})
+	return out.Admitted, err
 }
 
 // AdmitRecordings admits a batch in one pipeline (two round trips for the
@@ -92,14 +63,14 @@ func (c *Catalog) AdmitRecordings(ctx context.Context, recs []Recording) ([]bool
 		return nil, nil
 	}
 	// Load the script once so the pipeline can use EVALSHA throughout.
-	if err := c.admit.Load(ctx, c.rdb).Err(); err != nil {
+	if err := c.capped.Load(ctx, c.rdb).Err(); err != nil {
 		return nil, fmt.Errorf("catalog admit batch: load script: %w", err)
 	}
 	pipe := c.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(recs))
 	for i, r := range recs {
-		keys, args := c.admitArgs(r)
-		cmds[i] = c.admit.EvalSha(ctx, pipe, keys, args...)
+		keys, args := c.scriptArgs(recordingArtifact(r), CapCheck{})
+		cmds[i] = c.capped.EvalSha(ctx, pipe, keys, args...)
 		pipe.HSetNX(ctx, c.k.domains(), r.Domain, r.Reseller)
 		pipe.HSetNX(ctx, c.k.ids(r.ID), r.ID, r.Domain)
 	}
@@ -108,29 +79,14 @@ func (c *Catalog) AdmitRecordings(ctx context.Context, recs []Recording) ([]bool
 	}
 	out := make([]bool, len(recs))
 	for i, cmd := range cmds {
-		n, err := cmd.Int()
+		res, err := cmd.Slice()
 		if err != nil {
 			return nil, fmt.Errorf("catalog admit batch %s: %w", recs[i].ID, err)
 		}
-		out[i] = n == 1
+		status, _ := res[0].(int64)
+		out[i] = status == 1
 	}
 	return out, nil
-}
-
-func (c *Catalog) admitArgs(r Recording) ([]string, []any) {
-	hasUser := "0"
-	if r.User != "" {
-		hasUser = "1"
-	}
-	args := []any{r.ID, strconv.FormatInt(r.StartedAt.UnixMilli(), 10), r.Size, KindRecording, hasUser}
-	args = append(args, recordingFields(r)...)
-	return []string{
-		c.k.artifact(r.Domain, r.ID),
-		c.k.index(r.Domain, KindRecording),
-		c.k.userIndex(r.Domain, r.User, KindRecording),
-		c.k.call(r.Domain, r.CallID),
-		c.k.usage(r.Domain),
-	}, args
 }
 
 func recordingFields(r Recording) []any {

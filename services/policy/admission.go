@@ -145,6 +145,11 @@ func (s *Service) Admit(ctx context.Context, env *eventv1.Envelope, seq uint64) 
 			return err
 		}
 	}
+	if out.Admitted {
+		if err := s.checkThreshold(ctx, env, out.TotalBytes); err != nil {
+			return err
+		}
+	}
 	s.admitted.WithLabelValues(string(kind), status).Inc()
 	return nil
 }

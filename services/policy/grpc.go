@@ -179,3 +179,12 @@ func (g *grpcServer) CheckQuota(ctx context.Context, req *policyv1.CheckQuotaReq
 	}
 	return out, nil
 }
+
+func (g *grpcServer) GetUsage(ctx context.Context, req *policyv1.GetUsageRequest) (*policyv1.GetUsageResponse, error) {
+	p, _ := auth.FromContext(ctx)
+	out, err := g.s.GetUsage(ctx, p, req.GetDomain())
+	if err != nil {
+		return nil, apierr.GRPC(err)
+	}
+	return out, nil
+}

@@ -364,6 +364,7 @@ type Envelope struct {
 	//	*Envelope_Config
 	//	*Envelope_TokenIssued
 	//	*Envelope_TokenRevoked
+	//	*Envelope_UsageThreshold
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -506,6 +507,15 @@ func (x *Envelope) GetTokenRevoked() *TokenRevoked {
 	return nil
 }
 
+func (x *Envelope) GetUsageThreshold() *UsageThreshold {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_UsageThreshold); ok {
+			return x.UsageThreshold
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -542,6 +552,10 @@ type Envelope_TokenRevoked struct {
 	TokenRevoked *TokenRevoked `protobuf:"bytes,17,opt,name=token_revoked,json=tokenRevoked,proto3,oneof"`
 }
 
+type Envelope_UsageThreshold struct {
+	UsageThreshold *UsageThreshold `protobuf:"bytes,18,opt,name=usage_threshold,json=usageThreshold,proto3,oneof"`
+}
+
 func (*Envelope_Recording) isEnvelope_Body() {}
 
 func (*Envelope_Cdr) isEnvelope_Body() {}
@@ -557,6 +571,8 @@ func (*Envelope_Config) isEnvelope_Body() {}
 func (*Envelope_TokenIssued) isEnvelope_Body() {}
 
 func (*Envelope_TokenRevoked) isEnvelope_Body() {}
+
+func (*Envelope_UsageThreshold) isEnvelope_Body() {}
 
 // RecordingStored says a call recording's media is in the CDS.
 type RecordingStored struct {
@@ -1207,6 +1223,76 @@ func (x *TokenRevoked) GetRevokedBy() string {
 	return ""
 }
 
+// UsageThreshold says a domain crossed an alert threshold of its capacity
+// (95 %). It fires once per crossing, not once per write.
+type UsageThreshold struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UsedBytes     int64                  `protobuf:"varint,1,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
+	CapacityBytes int64                  `protobuf:"varint,2,opt,name=capacity_bytes,json=capacityBytes,proto3" json:"capacity_bytes,omitempty"`
+	Percent       float64                `protobuf:"fixed64,3,opt,name=percent,proto3" json:"percent,omitempty"`
+	Bundle        string                 `protobuf:"bytes,4,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageThreshold) Reset() {
+	*x = UsageThreshold{}
+	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageThreshold) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageThreshold) ProtoMessage() {}
+
+func (x *UsageThreshold) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageThreshold.ProtoReflect.Descriptor instead.
+func (*UsageThreshold) Descriptor() ([]byte, []int) {
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *UsageThreshold) GetUsedBytes() int64 {
+	if x != nil {
+		return x.UsedBytes
+	}
+	return 0
+}
+
+func (x *UsageThreshold) GetCapacityBytes() int64 {
+	if x != nil {
+		return x.CapacityBytes
+	}
+	return 0
+}
+
+func (x *UsageThreshold) GetPercent() float64 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+func (x *UsageThreshold) GetBundle() string {
+	if x != nil {
+		return x.Bundle
+	}
+	return ""
+}
+
 var File_callvault_event_v1_event_proto protoreflect.FileDescriptor
 
 const file_callvault_event_v1_event_proto_rawDesc = "" +
@@ -1221,7 +1307,7 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\n" +
 	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12!\n" +
-	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\"\xb5\x05\n" +
+	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\"\x84\x06\n" +
 	"\bEnvelope\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\vaccepted_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1236,7 +1322,8 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\arefusal\x18\x0e \x01(\v2$.callvault.event.v1.AdmissionRefusedH\x00R\arefusal\x12;\n" +
 	"\x06config\x18\x0f \x01(\v2!.callvault.event.v1.ConfigChangedH\x00R\x06config\x12D\n" +
 	"\ftoken_issued\x18\x10 \x01(\v2\x1f.callvault.event.v1.TokenIssuedH\x00R\vtokenIssued\x12G\n" +
-	"\rtoken_revoked\x18\x11 \x01(\v2 .callvault.event.v1.TokenRevokedH\x00R\ftokenRevokedB\x06\n" +
+	"\rtoken_revoked\x18\x11 \x01(\v2 .callvault.event.v1.TokenRevokedH\x00R\ftokenRevoked\x12M\n" +
+	"\x0fusage_threshold\x18\x12 \x01(\v2\".callvault.event.v1.UsageThresholdH\x00R\x0eusageThresholdB\x06\n" +
 	"\x04body\"\xf2\x01\n" +
 	"\x0fRecordingStored\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x125\n" +
@@ -1299,7 +1386,13 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\fTokenRevoked\x12!\n" +
 	"\ftoken_sha256\x18\x01 \x01(\tR\vtokenSha256\x12\x1d\n" +
 	"\n" +
-	"revoked_by\x18\x02 \x01(\tR\trevokedBy*\xa7\x02\n" +
+	"revoked_by\x18\x02 \x01(\tR\trevokedBy\"\x88\x01\n" +
+	"\x0eUsageThreshold\x12\x1d\n" +
+	"\n" +
+	"used_bytes\x18\x01 \x01(\x03R\tusedBytes\x12%\n" +
+	"\x0ecapacity_bytes\x18\x02 \x01(\x03R\rcapacityBytes\x12\x18\n" +
+	"\apercent\x18\x03 \x01(\x01R\apercent\x12\x16\n" +
+	"\x06bundle\x18\x04 \x01(\tR\x06bundle*\xa7\x02\n" +
 	"\bDataKind\x12\x19\n" +
 	"\x15DATA_KIND_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dDATA_KIND_RECORDING_AUTOMATIC\x10\x01\x12!\n" +
@@ -1339,7 +1432,7 @@ func file_callvault_event_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_callvault_event_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_callvault_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_callvault_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_callvault_event_v1_event_proto_goTypes = []any{
 	(DataKind)(0),                 // 0: callvault.event.v1.DataKind
 	(RecordingMode)(0),            // 1: callvault.event.v1.RecordingMode
@@ -1355,10 +1448,11 @@ var file_callvault_event_v1_event_proto_goTypes = []any{
 	(*ConfigChanged)(nil),         // 11: callvault.event.v1.ConfigChanged
 	(*TokenIssued)(nil),           // 12: callvault.event.v1.TokenIssued
 	(*TokenRevoked)(nil),          // 13: callvault.event.v1.TokenRevoked
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*UsageThreshold)(nil),        // 14: callvault.event.v1.UsageThreshold
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_callvault_event_v1_event_proto_depIdxs = []int32{
-	14, // 0: callvault.event.v1.Envelope.accepted_at:type_name -> google.protobuf.Timestamp
+	15, // 0: callvault.event.v1.Envelope.accepted_at:type_name -> google.protobuf.Timestamp
 	3,  // 1: callvault.event.v1.Envelope.tenant:type_name -> callvault.event.v1.Tenant
 	6,  // 2: callvault.event.v1.Envelope.recording:type_name -> callvault.event.v1.RecordingStored
 	7,  // 3: callvault.event.v1.Envelope.cdr:type_name -> callvault.event.v1.CdrRecorded
@@ -1368,21 +1462,22 @@ var file_callvault_event_v1_event_proto_depIdxs = []int32{
 	11, // 7: callvault.event.v1.Envelope.config:type_name -> callvault.event.v1.ConfigChanged
 	12, // 8: callvault.event.v1.Envelope.token_issued:type_name -> callvault.event.v1.TokenIssued
 	13, // 9: callvault.event.v1.Envelope.token_revoked:type_name -> callvault.event.v1.TokenRevoked
-	1,  // 10: callvault.event.v1.RecordingStored.mode:type_name -> callvault.event.v1.RecordingMode
-	14, // 11: callvault.event.v1.RecordingStored.started_at:type_name -> google.protobuf.Timestamp
-	4,  // 12: callvault.event.v1.RecordingStored.media:type_name -> callvault.event.v1.MediaObject
-	14, // 13: callvault.event.v1.CdrRecorded.started_at:type_name -> google.protobuf.Timestamp
-	0,  // 14: callvault.event.v1.MessageStored.kind:type_name -> callvault.event.v1.DataKind
-	2,  // 15: callvault.event.v1.MessageStored.folder:type_name -> callvault.event.v1.MessageFolder
-	14, // 16: callvault.event.v1.MessageStored.received_at:type_name -> google.protobuf.Timestamp
-	4,  // 17: callvault.event.v1.MessageStored.media:type_name -> callvault.event.v1.MediaObject
-	0,  // 18: callvault.event.v1.ArtifactDeleted.kind:type_name -> callvault.event.v1.DataKind
-	0,  // 19: callvault.event.v1.AdmissionRefused.kind:type_name -> callvault.event.v1.DataKind
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	14, // 10: callvault.event.v1.Envelope.usage_threshold:type_name -> callvault.event.v1.UsageThreshold
+	1,  // 11: callvault.event.v1.RecordingStored.mode:type_name -> callvault.event.v1.RecordingMode
+	15, // 12: callvault.event.v1.RecordingStored.started_at:type_name -> google.protobuf.Timestamp
+	4,  // 13: callvault.event.v1.RecordingStored.media:type_name -> callvault.event.v1.MediaObject
+	15, // 14: callvault.event.v1.CdrRecorded.started_at:type_name -> google.protobuf.Timestamp
+	0,  // 15: callvault.event.v1.MessageStored.kind:type_name -> callvault.event.v1.DataKind
+	2,  // 16: callvault.event.v1.MessageStored.folder:type_name -> callvault.event.v1.MessageFolder
+	15, // 17: callvault.event.v1.MessageStored.received_at:type_name -> google.protobuf.Timestamp
+	4,  // 18: callvault.event.v1.MessageStored.media:type_name -> callvault.event.v1.MediaObject
+	0,  // 19: callvault.event.v1.ArtifactDeleted.kind:type_name -> callvault.event.v1.DataKind
+	0,  // 20: callvault.event.v1.AdmissionRefused.kind:type_name -> callvault.event.v1.DataKind
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_callvault_event_v1_event_proto_init() }
@@ -1399,6 +1494,7 @@ func file_callvault_event_v1_event_proto_init() {
 		(*Envelope_Config)(nil),
 		(*Envelope_TokenIssued)(nil),
 		(*Envelope_TokenRevoked)(nil),
+		(*Envelope_UsageThreshold)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1406,7 +1502,7 @@ func file_callvault_event_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_callvault_event_v1_event_proto_rawDesc), len(file_callvault_event_v1_event_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -118,14 +118,16 @@ func (s *Service) AssignBundle(ctx context.Context, p auth.Principal, domain, na
 }
 
 func (s *Service) applyBundle(ctx context.Context, env *eventv1.Envelope) error {
-	var a Assignment
-	if err := json.Unmarshal([]byte(env.GetConfig().GetAfterJson()), &a); err != nil || a.Domain == "" {
-		return bus.Poison(fmt.Errorf("bundle event %s: %v", env.GetId(), err))
-	}
-	if err := s.d.Redis.Set(ctx, s.bundleKey(a.Domain), env.GetConfig().GetAfterJson(), 0).Err(); err != nil {
-		return fmt.Errorf("bundle of %s: %w", a.Domain, err)
-	}
-	return nil
+	return applyChange(env, func(a Assignment) error {
+		if a.Domain == "" {
+			return bus.Poison(fmt.Errorf("bundle event %s: no domain", env.GetId()))
+		}
+		raw, err := json.Marshal(a)
+		if err != nil {
+			return err
+		}
+		return s.d.Redis.Set(ctx, s.bundleKey(a.Domain), raw, 0).Err()
+	}, nil)
 }
 
 func bundleProto(b bundle.Bundle) *policyv1.Bundle {

@@ -10,9 +10,6 @@ import (
 	"github.com/callvault/callvault/pkg/apierr"
 	"github.com/callvault/callvault/pkg/auth"
 	"github.com/callvault/callvault/pkg/bus"
-	"github.com/callvault/callvault/pkg/cds"
-	"github.com/callvault/callvault/pkg/testenv"
-	"github.com/callvault/callvault/services/policy"
 )
 
 // TestAssignBundle: the provider or the domain's reseller puts a domain on
@@ -20,15 +17,7 @@ import (
 // cannot; the assignment survives a Redis loss.
 func TestAssignBundle(t *testing.T) {
 	t.Parallel()
-	store, err := cds.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := testenv.Deps(t, store)
-	svc, err := policy.New(d, policy.Settings{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, svc := setup(t)
 	ctx := context.Background()
 	env := recordingEvent("rec-1", 100, time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC))
 	if _, err := bus.PublishEnvelope(ctx, d.JS, d.Names.RecordingSubject(), "rec-1", env); err != nil {
@@ -73,11 +62,7 @@ func TestAssignBundle(t *testing.T) {
 		t.Fatalf("assign: %+v %+v %v", a, b, err)
 	}
 
-	rdb := testenv.Redis(t, d.Names.Namespace())
-	iter := rdb.Scan(ctx, 0, d.Names.Namespace()+":*", 1000).Iterator()
-	for iter.Next(ctx) {
-		rdb.Del(ctx, iter.Val())
-	}
+	wipeRedis(t, d)
 	if _, err := svc.Rebuild(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,9 @@ func messageEvent(id, domain, user string, kind eventv1.DataKind, folder eventv1
 	}
 }
 
-func capsSetup(t *testing.T) (*platform.Deps, *policy.Service) {
+// setup gives a test its own streams, keys and CDS directory, and a policy
+// service on them with the default preset.
+func setup(t *testing.T) (*platform.Deps, *policy.Service) {
 	t.Helper()
 	store, err := cds.NewFS(t.TempDir())
 	if err != nil {
@@ -84,7 +86,7 @@ func subjectCount(t *testing.T, d *platform.Deps, subject string) int {
 
 func TestVoicemailBoxRefusesThe501st(t *testing.T) {
 	t.Parallel()
-	d, svc := capsSetup(t)
+	d, svc := setup(t)
 	now := time.Now()
 	var events []*eventv1.Envelope
 	for i := range 640 {
@@ -118,7 +120,7 @@ func TestVoicemailBoxRefusesThe501st(t *testing.T) {
 
 func TestSMSFolderEvictsTheOldest(t *testing.T) {
 	t.Parallel()
-	d, svc := capsSetup(t)
+	d, svc := setup(t)
 	old := time.Now().AddDate(0, 0, -40) // past the 30-day minimum
 	var events []*eventv1.Envelope
 	for i := range 5064 {
@@ -146,7 +148,7 @@ func TestSMSFolderEvictsTheOldest(t *testing.T) {
 
 func TestSMSEvictionRespectsMinimumAndHolds(t *testing.T) {
 	t.Parallel()
-	d, svc := capsSetup(t)
+	d, svc := setup(t)
 	ctx := context.Background()
 	limit := &policyv1.PolicyFields{Cap: &policyv1.Cap{Limit: 3, Action: policyv1.CapAction_CAP_ACTION_EVICT_OLDEST, Scope: policyv1.CapScope_CAP_SCOPE_USER_FOLDER}}
 	for _, dom := range []string{"young.example", "held.example"} {
@@ -186,7 +188,7 @@ func TestSMSEvictionRespectsMinimumAndHolds(t *testing.T) {
 
 func TestMonthlyRecordingCap(t *testing.T) {
 	t.Parallel()
-	d, svc := capsSetup(t)
+	d, svc := setup(t)
 	ctx := context.Background()
 	if _, err := svc.SetOverride(ctx, system, ov(eventv1.DataKind_DATA_KIND_RECORDING_AUTOMATIC, policyv1.Level_LEVEL_DOMAIN, "", "m.example", "",
 		&policyv1.PolicyFields{Cap: &policyv1.Cap{Limit: 200, Action: policyv1.CapAction_CAP_ACTION_REFUSE, Scope: policyv1.CapScope_CAP_SCOPE_ACCOUNT_MONTH}})); err != nil {
@@ -233,5 +235,20 @@ func TestMonthlyRecordingCap(t *testing.T) {
 	q, err := svc.CheckQuota(ctx, system, eventv1.DataKind_DATA_KIND_RECORDING_AUTOMATIC, &eventv1.Tenant{Domain: "a.example"}, 0)
 	if err != nil || q.GetAllowed() || q.GetReason() != "monthly_cap" || q.GetUsed() != 100_000 || q.GetLimit() != 100_000 {
 		t.Fatalf("CheckQuota at the monthly cap: %v, %v", q, err)
+	}
+}
+
+// wipeRedis drops every key of the test's namespace: a Redis loss.
+func wipeRedis(t *testing.T, d *platform.Deps) {
+	t.Helper()
+	ctx := context.Background()
+	iter := d.Redis.Scan(ctx, 0, d.Names.Namespace()+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		if err := d.Redis.Del(ctx, iter.Val()).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
 	}
 }

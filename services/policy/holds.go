@@ -163,22 +163,27 @@ func (s *Service) ApplyConfig(ctx context.Context, env *eventv1.Envelope) error 
 }
 
 func (s *Service) applyHold(ctx context.Context, env *eventv1.Envelope) error {
+	return applyChange(env,
+		func(h hold.Hold) error { return s.holds.Put(ctx, h) },
+		func(h hold.Hold) error { return s.holds.Delete(ctx, h) })
+}
+
+// applyChange decodes a config change into T and applies it: put the state
+// after it, or, for a removal (no after), remove the state before it.
+func applyChange[T any](env *eventv1.Envelope, put, remove func(T) error) error {
 	c := env.GetConfig()
-	var h hold.Hold
-	switch {
-	case c.GetAfterJson() != "":
-		if err := json.Unmarshal([]byte(c.GetAfterJson()), &h); err != nil {
-			return bus.Poison(fmt.Errorf("hold event %s: %w", env.GetId(), err))
-		}
-		return s.holds.Put(ctx, h)
-	case c.GetBeforeJson() != "":
-		if err := json.Unmarshal([]byte(c.GetBeforeJson()), &h); err != nil {
-			return bus.Poison(fmt.Errorf("hold event %s: %w", env.GetId(), err))
-		}
-		return s.holds.Delete(ctx, h)
-	default:
-		return bus.Poison(fmt.Errorf("hold event %s: neither before nor after", env.GetId()))
+	raw, apply := c.GetAfterJson(), put
+	if raw == "" {
+		raw, apply = c.GetBeforeJson(), remove
 	}
+	if raw == "" || apply == nil {
+		return bus.Poison(fmt.Errorf("%s event %s: nothing to apply", c.GetEntity(), env.GetId()))
+	}
+	var v T
+	if err := json.Unmarshal([]byte(raw), &v); err != nil {
+		return bus.Poison(fmt.Errorf("%s event %s: %w", c.GetEntity(), env.GetId(), err))
+	}
+	return apply(v)
 }
 
 // ListHolds lists a domain's holds, optionally one user's.

@@ -10,8 +10,6 @@ import (
 	"github.com/callvault/callvault/pkg/apierr"
 	"github.com/callvault/callvault/pkg/auth"
 	"github.com/callvault/callvault/pkg/bus"
-	"github.com/callvault/callvault/pkg/cds"
-	"github.com/callvault/callvault/pkg/testenv"
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 	policyv1 "github.com/callvault/callvault/proto/callvault/policy/v1"
 	"github.com/callvault/callvault/services/policy"
@@ -40,15 +38,7 @@ func mayDelete(t *testing.T, svc *policy.Service, id string) bool {
 // tenant-scoped and come back from the config stream after a Redis loss.
 func TestLegalHolds(t *testing.T) {
 	t.Parallel()
-	store, err := cds.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := testenv.Deps(t, store)
-	svc, err := policy.New(d, policy.Settings{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, svc := setup(t)
 	ctx := context.Background()
 	at := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
 	for i, id := range []string{"rec-1", "rec-2", "rec-3"} {
@@ -159,11 +149,7 @@ func TestLegalHolds(t *testing.T) {
 	if places != 4 || releases != 1 || releaseReason != "case closed" {
 		t.Fatalf("config stream: %d placements, %d releases (reason %q); want 4, 1, case closed", places, releases, releaseReason)
 	}
-	rdb := testenv.Redis(t, d.Names.Namespace())
-	iter := rdb.Scan(ctx, 0, d.Names.Namespace()+":*", 1000).Iterator()
-	for iter.Next(ctx) {
-		rdb.Del(ctx, iter.Val())
-	}
+	wipeRedis(t, d)
 	if _, err := svc.Rebuild(ctx); err != nil {
 		t.Fatal(err)
 	}

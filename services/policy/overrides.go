@@ -281,22 +281,9 @@ func (s *Service) recordOverride(ctx context.Context, n override.Node, kind rete
 }
 
 func (s *Service) applyOverride(ctx context.Context, env *eventv1.Envelope) error {
-	c := env.GetConfig()
-	var o override.Stored
-	switch {
-	case c.GetAfterJson() != "":
-		if err := json.Unmarshal([]byte(c.GetAfterJson()), &o); err != nil {
-			return bus.Poison(fmt.Errorf("override event %s: %w", env.GetId(), err))
-		}
-		return s.overrides.Put(ctx, o)
-	case c.GetBeforeJson() != "":
-		if err := json.Unmarshal([]byte(c.GetBeforeJson()), &o); err != nil {
-			return bus.Poison(fmt.Errorf("override event %s: %w", env.GetId(), err))
-		}
-		return s.overrides.Delete(ctx, o.Node, o.Kind)
-	default:
-		return bus.Poison(fmt.Errorf("override event %s: neither before nor after", env.GetId()))
-	}
+	return applyChange(env,
+		func(o override.Stored) error { return s.overrides.Put(ctx, o) },
+		func(o override.Stored) error { return s.overrides.Delete(ctx, o.Node, o.Kind) })
 }
 
 // Resolve returns the effective policy of kind for a tenant. Callers below

@@ -43,15 +43,7 @@ func violations(t *testing.T, err error) []string {
 // change re-dating a recording already stored.
 func TestOverrides(t *testing.T) {
 	t.Parallel()
-	store, err := cds.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := testenv.Deps(t, store)
-	svc, err := policy.New(d, policy.Settings{Preset: "guarantee-6-months"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, svc := setup(t) // the default preset, guarantee-6-months
 	ctx := context.Background()
 	started := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
 	env := recordingEvent("rec-1", 100, started)
@@ -160,11 +152,7 @@ func TestOverrides(t *testing.T) {
 	}
 
 	// A Redis loss is repaired by replay.
-	rdb := testenv.Redis(t, d.Names.Namespace())
-	iter := rdb.Scan(ctx, 0, d.Names.Namespace()+":*", 1000).Iterator()
-	for iter.Next(ctx) {
-		rdb.Del(ctx, iter.Val())
-	}
+	wipeRedis(t, d)
 	if _, err := svc.Rebuild(ctx); err != nil {
 		t.Fatal(err)
 	}

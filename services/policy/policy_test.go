@@ -9,7 +9,6 @@ import (
 
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/catalog"
-	"github.com/callvault/callvault/pkg/cds"
 	"github.com/callvault/callvault/pkg/testenv"
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 	"github.com/callvault/callvault/services/policy"
@@ -32,15 +31,7 @@ func recordingEvent(id string, size int64, at time.Time) *eventv1.Envelope {
 // between is dead-lettered and does not block the consumer.
 func TestAdmissionIsIdempotent(t *testing.T) {
 	t.Parallel()
-	store, err := cds.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := testenv.Deps(t, store)
-	svc, err := policy.New(d, policy.Settings{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, svc := setup(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
@@ -97,11 +88,7 @@ func TestAdmissionIsIdempotent(t *testing.T) {
 	}
 
 	// Rebuild into an empty namespace of keys gives the same catalog.
-	rdb := testenv.Redis(t, d.Names.Namespace())
-	iter := rdb.Scan(context.Background(), 0, d.Names.Namespace()+":*", 1000).Iterator()
-	for iter.Next(context.Background()) {
-		rdb.Del(context.Background(), iter.Val())
-	}
+	wipeRedis(t, d)
 	n, err := svc.Rebuild(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 // per crossing, not once per write.
 func TestUsageAndThreshold(t *testing.T) {
 	t.Parallel()
-	d, svc := capsSetup(t)
+	d, svc := setup(t)
 	ctx := context.Background()
 	at := time.Now().Add(-time.Hour)
 	const gb = int64(1_000_000_000)

@@ -2,8 +2,12 @@ package policy
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -85,17 +89,33 @@ func (s *Service) alertKey(domain string) string {
 // next crossing fires again.
 func (s *Service) checkThreshold(ctx context.Context, env *eventv1.Envelope, total int64) error {
 	domain := env.GetTenant().GetDomain()
-	a, err := s.Assignment(ctx, domain)
-	if err != nil {
+	// One round trip in the common case: the assignment and the flag
+	// together; a write only when the side of the threshold changes.
+	pipe := s.d.Redis.Pipeline()
+	assigned := pipe.Get(ctx, s.bundleKey(domain))
+	flagged := pipe.Exists(ctx, s.alertKey(domain))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
-	b, ok := s.bundles.Lookup(a.Bundle)
+	name := s.bundles.Default.Name
+	if raw, err := assigned.Result(); err == nil {
+		var a Assignment
+		if err := json.Unmarshal([]byte(raw), &a); err != nil {
+			return fmt.Errorf("bundle of %s: %w", domain, err)
+		}
+		name = a.Bundle
+	}
+	b, ok := s.bundles.Lookup(name)
 	if !ok || b.CapacityBytes() == 0 {
 		return nil
 	}
 	pct := 100 * float64(total) / float64(b.CapacityBytes())
-	if pct < AlertPercent {
+	over, wasOver := pct >= AlertPercent, flagged.Val() == 1
+	switch {
+	case !over && wasOver:
 		return s.d.Redis.Del(ctx, s.alertKey(domain)).Err()
+	case !over || wasOver:
+		return nil
 	}
 	first, err := s.d.Redis.SetNX(ctx, s.alertKey(domain), env.GetId(), 0).Result()
 	if err != nil || !first {

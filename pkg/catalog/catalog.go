@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/callvault/callvault/pkg/apierr"
+	"github.com/callvault/callvault/pkg/auth"
 )
 
 // ErrNotFound is returned for an artifact the catalog does not hold.
@@ -232,4 +235,18 @@ func (c *Catalog) Usage(ctx context.Context, domain string) (Usage, error) {
 		}
 	}
 	return u, nil
+}
+
+// AuthorizeDomain checks that p may act on the whole of domain, judging a
+// reseller token by the domain's reseller of record, and returns that
+// reseller ("" for a domain not seen yet). Errors wrap apierr sentinels.
+func (c *Catalog) AuthorizeDomain(ctx context.Context, p auth.Principal, domain string) (string, error) {
+	reseller, err := c.ResellerOf(ctx, domain)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return "", fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	if !p.CoversDomain(domain, reseller) {
+		return "", fmt.Errorf("%w: token %s does not cover domain %s", apierr.ErrForbidden, p.Name, domain)
+	}
+	return reseller, nil
 }

@@ -215,7 +215,7 @@ func (s *Service) CheckQuota(ctx context.Context, p auth.Principal, k eventv1.Da
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	reseller, err := s.authorizeDomain(ctx, p, t.GetDomain())
+	reseller, err := s.catalog.AuthorizeDomain(ctx, p, t.GetDomain())
 	if err != nil {
 		return nil, err
 	}

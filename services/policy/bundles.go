@@ -47,7 +47,13 @@ func (s *Service) bundleKey(domain string) string {
 // Assignment reads a domain's assignment; a domain never assigned has the
 // default bundle and the default rotation.
 func (s *Service) Assignment(ctx context.Context, domain string) (Assignment, error) {
-	raw, err := s.d.Redis.Get(ctx, s.bundleKey(domain)).Result()
+	return s.parseAssignment(domain, s.d.Redis.Get(ctx, s.bundleKey(domain)))
+}
+
+// parseAssignment reads the answer to a GET of a domain's bundle key, so a
+// caller may fetch it inside a pipeline.
+func (s *Service) parseAssignment(domain string, cmd *redis.StringCmd) (Assignment, error) {
+	raw, err := cmd.Result()
 	if errors.Is(err, redis.Nil) {
 		return Assignment{Domain: domain, Bundle: s.bundles.Default.Name, RotationMonths: defaultRotationMonths}, nil
 	}
@@ -92,7 +98,7 @@ func (s *Service) AssignBundle(ctx context.Context, p auth.Principal, domain, na
 	if p.Level != auth.LevelSystem && p.Level != auth.LevelReseller {
 		return Assignment{}, bundle.Bundle{}, fmt.Errorf("%w: bundles are assigned by the provider or the reseller", apierr.ErrForbidden)
 	}
-	if _, err := s.authorizeDomain(ctx, p, domain); err != nil {
+	if _, err := s.catalog.AuthorizeDomain(ctx, p, domain); err != nil {
 		return Assignment{}, bundle.Bundle{}, err
 	}
 	before, err := s.Assignment(ctx, domain)

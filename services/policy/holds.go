@@ -27,18 +27,6 @@ const entityHold = "legal_hold"
 // maxReasonLen bounds a hold's or a release's reason.
 const maxReasonLen = 500
 
-// authorizeDomain checks that p may act on the whole of domain.
-func (s *Service) authorizeDomain(ctx context.Context, p auth.Principal, domain string) (string, error) {
-	reseller, err := s.catalog.ResellerOf(ctx, domain)
-	if err != nil && !errors.Is(err, catalog.ErrNotFound) {
-		return "", fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
-	}
-	if !p.CoversDomain(domain, reseller) {
-		return "", fmt.Errorf("%w: token %s does not cover domain %s", apierr.ErrForbidden, p.Name, domain)
-	}
-	return reseller, nil
-}
-
 // PlaceHold validates and places a hold, recording it on the config stream
 // first so a replay restores it.
 func (s *Service) PlaceHold(ctx context.Context, p auth.Principal, in *policyv1.Hold) (hold.Hold, error) {
@@ -73,7 +61,7 @@ func (s *Service) PlaceHold(ctx context.Context, p auth.Principal, in *policyv1.
 	if err := v.Err(); err != nil {
 		return hold.Hold{}, err
 	}
-	reseller, err := s.authorizeDomain(ctx, p, sc.GetDomain())
+	reseller, err := s.catalog.AuthorizeDomain(ctx, p, sc.GetDomain())
 	if err != nil {
 		return hold.Hold{}, err
 	}
@@ -113,7 +101,7 @@ func (s *Service) ReleaseHold(ctx context.Context, p auth.Principal, id, reason 
 	if err != nil {
 		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	if _, err := s.authorizeDomain(ctx, p, h.Domain); err != nil {
+	if _, err := s.catalog.AuthorizeDomain(ctx, p, h.Domain); err != nil {
 		return fmt.Errorf("%w: hold %s", apierr.ErrNotFound, id) // another tenant's hold does not exist for p
 	}
 	return s.recordHold(ctx, h, &h, p.Name, reason)
@@ -147,43 +135,10 @@ func (s *Service) recordHold(ctx context.Context, h hold.Hold, before *hold.Hold
 	return nil
 }
 
-// ApplyConfig applies one policy config event (a hold or an override) to
-// Redis; replaying the config stream through it restores them all.
-func (s *Service) ApplyConfig(ctx context.Context, env *eventv1.Envelope) error {
-	switch env.GetConfig().GetEntity() {
-	case entityHold:
-		return s.applyHold(ctx, env)
-	case entityOverride:
-		return s.applyOverride(ctx, env)
-	case entityBundle:
-		return s.applyBundle(ctx, env)
-	default:
-		return nil
-	}
-}
-
 func (s *Service) applyHold(ctx context.Context, env *eventv1.Envelope) error {
 	return applyChange(env,
 		func(h hold.Hold) error { return s.holds.Put(ctx, h) },
 		func(h hold.Hold) error { return s.holds.Delete(ctx, h) })
-}
-
-// applyChange decodes a config change into T and applies it: put the state
-// after it, or, for a removal (no after), remove the state before it.
-func applyChange[T any](env *eventv1.Envelope, put, remove func(T) error) error {
-	c := env.GetConfig()
-	raw, apply := c.GetAfterJson(), put
-	if raw == "" {
-		raw, apply = c.GetBeforeJson(), remove
-	}
-	if raw == "" || apply == nil {
-		return bus.Poison(fmt.Errorf("%s event %s: nothing to apply", c.GetEntity(), env.GetId()))
-	}
-	var v T
-	if err := json.Unmarshal([]byte(raw), &v); err != nil {
-		return bus.Poison(fmt.Errorf("%s event %s: %w", c.GetEntity(), env.GetId(), err))
-	}
-	return apply(v)
 }
 
 // ListHolds lists a domain's holds, optionally one user's.
@@ -191,7 +146,7 @@ func (s *Service) ListHolds(ctx context.Context, p auth.Principal, domain, user 
 	if err := tenant.CheckDomain(domain); err != nil {
 		return nil, apierr.Invalid("scope.domain", "%v", err)
 	}
-	if _, err := s.authorizeDomain(ctx, p, domain); err != nil {
+	if _, err := s.catalog.AuthorizeDomain(ctx, p, domain); err != nil {
 		return nil, err
 	}
 	all, err := s.holds.List(ctx, domain)
@@ -223,7 +178,7 @@ func (s *Service) MayDelete(ctx context.Context, p auth.Principal, domain, id st
 	if err := v.Err(); err != nil {
 		return false, nil, err
 	}
-	if _, err := s.authorizeDomain(ctx, p, domain); err != nil {
+	if _, err := s.catalog.AuthorizeDomain(ctx, p, domain); err != nil {
 		return false, nil, err
 	}
 	rec, err := s.catalog.GetRecording(ctx, domain, id)
@@ -238,15 +193,6 @@ func (s *Service) MayDelete(ctx context.Context, p auth.Principal, domain, id st
 		return false, nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
 	return len(blocking) == 0, blocking, nil
-}
-
-// RebuildConfig replays holds and overrides, in the order they were made.
-func (s *Service) RebuildConfig(ctx context.Context) (int, error) {
-	subjects := []string{s.d.Names.HoldSubject(), s.d.Names.PolicySubject()}
-	n, _, err := bus.Replay(ctx, s.d.JS, s.d.Names.ConfigStream(), subjects, func(ctx context.Context, env *eventv1.Envelope, _ uint64) error {
-		return s.ApplyConfig(ctx, env)
-	})
-	return n, err
 }
 
 func holdProto(h hold.Hold) *policyv1.Hold {

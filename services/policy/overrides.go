@@ -164,7 +164,7 @@ func (s *Service) authorizeNode(ctx context.Context, p auth.Principal, n overrid
 		}
 		return n.Reseller, nil
 	default:
-		return s.authorizeDomain(ctx, p, n.Domain)
+		return s.catalog.AuthorizeDomain(ctx, p, n.Domain)
 	}
 }
 
@@ -298,7 +298,7 @@ func (s *Service) Resolve(ctx context.Context, p auth.Principal, k eventv1.DataK
 		if err := tenant.CheckDomain(t.GetDomain()); err != nil {
 			return retention.Policy{}, apierr.Invalid("tenant.domain", "%v", err)
 		}
-		r, err := s.authorizeDomain(ctx, p, t.GetDomain())
+		r, err := s.catalog.AuthorizeDomain(ctx, p, t.GetDomain())
 		if err != nil {
 			return retention.Policy{}, err
 		}
@@ -337,7 +337,7 @@ func (s *Service) Explain(ctx context.Context, p auth.Principal, domain, id stri
 	if err := v.Err(); err != nil {
 		return Explanation{}, err
 	}
-	if _, err := s.authorizeDomain(ctx, p, domain); err != nil {
+	if _, err := s.catalog.AuthorizeDomain(ctx, p, domain); err != nil {
 		return Explanation{}, err
 	}
 	rec, err := s.catalog.GetRecording(ctx, domain, id)

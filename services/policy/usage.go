@@ -2,7 +2,6 @@ package policy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -97,15 +96,11 @@ func (s *Service) checkThreshold(ctx context.Context, env *eventv1.Envelope, tot
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
-	name := s.bundles.Default.Name
-	if raw, err := assigned.Result(); err == nil {
-		var a Assignment
-		if err := json.Unmarshal([]byte(raw), &a); err != nil {
-			return fmt.Errorf("bundle of %s: %w", domain, err)
-		}
-		name = a.Bundle
+	a, err := s.parseAssignment(domain, assigned)
+	if err != nil {
+		return err
 	}
-	b, ok := s.bundles.Lookup(name)
+	b, ok := s.bundles.Lookup(a.Bundle)
 	if !ok || b.CapacityBytes() == 0 {
 		return nil
 	}
@@ -140,7 +135,7 @@ func (s *Service) GetUsage(ctx context.Context, p auth.Principal, domain string)
 	if err := tenant.CheckDomain(domain); err != nil {
 		return nil, apierr.Invalid("domain", "%v", err)
 	}
-	if _, err := s.authorizeDomain(ctx, p, domain); err != nil {
+	if _, err := s.catalog.AuthorizeDomain(ctx, p, domain); err != nil {
 		return nil, err
 	}
 	u, err := s.Usage(ctx, domain, time.Now())

@@ -1,0 +1,54 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/callvault/callvault/pkg/bus"
+	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
+)
+
+// ApplyConfig applies one policy config event (a hold, an override or a
+// bundle assignment) to Redis; replaying the config stream through it
+// restores them all.
+func (s *Service) ApplyConfig(ctx context.Context, env *eventv1.Envelope) error {
+	switch env.GetConfig().GetEntity() {
+	case entityHold:
+		return s.applyHold(ctx, env)
+	case entityOverride:
+		return s.applyOverride(ctx, env)
+	case entityBundle:
+		return s.applyBundle(ctx, env)
+	default:
+		return nil
+	}
+}
+
+// applyChange decodes a config change into T and applies it: put the state
+// after it, or, for a removal (no after), remove the state before it.
+func applyChange[T any](env *eventv1.Envelope, put, remove func(T) error) error {
+	c := env.GetConfig()
+	raw, apply := c.GetAfterJson(), put
+	if raw == "" {
+		raw, apply = c.GetBeforeJson(), remove
+	}
+	if raw == "" || apply == nil {
+		return bus.Poison(fmt.Errorf("%s event %s: nothing to apply", c.GetEntity(), env.GetId()))
+	}
+	var v T
+	if err := json.Unmarshal([]byte(raw), &v); err != nil {
+		return bus.Poison(fmt.Errorf("%s event %s: %w", c.GetEntity(), env.GetId(), err))
+	}
+	return apply(v)
+}
+
+// RebuildConfig replays holds, overrides and bundle assignments, in the
+// order they were made.
+func (s *Service) RebuildConfig(ctx context.Context) (int, error) {
+	subjects := []string{s.d.Names.HoldSubject(), s.d.Names.PolicySubject()}
+	n, _, err := bus.Replay(ctx, s.d.JS, s.d.Names.ConfigStream(), subjects, func(ctx context.Context, env *eventv1.Envelope, _ uint64) error {
+		return s.ApplyConfig(ctx, env)
+	})
+	return n, err
+}

@@ -343,9 +343,14 @@ func (x *MediaObject) GetContentType() string {
 	return ""
 }
 
-// Envelope is the single message type published to the event streams. Its
-// id is the artifact id and doubles as the Nats-Msg-Id, so a publisher that
-// retries is deduplicated by the stream and by every consumer.
+// Envelope is the single message type published to the event streams.
+//
+// Schema version 2 (current): id is the event's own id and doubles as its
+// Nats-Msg-Id; artifact_id names the artifact the event is about; type names
+// the event ("recording.stored", "artifact.admitted", ...). Schema version 1
+// events (published before these fields existed, schema_version 0 on the
+// wire) used id for both: readers take id as the artifact id when
+// artifact_id is empty.
 type Envelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -365,7 +370,15 @@ type Envelope struct {
 	//	*Envelope_TokenIssued
 	//	*Envelope_TokenRevoked
 	//	*Envelope_UsageThreshold
-	Body          isEnvelope_Body `protobuf_oneof:"body"`
+	//	*Envelope_Admitted
+	Body isEnvelope_Body `protobuf_oneof:"body"`
+	// The artifact this event is about (empty for config and token events).
+	ArtifactId string `protobuf:"bytes,5,opt,name=artifact_id,json=artifactId,proto3" json:"artifact_id,omitempty"`
+	// The event's type, e.g. "recording.stored", "artifact.admitted",
+	// "artifact.refused", "artifact.deleted", "config.changed".
+	Type string `protobuf:"bytes,6,opt,name=type,proto3" json:"type,omitempty"`
+	// 2 for events with artifact_id and type; 0 for version 1 events.
+	SchemaVersion uint32 `protobuf:"varint,7,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -516,6 +529,36 @@ func (x *Envelope) GetUsageThreshold() *UsageThreshold {
 	return nil
 }
 
+func (x *Envelope) GetAdmitted() *ArtifactAdmitted {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_Admitted); ok {
+			return x.Admitted
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetArtifactId() string {
+	if x != nil {
+		return x.ArtifactId
+	}
+	return ""
+}
+
+func (x *Envelope) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Envelope) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -556,6 +599,10 @@ type Envelope_UsageThreshold struct {
 	UsageThreshold *UsageThreshold `protobuf:"bytes,18,opt,name=usage_threshold,json=usageThreshold,proto3,oneof"`
 }
 
+type Envelope_Admitted struct {
+	Admitted *ArtifactAdmitted `protobuf:"bytes,19,opt,name=admitted,proto3,oneof"`
+}
+
 func (*Envelope_Recording) isEnvelope_Body() {}
 
 func (*Envelope_Cdr) isEnvelope_Body() {}
@@ -574,6 +621,128 @@ func (*Envelope_TokenRevoked) isEnvelope_Body() {}
 
 func (*Envelope_UsageThreshold) isEnvelope_Body() {}
 
+func (*Envelope_Admitted) isEnvelope_Body() {}
+
+// ArtifactAdmitted is the policy service's decision to admit an artifact to
+// the catalog. It carries the whole artifact, so a rebuild applies the
+// decision without re-deciding it under today's policy.
+type ArtifactAdmitted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  DataKind               `protobuf:"varint,1,opt,name=kind,proto3,enum=callvault.event.v1.DataKind" json:"kind,omitempty"`
+	// The stream sequence of the ingest event that was decided.
+	IngestSequence uint64 `protobuf:"varint,2,opt,name=ingest_sequence,json=ingestSequence,proto3" json:"ingest_sequence,omitempty"`
+	// Types that are valid to be assigned to Artifact:
+	//
+	//	*ArtifactAdmitted_Recording
+	//	*ArtifactAdmitted_Message
+	Artifact isArtifactAdmitted_Artifact `protobuf_oneof:"artifact"`
+	// An artifact the cap evicted, in the same atomic step, to make room.
+	EvictedArtifactId string `protobuf:"bytes,5,opt,name=evicted_artifact_id,json=evictedArtifactId,proto3" json:"evicted_artifact_id,omitempty"`
+	// When the ingest event was accepted (months and minimums count from it).
+	IngestAcceptedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=ingest_accepted_at,json=ingestAcceptedAt,proto3" json:"ingest_accepted_at,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ArtifactAdmitted) Reset() {
+	*x = ArtifactAdmitted{}
+	mi := &file_callvault_event_v1_event_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactAdmitted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactAdmitted) ProtoMessage() {}
+
+func (x *ArtifactAdmitted) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_event_v1_event_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactAdmitted.ProtoReflect.Descriptor instead.
+func (*ArtifactAdmitted) Descriptor() ([]byte, []int) {
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ArtifactAdmitted) GetKind() DataKind {
+	if x != nil {
+		return x.Kind
+	}
+	return DataKind_DATA_KIND_UNSPECIFIED
+}
+
+func (x *ArtifactAdmitted) GetIngestSequence() uint64 {
+	if x != nil {
+		return x.IngestSequence
+	}
+	return 0
+}
+
+func (x *ArtifactAdmitted) GetArtifact() isArtifactAdmitted_Artifact {
+	if x != nil {
+		return x.Artifact
+	}
+	return nil
+}
+
+func (x *ArtifactAdmitted) GetRecording() *RecordingStored {
+	if x != nil {
+		if x, ok := x.Artifact.(*ArtifactAdmitted_Recording); ok {
+			return x.Recording
+		}
+	}
+	return nil
+}
+
+func (x *ArtifactAdmitted) GetMessage() *MessageStored {
+	if x != nil {
+		if x, ok := x.Artifact.(*ArtifactAdmitted_Message); ok {
+			return x.Message
+		}
+	}
+	return nil
+}
+
+func (x *ArtifactAdmitted) GetEvictedArtifactId() string {
+	if x != nil {
+		return x.EvictedArtifactId
+	}
+	return ""
+}
+
+func (x *ArtifactAdmitted) GetIngestAcceptedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IngestAcceptedAt
+	}
+	return nil
+}
+
+type isArtifactAdmitted_Artifact interface {
+	isArtifactAdmitted_Artifact()
+}
+
+type ArtifactAdmitted_Recording struct {
+	Recording *RecordingStored `protobuf:"bytes,3,opt,name=recording,proto3,oneof"`
+}
+
+type ArtifactAdmitted_Message struct {
+	Message *MessageStored `protobuf:"bytes,4,opt,name=message,proto3,oneof"`
+}
+
+func (*ArtifactAdmitted_Recording) isArtifactAdmitted_Artifact() {}
+
+func (*ArtifactAdmitted_Message) isArtifactAdmitted_Artifact() {}
+
 // RecordingStored says a call recording's media is in the CDS.
 type RecordingStored struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -588,7 +757,7 @@ type RecordingStored struct {
 
 func (x *RecordingStored) Reset() {
 	*x = RecordingStored{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[3]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +769,7 @@ func (x *RecordingStored) String() string {
 func (*RecordingStored) ProtoMessage() {}
 
 func (x *RecordingStored) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[3]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +782,7 @@ func (x *RecordingStored) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingStored.ProtoReflect.Descriptor instead.
 func (*RecordingStored) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{3}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RecordingStored) GetCallId() string {
@@ -667,7 +836,7 @@ type CdrRecorded struct {
 
 func (x *CdrRecorded) Reset() {
 	*x = CdrRecorded{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[4]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +848,7 @@ func (x *CdrRecorded) String() string {
 func (*CdrRecorded) ProtoMessage() {}
 
 func (x *CdrRecorded) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[4]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +861,7 @@ func (x *CdrRecorded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CdrRecorded.ProtoReflect.Descriptor instead.
 func (*CdrRecorded) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{4}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CdrRecorded) GetCallId() string {
@@ -760,7 +929,7 @@ type MessageStored struct {
 
 func (x *MessageStored) Reset() {
 	*x = MessageStored{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[5]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +941,7 @@ func (x *MessageStored) String() string {
 func (*MessageStored) ProtoMessage() {}
 
 func (x *MessageStored) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[5]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +954,7 @@ func (x *MessageStored) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageStored.ProtoReflect.Descriptor instead.
 func (*MessageStored) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{5}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MessageStored) GetKind() DataKind {
@@ -838,16 +1007,18 @@ type ArtifactDeleted struct {
 	// Why: "retention", "pressure", "extension_deleted", "admin", "cap_evicted".
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The policy rule or operator action that decided it.
-	Rule          string `protobuf:"bytes,4,opt,name=rule,proto3" json:"rule,omitempty"`
-	Actor         string `protobuf:"bytes,5,opt,name=actor,proto3" json:"actor,omitempty"`
-	FreedBytes    int64  `protobuf:"varint,6,opt,name=freed_bytes,json=freedBytes,proto3" json:"freed_bytes,omitempty"`
+	Rule       string `protobuf:"bytes,4,opt,name=rule,proto3" json:"rule,omitempty"`
+	Actor      string `protobuf:"bytes,5,opt,name=actor,proto3" json:"actor,omitempty"`
+	FreedBytes int64  `protobuf:"varint,6,opt,name=freed_bytes,json=freedBytes,proto3" json:"freed_bytes,omitempty"`
+	// The media object removed with the artifact, if it had one.
+	Media         *MediaObject `protobuf:"bytes,7,opt,name=media,proto3" json:"media,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ArtifactDeleted) Reset() {
 	*x = ArtifactDeleted{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[6]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +1030,7 @@ func (x *ArtifactDeleted) String() string {
 func (*ArtifactDeleted) ProtoMessage() {}
 
 func (x *ArtifactDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[6]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1043,7 @@ func (x *ArtifactDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactDeleted.ProtoReflect.Descriptor instead.
 func (*ArtifactDeleted) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{6}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ArtifactDeleted) GetArtifactId() string {
@@ -917,21 +1088,32 @@ func (x *ArtifactDeleted) GetFreedBytes() int64 {
 	return 0
 }
 
+func (x *ArtifactDeleted) GetMedia() *MediaObject {
+	if x != nil {
+		return x.Media
+	}
+	return nil
+}
+
 // AdmissionRefused says the policy service did not admit an artifact.
 type AdmissionRefused struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	ArtifactId string                 `protobuf:"bytes,1,opt,name=artifact_id,json=artifactId,proto3" json:"artifact_id,omitempty"`
 	Kind       DataKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=callvault.event.v1.DataKind" json:"kind,omitempty"`
 	// Machine-readable, e.g. "box_full", "monthly_cap".
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	Detail        string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Detail string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The stream sequence of the ingest event that was refused.
+	IngestSequence uint64 `protobuf:"varint,5,opt,name=ingest_sequence,json=ingestSequence,proto3" json:"ingest_sequence,omitempty"`
+	// The refused media, removed from the CDS as part of the refusal.
+	Media         *MediaObject `protobuf:"bytes,6,opt,name=media,proto3" json:"media,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AdmissionRefused) Reset() {
 	*x = AdmissionRefused{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[7]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1125,7 @@ func (x *AdmissionRefused) String() string {
 func (*AdmissionRefused) ProtoMessage() {}
 
 func (x *AdmissionRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[7]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1138,7 @@ func (x *AdmissionRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmissionRefused.ProtoReflect.Descriptor instead.
 func (*AdmissionRefused) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{7}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AdmissionRefused) GetArtifactId() string {
@@ -987,6 +1169,20 @@ func (x *AdmissionRefused) GetDetail() string {
 	return ""
 }
 
+func (x *AdmissionRefused) GetIngestSequence() uint64 {
+	if x != nil {
+		return x.IngestSequence
+	}
+	return 0
+}
+
+func (x *AdmissionRefused) GetMedia() *MediaObject {
+	if x != nil {
+		return x.Media
+	}
+	return nil
+}
+
 // ConfigChanged records a change to policies, holds or storage configs.
 type ConfigChanged struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -998,14 +1194,18 @@ type ConfigChanged struct {
 	BeforeJson string `protobuf:"bytes,4,opt,name=before_json,json=beforeJson,proto3" json:"before_json,omitempty"`
 	AfterJson  string `protobuf:"bytes,5,opt,name=after_json,json=afterJson,proto3" json:"after_json,omitempty"`
 	// Why the change was made, e.g. the reason a legal hold was released.
-	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Typed payloads (schema version 2); before_json / after_json are only
+	// read from version 1 events.
+	Before        *ConfigPayload `protobuf:"bytes,7,opt,name=before,proto3" json:"before,omitempty"`
+	After         *ConfigPayload `protobuf:"bytes,8,opt,name=after,proto3" json:"after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConfigChanged) Reset() {
 	*x = ConfigChanged{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[8]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1217,7 @@ func (x *ConfigChanged) String() string {
 func (*ConfigChanged) ProtoMessage() {}
 
 func (x *ConfigChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[8]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1230,7 @@ func (x *ConfigChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigChanged.ProtoReflect.Descriptor instead.
 func (*ConfigChanged) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{8}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ConfigChanged) GetEntity() string {
@@ -1075,6 +1275,156 @@ func (x *ConfigChanged) GetReason() string {
 	return ""
 }
 
+func (x *ConfigChanged) GetBefore() *ConfigPayload {
+	if x != nil {
+		return x.Before
+	}
+	return nil
+}
+
+func (x *ConfigChanged) GetAfter() *ConfigPayload {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+// ConfigPayload is one configuration entity, typed.
+type ConfigPayload struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Value:
+	//
+	//	*ConfigPayload_Domain
+	Value         isConfigPayload_Value `protobuf_oneof:"value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigPayload) Reset() {
+	*x = ConfigPayload{}
+	mi := &file_callvault_event_v1_event_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigPayload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigPayload) ProtoMessage() {}
+
+func (x *ConfigPayload) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_event_v1_event_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigPayload.ProtoReflect.Descriptor instead.
+func (*ConfigPayload) Descriptor() ([]byte, []int) {
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ConfigPayload) GetValue() isConfigPayload_Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *ConfigPayload) GetDomain() *DomainRecord {
+	if x != nil {
+		if x, ok := x.Value.(*ConfigPayload_Domain); ok {
+			return x.Domain
+		}
+	}
+	return nil
+}
+
+type isConfigPayload_Value interface {
+	isConfigPayload_Value()
+}
+
+type ConfigPayload_Domain struct {
+	Domain *DomainRecord `protobuf:"bytes,1,opt,name=domain,proto3,oneof"`
+}
+
+func (*ConfigPayload_Domain) isConfigPayload_Value() {}
+
+// DomainRecord provisions a domain under exactly one reseller.
+type DomainRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	Reseller      string                 `protobuf:"bytes,2,opt,name=reseller,proto3" json:"reseller,omitempty"`
+	ProvisionedBy string                 `protobuf:"bytes,3,opt,name=provisioned_by,json=provisionedBy,proto3" json:"provisioned_by,omitempty"`
+	ProvisionedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=provisioned_at,json=provisionedAt,proto3" json:"provisioned_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DomainRecord) Reset() {
+	*x = DomainRecord{}
+	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DomainRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DomainRecord) ProtoMessage() {}
+
+func (x *DomainRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DomainRecord.ProtoReflect.Descriptor instead.
+func (*DomainRecord) Descriptor() ([]byte, []int) {
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DomainRecord) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *DomainRecord) GetReseller() string {
+	if x != nil {
+		return x.Reseller
+	}
+	return ""
+}
+
+func (x *DomainRecord) GetProvisionedBy() string {
+	if x != nil {
+		return x.ProvisionedBy
+	}
+	return ""
+}
+
+func (x *DomainRecord) GetProvisionedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ProvisionedAt
+	}
+	return nil
+}
+
 // TokenIssued records an API token. Only the token's SHA-256 is kept; the
 // token itself is shown once, to whoever asked for it.
 type TokenIssued struct {
@@ -1093,7 +1443,7 @@ type TokenIssued struct {
 
 func (x *TokenIssued) Reset() {
 	*x = TokenIssued{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[9]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1455,7 @@ func (x *TokenIssued) String() string {
 func (*TokenIssued) ProtoMessage() {}
 
 func (x *TokenIssued) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[9]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1468,7 @@ func (x *TokenIssued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenIssued.ProtoReflect.Descriptor instead.
 func (*TokenIssued) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{9}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TokenIssued) GetTokenSha256() string {
@@ -1181,7 +1531,7 @@ type TokenRevoked struct {
 
 func (x *TokenRevoked) Reset() {
 	*x = TokenRevoked{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[10]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1543,7 @@ func (x *TokenRevoked) String() string {
 func (*TokenRevoked) ProtoMessage() {}
 
 func (x *TokenRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[10]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1556,7 @@ func (x *TokenRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevoked.ProtoReflect.Descriptor instead.
 func (*TokenRevoked) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{10}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TokenRevoked) GetTokenSha256() string {
@@ -1237,7 +1587,7 @@ type UsageThreshold struct {
 
 func (x *UsageThreshold) Reset() {
 	*x = UsageThreshold{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1599,7 @@ func (x *UsageThreshold) String() string {
 func (*UsageThreshold) ProtoMessage() {}
 
 func (x *UsageThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1612,7 @@ func (x *UsageThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageThreshold.ProtoReflect.Descriptor instead.
 func (*UsageThreshold) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{11}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UsageThreshold) GetUsedBytes() int64 {
@@ -1307,7 +1657,7 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\n" +
 	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12!\n" +
-	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\"\x84\x06\n" +
+	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\"\xa4\a\n" +
 	"\bEnvelope\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\vaccepted_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1323,8 +1673,22 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\x06config\x18\x0f \x01(\v2!.callvault.event.v1.ConfigChangedH\x00R\x06config\x12D\n" +
 	"\ftoken_issued\x18\x10 \x01(\v2\x1f.callvault.event.v1.TokenIssuedH\x00R\vtokenIssued\x12G\n" +
 	"\rtoken_revoked\x18\x11 \x01(\v2 .callvault.event.v1.TokenRevokedH\x00R\ftokenRevoked\x12M\n" +
-	"\x0fusage_threshold\x18\x12 \x01(\v2\".callvault.event.v1.UsageThresholdH\x00R\x0eusageThresholdB\x06\n" +
-	"\x04body\"\xf2\x01\n" +
+	"\x0fusage_threshold\x18\x12 \x01(\v2\".callvault.event.v1.UsageThresholdH\x00R\x0eusageThreshold\x12B\n" +
+	"\badmitted\x18\x13 \x01(\v2$.callvault.event.v1.ArtifactAdmittedH\x00R\badmitted\x12\x1f\n" +
+	"\vartifact_id\x18\x05 \x01(\tR\n" +
+	"artifactId\x12\x12\n" +
+	"\x04type\x18\x06 \x01(\tR\x04type\x12%\n" +
+	"\x0eschema_version\x18\a \x01(\rR\rschemaVersionB\x06\n" +
+	"\x04body\"\xf7\x02\n" +
+	"\x10ArtifactAdmitted\x120\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1c.callvault.event.v1.DataKindR\x04kind\x12'\n" +
+	"\x0fingest_sequence\x18\x02 \x01(\x04R\x0eingestSequence\x12C\n" +
+	"\trecording\x18\x03 \x01(\v2#.callvault.event.v1.RecordingStoredH\x00R\trecording\x12=\n" +
+	"\amessage\x18\x04 \x01(\v2!.callvault.event.v1.MessageStoredH\x00R\amessage\x12.\n" +
+	"\x13evicted_artifact_id\x18\x05 \x01(\tR\x11evictedArtifactId\x12H\n" +
+	"\x12ingest_accepted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x10ingestAcceptedAtB\n" +
+	"\n" +
+	"\bartifact\"\xf2\x01\n" +
 	"\x0fRecordingStored\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x125\n" +
 	"\x04mode\x18\x02 \x01(\x0e2!.callvault.event.v1.RecordingModeR\x04mode\x129\n" +
@@ -1350,7 +1714,7 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"receivedAt\x12\x12\n" +
 	"\x04from\x18\x04 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x05 \x01(\tR\x02to\x125\n" +
-	"\x05media\x18\x06 \x01(\v2\x1f.callvault.event.v1.MediaObjectR\x05media\"\xc7\x01\n" +
+	"\x05media\x18\x06 \x01(\v2\x1f.callvault.event.v1.MediaObjectR\x05media\"\xfe\x01\n" +
 	"\x0fArtifactDeleted\x12\x1f\n" +
 	"\vartifact_id\x18\x01 \x01(\tR\n" +
 	"artifactId\x120\n" +
@@ -1359,13 +1723,16 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\x04rule\x18\x04 \x01(\tR\x04rule\x12\x14\n" +
 	"\x05actor\x18\x05 \x01(\tR\x05actor\x12\x1f\n" +
 	"\vfreed_bytes\x18\x06 \x01(\x03R\n" +
-	"freedBytes\"\x95\x01\n" +
+	"freedBytes\x125\n" +
+	"\x05media\x18\a \x01(\v2\x1f.callvault.event.v1.MediaObjectR\x05media\"\xf5\x01\n" +
 	"\x10AdmissionRefused\x12\x1f\n" +
 	"\vartifact_id\x18\x01 \x01(\tR\n" +
 	"artifactId\x120\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1c.callvault.event.v1.DataKindR\x04kind\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
-	"\x06detail\x18\x04 \x01(\tR\x06detail\"\xb2\x01\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\x12'\n" +
+	"\x0fingest_sequence\x18\x05 \x01(\x04R\x0eingestSequence\x125\n" +
+	"\x05media\x18\x06 \x01(\v2\x1f.callvault.event.v1.MediaObjectR\x05media\"\xa6\x02\n" +
 	"\rConfigChanged\x12\x16\n" +
 	"\x06entity\x18\x01 \x01(\tR\x06entity\x12\x1b\n" +
 	"\tentity_id\x18\x02 \x01(\tR\bentityId\x12\x14\n" +
@@ -1374,7 +1741,17 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"beforeJson\x12\x1d\n" +
 	"\n" +
 	"after_json\x18\x05 \x01(\tR\tafterJson\x12\x16\n" +
-	"\x06reason\x18\x06 \x01(\tR\x06reason\"\xbf\x01\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x129\n" +
+	"\x06before\x18\a \x01(\v2!.callvault.event.v1.ConfigPayloadR\x06before\x127\n" +
+	"\x05after\x18\b \x01(\v2!.callvault.event.v1.ConfigPayloadR\x05after\"T\n" +
+	"\rConfigPayload\x12:\n" +
+	"\x06domain\x18\x01 \x01(\v2 .callvault.event.v1.DomainRecordH\x00R\x06domainB\a\n" +
+	"\x05value\"\xac\x01\n" +
+	"\fDomainRecord\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1a\n" +
+	"\breseller\x18\x02 \x01(\tR\breseller\x12%\n" +
+	"\x0eprovisioned_by\x18\x03 \x01(\tR\rprovisionedBy\x12A\n" +
+	"\x0eprovisioned_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionedAt\"\xbf\x01\n" +
 	"\vTokenIssued\x12!\n" +
 	"\ftoken_sha256\x18\x01 \x01(\tR\vtokenSha256\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1432,7 +1809,7 @@ func file_callvault_event_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_callvault_event_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_callvault_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_callvault_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_callvault_event_v1_event_proto_goTypes = []any{
 	(DataKind)(0),                 // 0: callvault.event.v1.DataKind
 	(RecordingMode)(0),            // 1: callvault.event.v1.RecordingMode
@@ -1440,44 +1817,58 @@ var file_callvault_event_v1_event_proto_goTypes = []any{
 	(*Tenant)(nil),                // 3: callvault.event.v1.Tenant
 	(*MediaObject)(nil),           // 4: callvault.event.v1.MediaObject
 	(*Envelope)(nil),              // 5: callvault.event.v1.Envelope
-	(*RecordingStored)(nil),       // 6: callvault.event.v1.RecordingStored
-	(*CdrRecorded)(nil),           // 7: callvault.event.v1.CdrRecorded
-	(*MessageStored)(nil),         // 8: callvault.event.v1.MessageStored
-	(*ArtifactDeleted)(nil),       // 9: callvault.event.v1.ArtifactDeleted
-	(*AdmissionRefused)(nil),      // 10: callvault.event.v1.AdmissionRefused
-	(*ConfigChanged)(nil),         // 11: callvault.event.v1.ConfigChanged
-	(*TokenIssued)(nil),           // 12: callvault.event.v1.TokenIssued
-	(*TokenRevoked)(nil),          // 13: callvault.event.v1.TokenRevoked
-	(*UsageThreshold)(nil),        // 14: callvault.event.v1.UsageThreshold
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*ArtifactAdmitted)(nil),      // 6: callvault.event.v1.ArtifactAdmitted
+	(*RecordingStored)(nil),       // 7: callvault.event.v1.RecordingStored
+	(*CdrRecorded)(nil),           // 8: callvault.event.v1.CdrRecorded
+	(*MessageStored)(nil),         // 9: callvault.event.v1.MessageStored
+	(*ArtifactDeleted)(nil),       // 10: callvault.event.v1.ArtifactDeleted
+	(*AdmissionRefused)(nil),      // 11: callvault.event.v1.AdmissionRefused
+	(*ConfigChanged)(nil),         // 12: callvault.event.v1.ConfigChanged
+	(*ConfigPayload)(nil),         // 13: callvault.event.v1.ConfigPayload
+	(*DomainRecord)(nil),          // 14: callvault.event.v1.DomainRecord
+	(*TokenIssued)(nil),           // 15: callvault.event.v1.TokenIssued
+	(*TokenRevoked)(nil),          // 16: callvault.event.v1.TokenRevoked
+	(*UsageThreshold)(nil),        // 17: callvault.event.v1.UsageThreshold
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
 }
 var file_callvault_event_v1_event_proto_depIdxs = []int32{
-	15, // 0: callvault.event.v1.Envelope.accepted_at:type_name -> google.protobuf.Timestamp
+	18, // 0: callvault.event.v1.Envelope.accepted_at:type_name -> google.protobuf.Timestamp
 	3,  // 1: callvault.event.v1.Envelope.tenant:type_name -> callvault.event.v1.Tenant
-	6,  // 2: callvault.event.v1.Envelope.recording:type_name -> callvault.event.v1.RecordingStored
-	7,  // 3: callvault.event.v1.Envelope.cdr:type_name -> callvault.event.v1.CdrRecorded
-	8,  // 4: callvault.event.v1.Envelope.message:type_name -> callvault.event.v1.MessageStored
-	9,  // 5: callvault.event.v1.Envelope.deletion:type_name -> callvault.event.v1.ArtifactDeleted
-	10, // 6: callvault.event.v1.Envelope.refusal:type_name -> callvault.event.v1.AdmissionRefused
-	11, // 7: callvault.event.v1.Envelope.config:type_name -> callvault.event.v1.ConfigChanged
-	12, // 8: callvault.event.v1.Envelope.token_issued:type_name -> callvault.event.v1.TokenIssued
-	13, // 9: callvault.event.v1.Envelope.token_revoked:type_name -> callvault.event.v1.TokenRevoked
-	14, // 10: callvault.event.v1.Envelope.usage_threshold:type_name -> callvault.event.v1.UsageThreshold
-	1,  // 11: callvault.event.v1.RecordingStored.mode:type_name -> callvault.event.v1.RecordingMode
-	15, // 12: callvault.event.v1.RecordingStored.started_at:type_name -> google.protobuf.Timestamp
-	4,  // 13: callvault.event.v1.RecordingStored.media:type_name -> callvault.event.v1.MediaObject
-	15, // 14: callvault.event.v1.CdrRecorded.started_at:type_name -> google.protobuf.Timestamp
-	0,  // 15: callvault.event.v1.MessageStored.kind:type_name -> callvault.event.v1.DataKind
-	2,  // 16: callvault.event.v1.MessageStored.folder:type_name -> callvault.event.v1.MessageFolder
-	15, // 17: callvault.event.v1.MessageStored.received_at:type_name -> google.protobuf.Timestamp
-	4,  // 18: callvault.event.v1.MessageStored.media:type_name -> callvault.event.v1.MediaObject
-	0,  // 19: callvault.event.v1.ArtifactDeleted.kind:type_name -> callvault.event.v1.DataKind
-	0,  // 20: callvault.event.v1.AdmissionRefused.kind:type_name -> callvault.event.v1.DataKind
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	7,  // 2: callvault.event.v1.Envelope.recording:type_name -> callvault.event.v1.RecordingStored
+	8,  // 3: callvault.event.v1.Envelope.cdr:type_name -> callvault.event.v1.CdrRecorded
+	9,  // 4: callvault.event.v1.Envelope.message:type_name -> callvault.event.v1.MessageStored
+	10, // 5: callvault.event.v1.Envelope.deletion:type_name -> callvault.event.v1.ArtifactDeleted
+	11, // 6: callvault.event.v1.Envelope.refusal:type_name -> callvault.event.v1.AdmissionRefused
+	12, // 7: callvault.event.v1.Envelope.config:type_name -> callvault.event.v1.ConfigChanged
+	15, // 8: callvault.event.v1.Envelope.token_issued:type_name -> callvault.event.v1.TokenIssued
+	16, // 9: callvault.event.v1.Envelope.token_revoked:type_name -> callvault.event.v1.TokenRevoked
+	17, // 10: callvault.event.v1.Envelope.usage_threshold:type_name -> callvault.event.v1.UsageThreshold
+	6,  // 11: callvault.event.v1.Envelope.admitted:type_name -> callvault.event.v1.ArtifactAdmitted
+	0,  // 12: callvault.event.v1.ArtifactAdmitted.kind:type_name -> callvault.event.v1.DataKind
+	7,  // 13: callvault.event.v1.ArtifactAdmitted.recording:type_name -> callvault.event.v1.RecordingStored
+	9,  // 14: callvault.event.v1.ArtifactAdmitted.message:type_name -> callvault.event.v1.MessageStored
+	18, // 15: callvault.event.v1.ArtifactAdmitted.ingest_accepted_at:type_name -> google.protobuf.Timestamp
+	1,  // 16: callvault.event.v1.RecordingStored.mode:type_name -> callvault.event.v1.RecordingMode
+	18, // 17: callvault.event.v1.RecordingStored.started_at:type_name -> google.protobuf.Timestamp
+	4,  // 18: callvault.event.v1.RecordingStored.media:type_name -> callvault.event.v1.MediaObject
+	18, // 19: callvault.event.v1.CdrRecorded.started_at:type_name -> google.protobuf.Timestamp
+	0,  // 20: callvault.event.v1.MessageStored.kind:type_name -> callvault.event.v1.DataKind
+	2,  // 21: callvault.event.v1.MessageStored.folder:type_name -> callvault.event.v1.MessageFolder
+	18, // 22: callvault.event.v1.MessageStored.received_at:type_name -> google.protobuf.Timestamp
+	4,  // 23: callvault.event.v1.MessageStored.media:type_name -> callvault.event.v1.MediaObject
+	0,  // 24: callvault.event.v1.ArtifactDeleted.kind:type_name -> callvault.event.v1.DataKind
+	4,  // 25: callvault.event.v1.ArtifactDeleted.media:type_name -> callvault.event.v1.MediaObject
+	0,  // 26: callvault.event.v1.AdmissionRefused.kind:type_name -> callvault.event.v1.DataKind
+	4,  // 27: callvault.event.v1.AdmissionRefused.media:type_name -> callvault.event.v1.MediaObject
+	13, // 28: callvault.event.v1.ConfigChanged.before:type_name -> callvault.event.v1.ConfigPayload
+	13, // 29: callvault.event.v1.ConfigChanged.after:type_name -> callvault.event.v1.ConfigPayload
+	14, // 30: callvault.event.v1.ConfigPayload.domain:type_name -> callvault.event.v1.DomainRecord
+	18, // 31: callvault.event.v1.DomainRecord.provisioned_at:type_name -> google.protobuf.Timestamp
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_callvault_event_v1_event_proto_init() }
@@ -1495,6 +1886,14 @@ func file_callvault_event_v1_event_proto_init() {
 		(*Envelope_TokenIssued)(nil),
 		(*Envelope_TokenRevoked)(nil),
 		(*Envelope_UsageThreshold)(nil),
+		(*Envelope_Admitted)(nil),
+	}
+	file_callvault_event_v1_event_proto_msgTypes[3].OneofWrappers = []any{
+		(*ArtifactAdmitted_Recording)(nil),
+		(*ArtifactAdmitted_Message)(nil),
+	}
+	file_callvault_event_v1_event_proto_msgTypes[10].OneofWrappers = []any{
+		(*ConfigPayload_Domain)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1502,7 +1901,7 @@ func file_callvault_event_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_callvault_event_v1_event_proto_rawDesc), len(file_callvault_event_v1_event_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   12,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

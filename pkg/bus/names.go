@@ -55,6 +55,16 @@ func (n Names) DeletionSubject() string { return n.ns + ".ingest.deleted" }
 func (n Names) UsageSubject() string { return n.ns + ".ingest.usage" }
 
 // IngestSubjects matches every subject of the ingest stream.
+// AdmittedSubject carries the policy service's admission decisions: what
+// the archive router and the culler consume, beside refused and deleted.
+func (n Names) AdmittedSubject() string { return n.ns + ".ingest.admitted" }
+
+// DecisionSubjects are the subjects of recorded decisions, the ones a
+// rebuild applies: admissions, refusals and tombstones.
+func (n Names) DecisionSubjects() []string {
+	return []string{n.AdmittedSubject(), n.RefusalSubject(), n.DeletionSubject()}
+}
+
 func (n Names) IngestSubjects() string { return n.ns + ".ingest.>" }
 
 // TokenSubject carries token issue and revoke events.

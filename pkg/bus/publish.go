@@ -40,3 +40,15 @@ func DecodeEnvelope(data []byte) (*eventv1.Envelope, error) {
 	}
 	return env, nil
 }
+
+// ArtifactID is the artifact an event is about: artifact_id, or the
+// event's id for schema version 1 events, which used one id for both.
+func ArtifactID(env *eventv1.Envelope) string {
+	if id := env.GetArtifactId(); id != "" {
+		return id
+	}
+	return env.GetId()
+}
+
+// SchemaVersion is the envelope schema this code writes.
+const SchemaVersion = 2

@@ -35,8 +35,8 @@ func BenchmarkAdmitRecording(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		r := benchRecording(i)
-		check := catalog.CapCheck{Mode: catalog.MonthlyLimit, Limit: 1 << 40, Key: c.MonthKey(r.Domain, "recording_automatic", r.AcceptedAt)}
-		if _, err := c.AdmitRecordingCapped(ctx, r, check); err != nil {
+		check := catalog.CapCheck{Mode: catalog.MonthlyLimit, Limit: 1 << 40}
+		if _, err := c.Decide(ctx, c.RecordingArtifact(r), check); err != nil {
 			b.Fatal(err)
 		}
 	}

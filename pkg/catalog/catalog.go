@@ -40,54 +40,52 @@ type Recording struct {
 
 // Catalog reads and writes the artifact index.
 type Catalog struct {
-	rdb    redis.UniversalClient
-	k      keys
-	capped *redis.Script
+	rdb                                           redis.UniversalClient
+	k                                             keys
+	decide, conflict, done, gateS, apply, refused *redis.Script
 }
 
 // New returns a catalog whose keys start with ns.
 func New(rdb redis.UniversalClient, ns string) *Catalog {
-	return &Catalog{rdb: rdb, k: keys{ns: ns}, capped: redis.NewScript(capScript)}
+	return &Catalog{rdb: rdb, k: keys{ns: ns},
+		decide: redis.NewScript(decideScript), conflict: redis.NewScript(conflictScript), done: redis.NewScript(doneScript),
+		gateS: redis.NewScript(gateScript), apply: redis.NewScript(applyScript), refused: redis.NewScript(refusedScript)}
 }
 
-// AdmitRecording adds r to the catalog with no cap. It returns false when
-// r was already there; nothing is changed then, so a redelivered event
-// never counts usage twice.
+// AdmitRecording decides r with no cap: the path of tests and tools that
+// fill a catalog directly. It reports whether r is admitted now.
 func (c *Catalog) AdmitRecording(ctx context.Context, r Recording) (bool, error) {
-	out, err := c.admitCapped(ctx, recordingArtifact(r), CapCheck{})
-	return out.Admitted, err
+	d, err := c.Decide(ctx, c.RecordingArtifact(r), CapCheck{})
+	return err == nil && !d.Repeat && d.Admitted(), err
 }
 
-// AdmitRecordings admits a batch in one pipeline (two round trips for the
-// whole batch instead of two per recording), for replays and bulk loads.
-// It returns, per recording, whether it was new.
+// AdmitRecordings writes recordings as recorded admissions in one
+// pipeline (replay's path). It reports which were new.
 func (c *Catalog) AdmitRecordings(ctx context.Context, recs []Recording) ([]bool, error) {
 	if len(recs) == 0 {
 		return nil, nil
 	}
-	// Load the script once so the pipeline can use EVALSHA throughout.
-	if err := c.capped.Load(ctx, c.rdb).Err(); err != nil {
-		return nil, fmt.Errorf("catalog admit batch: load script: %w", err)
-	}
+	before := make([]*redis.IntCmd, len(recs))
 	pipe := c.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(recs))
 	for i, r := range recs {
-		keys, args := c.scriptArgs(recordingArtifact(r), CapCheck{})
-		cmds[i] = c.capped.EvalSha(ctx, pipe, keys, args...)
-		pipe.HSetNX(ctx, c.k.domains(), r.Domain, r.Reseller)
-		pipe.HSetNX(ctx, c.k.ids(r.ID), r.ID, r.Domain)
+		before[i] = pipe.Exists(ctx, c.k.artifact(r.Domain, r.ID))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("catalog admit batch: %w", err)
 	}
+	batch := make([]Admission, len(recs))
+	for i, r := range recs {
+		batch[i] = Admission{Artifact: c.RecordingArtifact(r)}
+	}
+	if err := c.ApplyAdmissions(ctx, batch); err != nil {
+		return nil, err
+	}
 	out := make([]bool, len(recs))
-	for i, cmd := range cmds {
-		res, err := cmd.Slice()
-		if err != nil {
-			return nil, fmt.Errorf("catalog admit batch %s: %w", recs[i].ID, err)
-		}
-		status, _ := res[0].(int64)
-		out[i] = status == 1
+	seen := make(map[string]bool, len(recs))
+	for i, r := range recs {
+		k := r.Domain + "/" + r.ID
+		out[i] = before[i].Val() == 0 && !seen[k]
+		seen[k] = true
 	}
 	return out, nil
 }
@@ -113,7 +111,7 @@ func recordingFields(r Recording) []any {
 }
 
 func parseRecording(m map[string]string) (Recording, error) {
-	if len(m) == 0 {
+	if len(m) == 0 || (m["st"] != "" && m["st"] != string(StateAdmitted)) {
 		return Recording{}, ErrNotFound
 	}
 	num := func(f string) int64 {

@@ -30,3 +30,5 @@ func (k keys) ids(id string) string {
 	_, _ = h.Write([]byte(id))
 	return fmt.Sprintf("%s:ids:{%04d}", k.ns, h.Sum32()%idBuckets)
 }
+
+func (k keys) holds(domain string) string { return k.ns + ":{" + domain + "}:holds" }

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	"github.com/callvault/callvault/pkg/apierr"
 	"github.com/callvault/callvault/pkg/auth"
 	"github.com/callvault/callvault/pkg/bus"
@@ -17,11 +15,10 @@ import (
 	policyv1 "github.com/callvault/callvault/proto/callvault/policy/v1"
 )
 
-// capFor turns the effective cap of kind for a tenant into the check the
-// catalog enforces. at is when the artifact was accepted: months and
-// minimum durations count from it, so a replay decides exactly as the
-// first admission did.
-func (s *Service) capFor(ctx context.Context, kind retention.Kind, reseller, domain, user, folder string, at time.Time) (catalog.CapCheck, retention.Policy, error) {
+// capFor resolves the effective cap of an artifact of kind at the
+// artifact's own acceptance time (never the clock, so a redelivery or a
+// replay asks the same question).
+func (s *Service) capFor(ctx context.Context, kind retention.Kind, reseller, domain, user string, at time.Time) (catalog.CapCheck, retention.Policy, error) {
 	chain, err := s.overrides.Chain(ctx, kind, reseller, domain, user)
 	if err != nil {
 		return catalog.CapCheck{}, retention.Policy{}, err
@@ -35,27 +32,13 @@ func (s *Service) capFor(ctx context.Context, kind retention.Kind, reseller, dom
 		return catalog.CapCheck{}, pol, nil
 	}
 	check := catalog.CapCheck{Limit: c.Limit}
-	switch c.Scope {
-	case retention.PerAccountMonth:
-		check.Mode, check.Key = catalog.MonthlyLimit, s.catalog.MonthKey(domain, string(kind), at)
-	case retention.PerBox:
-		check.Key = s.catalog.BoxKey(domain, user)
-	case retention.PerUserFolder:
-		check.Key = s.catalog.FolderKey(domain, user, folder)
-	}
-	if check.Mode == "" {
+	switch {
+	case c.Scope == retention.PerAccountMonth:
+		check.Mode = catalog.MonthlyLimit
+	case c.Action == retention.EvictOldest:
+		check.Mode, check.EvictBefore = catalog.EvictOldest, at.AddDate(0, 0, -pol.MinStorageDays)
+	default:
 		check.Mode = catalog.RefuseAtLimit
-		if c.Action == retention.EvictOldest {
-			check.Mode = catalog.EvictOldest
-			// Eviction is a deletion: never inside the minimum, never under a hold.
-			held, err := s.holds.Covering(ctx, domain, user, "")
-			if err != nil {
-				return catalog.CapCheck{}, pol, err
-			}
-			if len(held) == 0 {
-				check.EvictBefore = at.AddDate(0, 0, -pol.MinStorageDays)
-			}
-		}
 	}
 	return check, pol, nil
 }
@@ -68,131 +51,165 @@ var messageKinds = map[eventv1.DataKind]retention.Kind{
 	eventv1.DataKind_DATA_KIND_SMS:          retention.SMS,
 }
 
-// apply admits one ingest event into the catalog and returns what
-// happened. It changes Redis only: Rebuild replays through it.
-func (s *Service) apply(ctx context.Context, env *eventv1.Envelope, seq uint64) (catalog.Outcome, retention.Kind, error) {
+// artifactOf validates an ingest event (or the artifact an admission
+// decision carries) and builds what admission decides on. seq is the
+// ingest event's stream sequence.
+func (s *Service) artifactOf(env *eventv1.Envelope, seq uint64) (catalog.Artifact, retention.Kind, error) {
 	t := env.GetTenant()
-	at := env.GetAcceptedAt().AsTime()
+	id := bus.ArtifactID(env)
 	switch b := env.GetBody().(type) {
 	case *eventv1.Envelope_Recording:
 		r, err := recordingFromEvent(env, b.Recording, seq)
 		if err != nil {
-			return catalog.Outcome{}, "", bus.Poison(err)
+			return catalog.Artifact{}, "", bus.Poison(err)
 		}
 		kind := retention.RecordingAutomatic
 		if r.Mode == "on_demand" {
 			kind = retention.RecordingOnDemand
 		}
-		check, _, err := s.capFor(ctx, kind, r.Reseller, r.Domain, r.User, "", at)
-		if err != nil {
-			return catalog.Outcome{}, kind, err
-		}
-		out, err := s.catalog.AdmitRecordingCapped(ctx, r, check)
-		return out, kind, err
+		return s.catalog.RecordingArtifact(r), kind, nil
 	case *eventv1.Envelope_Message:
 		m := b.Message
 		kind, ok := messageKinds[m.GetKind()]
 		switch {
 		case !ok:
-			return catalog.Outcome{}, "", bus.Poison(fmt.Errorf("message %s: kind %s is not a message kind", env.GetId(), m.GetKind()))
+			return catalog.Artifact{}, "", bus.Poison(fmt.Errorf("message %s: kind %s is not a message kind", id, m.GetKind()))
 		case t.GetDomain() == "" || t.GetReseller() == "" || t.GetUser() == "":
-			return catalog.Outcome{}, kind, bus.Poison(fmt.Errorf("message %s: reseller, domain and user are required", env.GetId()))
+			return catalog.Artifact{}, kind, bus.Poison(fmt.Errorf("message %s: reseller, domain and user are required", id))
 		case kind == retention.SMS && m.GetFolder() == eventv1.MessageFolder_MESSAGE_FOLDER_UNSPECIFIED:
-			return catalog.Outcome{}, kind, bus.Poison(fmt.Errorf("message %s: an SMS needs a folder", env.GetId()))
+			return catalog.Artifact{}, kind, bus.Poison(fmt.Errorf("message %s: an SMS needs a folder", id))
 		case m.GetReceivedAt() == nil:
-			return catalog.Outcome{}, kind, bus.Poison(fmt.Errorf("message %s: no received_at", env.GetId()))
+			return catalog.Artifact{}, kind, bus.Poison(fmt.Errorf("message %s: no received_at", id))
 		}
 		folder := ""
 		if kind == retention.SMS {
 			folder = strings.ToLower(strings.TrimPrefix(m.GetFolder().String(), "MESSAGE_FOLDER_"))
 		}
-		check, _, err := s.capFor(ctx, kind, t.GetReseller(), t.GetDomain(), t.GetUser(), folder, at)
-		if err != nil {
-			return catalog.Outcome{}, kind, err
-		}
-		out, err := s.catalog.AdmitMessage(ctx, catalog.Message{
-			ID: env.GetId(), Reseller: t.GetReseller(), Domain: t.GetDomain(), User: t.GetUser(), Kind: string(kind), Folder: folder,
+		return s.catalog.MessageArtifact(catalog.Message{
+			ID: id, Reseller: t.GetReseller(), Domain: t.GetDomain(), User: t.GetUser(), Kind: string(kind), Folder: folder,
 			ReceivedAt: m.GetReceivedAt().AsTime(), From: m.GetFrom(), To: m.GetTo(), Size: m.GetMedia().GetSizeBytes(),
 			SHA256: m.GetMedia().GetSha256(), ObjectKey: m.GetMedia().GetKey(), ContentType: m.GetMedia().GetContentType(),
-			AcceptedAt: at, StreamSeq: seq,
-		}, check)
-		return out, kind, err
+			AcceptedAt: env.GetAcceptedAt().AsTime(), StreamSeq: seq,
+		}), kind, nil
 	default:
-		return catalog.Outcome{}, "", bus.Poison(fmt.Errorf("envelope %s: no admission rule for %T", env.GetId(), env.GetBody()))
+		return catalog.Artifact{}, "", bus.Poison(fmt.Errorf("envelope %s: no admission rule for %T", id, env.GetBody()))
 	}
 }
 
-// Admit applies one ingest event and carries out what follows from it: a
-// refused artifact's media is removed and the refusal recorded with its
-// reason; an evicted artifact's media is removed and a tombstone written.
-// Both are idempotent, so a redelivery repeats them harmlessly.
+// Admit decides one ingest event: it records the decision atomically with
+// the catalog write, then carries out the effects the decision owes until
+// each is confirmed. A redelivery finds the decision recorded and only
+// finishes what is still owed, so it never decides again.
 func (s *Service) Admit(ctx context.Context, env *eventv1.Envelope, seq uint64) error {
-	out, kind, err := s.apply(ctx, env, seq)
+	a, kind, err := s.artifactOf(env, seq)
 	if err != nil {
 		return err
 	}
-	status := "admitted"
-	switch {
-	case out.Duplicate:
-		status = "duplicate"
-	case out.Refused != "":
-		status = "refused"
-		if err := s.refuse(ctx, env, kind, out.Refused); err != nil {
-			return err
-		}
-	case out.Evicted != nil:
-		if err := s.evicted(ctx, env, kind, out.Evicted); err != nil {
+	check, _, err := s.capFor(ctx, kind, a.Reseller, a.Domain, a.User, a.AcceptedAt)
+	if err != nil {
+		return err
+	}
+	d, err := s.catalog.Decide(ctx, a, check)
+	if err != nil {
+		return err
+	}
+	if d.Repeat {
+		if err := s.dropUnreferenced(ctx, a); err != nil {
 			return err
 		}
 	}
-	if out.Admitted {
-		if err := s.checkThreshold(ctx, env, out.TotalBytes); err != nil {
+	if err := s.finishDecision(ctx, env, a, kind, d, seq); err != nil {
+		return err
+	}
+	if d.EvictedID != "" {
+		if err := s.finishDeletion(ctx, env.GetTenant().GetReseller(), a.Domain, d.EvictedID); err != nil {
 			return err
 		}
+	}
+	status := string(d.State)
+	switch {
+	case d.Repeat:
+		status = "repeat"
+	case d.State == catalog.StateAdmitted:
+		status = "admitted"
+		if err := s.checkThreshold(ctx, env, d.TotalBytes); err != nil {
+			return err
+		}
+	case d.State == catalog.StateRefused:
+		status = "refused"
 	}
 	s.admitted.WithLabelValues(string(kind), status).Inc()
 	return nil
 }
 
-func mediaKey(env *eventv1.Envelope) string {
-	if k := env.GetRecording().GetMedia().GetKey(); k != "" {
-		return k
+// dropUnreferenced removes the media of an event whose artifact was decided
+// earlier with another object (a PBX that uploaded the same id again after
+// the duplicate window): the catalog never references this object.
+func (s *Service) dropUnreferenced(ctx context.Context, a catalog.Artifact) error {
+	rec, err := s.catalog.Record(ctx, a.Domain, a.ID)
+	if err != nil {
+		return err
 	}
-	return env.GetMessage().GetMedia().GetKey()
+	if a.ObjectKey == "" || a.ObjectKey == rec.ObjectKey {
+		return nil
+	}
+	if err := s.d.CDS.Delete(ctx, a.ObjectKey); err != nil {
+		return fmt.Errorf("remove unreferenced media %s: %w", a.ObjectKey, err)
+	}
+	return nil
 }
 
-func (s *Service) refuse(ctx context.Context, env *eventv1.Envelope, kind retention.Kind, reason string) error {
-	if key := mediaKey(env); key != "" {
-		if err := s.d.CDS.Delete(ctx, key); err != nil {
-			return fmt.Errorf("remove refused media %s: %w", key, err)
+// finishDecision carries out what an admission or refusal still owes.
+func (s *Service) finishDecision(ctx context.Context, env *eventv1.Envelope, a catalog.Artifact, kind retention.Kind, d catalog.Decision, seq uint64) error {
+	for _, effect := range []byte(d.Pending) {
+		switch effect {
+		case catalog.EffectRemoveMedia:
+			if a.ObjectKey != "" {
+				if err := s.d.CDS.Delete(ctx, a.ObjectKey); err != nil {
+					return fmt.Errorf("remove refused media %s: %w", a.ObjectKey, err)
+				}
+			}
+		case catalog.EffectPublish:
+			ev := decisionEvent(env, a, kind, d, seq)
+			if _, err := bus.PublishEnvelope(ctx, s.d.JS, ev.subject(s.d.Names), ev.env.GetId(), ev.env); err != nil {
+				return err
+			}
+		}
+		if err := s.catalog.Done(ctx, a.Domain, a.ID, effect); err != nil {
+			return err
 		}
 	}
-	ev := &eventv1.Envelope{
-		Id: "refused-" + env.GetId(), AcceptedAt: timestamppb.Now(), Tenant: env.GetTenant(), Source: "policy",
-		Body: &eventv1.Envelope_Refusal{Refusal: &eventv1.AdmissionRefused{
-			ArtifactId: env.GetId(), Kind: kindProto(kind), Reason: reason,
-			Detail: fmt.Sprintf("%s %s refused: %s", kind, env.GetId(), strings.ReplaceAll(reason, "_", " ")),
-		}},
-	}
-	_, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.RefusalSubject(), ev.GetId(), ev)
-	return err
+	return nil
 }
 
-func (s *Service) evicted(ctx context.Context, env *eventv1.Envelope, kind retention.Kind, e *catalog.Evicted) error {
-	if e.ObjectKey != "" {
-		if err := s.d.CDS.Delete(ctx, e.ObjectKey); err != nil {
-			return fmt.Errorf("remove evicted media %s: %w", e.ObjectKey, err)
+// finishDeletion carries out what a deletion still owes: the media goes
+// first, then the tombstone is published, and each is confirmed in the
+// record. The tombstone is the last word: once it is in the stream, a
+// rebuild restores the deletion.
+func (s *Service) finishDeletion(ctx context.Context, reseller, domain, id string) error {
+	rec, err := s.catalog.Record(ctx, domain, id)
+	if err != nil {
+		return err
+	}
+	for _, effect := range []byte(rec.Pending) {
+		switch effect {
+		case catalog.EffectRemoveMedia:
+			if rec.ObjectKey != "" {
+				if err := s.d.CDS.Delete(ctx, rec.ObjectKey); err != nil {
+					return fmt.Errorf("remove deleted media %s: %w", rec.ObjectKey, err)
+				}
+			}
+		case catalog.EffectTombstone:
+			ev := tombstone(reseller, rec)
+			if _, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.DeletionSubject(), ev.GetId(), ev); err != nil {
+				return err
+			}
+		}
+		if err := s.catalog.Done(ctx, domain, id, effect); err != nil {
+			return err
 		}
 	}
-	ev := &eventv1.Envelope{
-		Id: "deleted-" + e.ID, AcceptedAt: timestamppb.Now(), Tenant: env.GetTenant(), Source: "policy",
-		Body: &eventv1.Envelope_Deletion{Deletion: &eventv1.ArtifactDeleted{
-			ArtifactId: e.ID, Kind: kindProto(kind), Reason: "cap_evicted",
-			Rule: fmt.Sprintf("%s folder cap: the oldest makes room for %s", kind, env.GetId()), Actor: "policy", FreedBytes: e.Size,
-		}},
-	}
-	_, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.DeletionSubject(), ev.GetId(), ev)
-	return err
+	return nil
 }
 
 // CheckQuota answers whether one more artifact of kind would be admitted
@@ -220,14 +237,15 @@ func (s *Service) CheckQuota(ctx context.Context, p auth.Principal, k eventv1.Da
 		return nil, err
 	}
 	f := strings.ToLower(strings.TrimPrefix(folder.String(), "MESSAGE_FOLDER_"))
-	check, pol, err := s.capFor(ctx, kind, reseller, t.GetDomain(), t.GetUser(), f, time.Now())
+	check, pol, err := s.capFor(ctx, kind, reseller, t.GetDomain(), t.GetUser(), time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
 	if check.Mode == catalog.NoCap {
 		return &policyv1.CheckQuotaResponse{Allowed: true}, nil
 	}
-	used, err := s.catalog.Count(ctx, check.Mode, check.Key)
+	used, err := s.catalog.Count(ctx, kind == retention.RecordingAutomatic || kind == retention.RecordingOnDemand,
+		s.trackKey(kind, t.GetDomain(), t.GetUser(), f, time.Now()))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
@@ -239,7 +257,11 @@ func (s *Service) CheckQuota(ctx context.Context, p auth.Principal, k eventv1.Da
 		case catalog.RefuseAtLimit:
 			out.Allowed, out.Reason = false, "box_full"
 		case catalog.EvictOldest:
-			if check.EvictBefore.IsZero() {
+			held, err := s.holds.Covering(ctx, t.GetDomain(), t.GetUser(), "")
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+			}
+			if len(held) > 0 {
 				out.Allowed, out.Reason = false, "folder_full_under_hold"
 			}
 		}

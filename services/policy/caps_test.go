@@ -43,6 +43,12 @@ func setup(t *testing.T) (*platform.Deps, *policy.Service) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cat := catalog.New(d.Redis, d.Names.Namespace())
+	for _, domain := range []string{"a.example", "held.example", "m.example", "young.example"} {
+		if _, err := cat.RegisterDomain(context.Background(), domain, "r1"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return d, svc
 }
 
@@ -94,7 +100,7 @@ func TestVoicemailBoxRefusesThe501st(t *testing.T) {
 	}
 	writers(t, svc, events)
 	cat := catalog.New(d.Redis, d.Names.Namespace())
-	if n, err := cat.Count(context.Background(), catalog.RefuseAtLimit, cat.BoxKey("a.example", "101")); err != nil || n != 500 {
+	if n, err := cat.Count(context.Background(), false, cat.BoxKey("a.example", "101")); err != nil || n != 500 {
 		t.Fatalf("box holds %d (%v), want exactly 500", n, err)
 	}
 	if n := subjectCount(t, d, d.Names.RefusalSubject()); n != 140 {
@@ -131,10 +137,10 @@ func TestSMSFolderEvictsTheOldest(t *testing.T) {
 	writers(t, svc, append([]*eventv1.Envelope{sent}, events...))
 	cat := catalog.New(d.Redis, d.Names.Namespace())
 	ctx := context.Background()
-	if n, _ := cat.Count(ctx, catalog.EvictOldest, cat.FolderKey("a.example", "101", "inbox")); n != 5000 {
+	if n, _ := cat.Count(ctx, false, cat.FolderKey("a.example", "101", "inbox")); n != 5000 {
 		t.Fatalf("inbox holds %d, want 5000", n)
 	}
-	if n, _ := cat.Count(ctx, catalog.EvictOldest, cat.FolderKey("a.example", "101", "sent")); n != 1 {
+	if n, _ := cat.Count(ctx, false, cat.FolderKey("a.example", "101", "sent")); n != 1 {
 		t.Fatalf("sent folder holds %d, want its 1 message untouched", n)
 	}
 	if n := subjectCount(t, d, d.Names.DeletionSubject()); n != 64 {
@@ -203,7 +209,7 @@ func TestMonthlyRecordingCap(t *testing.T) {
 	}
 	writers(t, svc, events)
 	cat := catalog.New(d.Redis, d.Names.Namespace())
-	if n, _ := cat.Count(ctx, catalog.MonthlyLimit, cat.MonthKey("m.example", "recording_automatic", time.Now())); n != 200 {
+	if n, _ := cat.Count(ctx, true, cat.MonthKey("m.example", "recording_automatic", time.Now())); n != 200 {
 		t.Fatalf("month counter %d, want exactly 200", n)
 	}
 	if n := subjectCount(t, d, d.Names.RefusalSubject()); n != 120 {

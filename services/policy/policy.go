@@ -136,15 +136,7 @@ func (s *Service) Rebuild(ctx context.Context) (int, error) {
 	if _, err := s.RebuildConfig(ctx); err != nil {
 		return 0, fmt.Errorf("rebuild policy config: %w", err)
 	}
-	subjects := []string{s.d.Names.RecordingSubject(), s.d.Names.MessageSubject()}
-	n, skipped, err := bus.Replay(ctx, s.d.JS, s.d.Names.IngestStream(), subjects, func(ctx context.Context, env *eventv1.Envelope, seq uint64) error {
-		_, _, err := s.apply(ctx, env, seq)
-		return err
-	})
-	if skipped > 0 {
-		s.log.Warn("rebuild skipped undecodable events", "count", skipped)
-	}
-	return n, err
+	return s.RebuildCatalog(ctx)
 }
 
 var errIncomplete = errors.New("incomplete recording event")
@@ -164,7 +156,7 @@ func recordingFromEvent(env *eventv1.Envelope, rec *eventv1.RecordingStored, seq
 		mode = "on_demand"
 	}
 	return catalog.Recording{
-		ID: env.GetId(), CallID: rec.GetCallId(), Reseller: t.GetReseller(), Domain: t.GetDomain(), User: t.GetUser(),
+		ID: bus.ArtifactID(env), CallID: rec.GetCallId(), Reseller: t.GetReseller(), Domain: t.GetDomain(), User: t.GetUser(),
 		Mode: mode, StartedAt: rec.GetStartedAt().AsTime(), DurationS: rec.GetDurationS(), ContentType: media.GetContentType(),
 		Size: media.GetSizeBytes(), SHA256: media.GetSha256(), ObjectKey: media.GetKey(), AcceptedAt: env.GetAcceptedAt().AsTime(),
 		StreamSeq: seq,

@@ -1106,9 +1106,11 @@ type AdmissionRefused struct {
 	// The stream sequence of the ingest event that was refused.
 	IngestSequence uint64 `protobuf:"varint,5,opt,name=ingest_sequence,json=ingestSequence,proto3" json:"ingest_sequence,omitempty"`
 	// The refused media, removed from the CDS as part of the refusal.
-	Media         *MediaObject `protobuf:"bytes,6,opt,name=media,proto3" json:"media,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Media *MediaObject `protobuf:"bytes,6,opt,name=media,proto3" json:"media,omitempty"`
+	// When the ingest event was accepted.
+	IngestAcceptedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=ingest_accepted_at,json=ingestAcceptedAt,proto3" json:"ingest_accepted_at,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *AdmissionRefused) Reset() {
@@ -1179,6 +1181,13 @@ func (x *AdmissionRefused) GetIngestSequence() uint64 {
 func (x *AdmissionRefused) GetMedia() *MediaObject {
 	if x != nil {
 		return x.Media
+	}
+	return nil
+}
+
+func (x *AdmissionRefused) GetIngestAcceptedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IngestAcceptedAt
 	}
 	return nil
 }
@@ -1724,7 +1733,7 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\x05actor\x18\x05 \x01(\tR\x05actor\x12\x1f\n" +
 	"\vfreed_bytes\x18\x06 \x01(\x03R\n" +
 	"freedBytes\x125\n" +
-	"\x05media\x18\a \x01(\v2\x1f.callvault.event.v1.MediaObjectR\x05media\"\xf5\x01\n" +
+	"\x05media\x18\a \x01(\v2\x1f.callvault.event.v1.MediaObjectR\x05media\"\xbf\x02\n" +
 	"\x10AdmissionRefused\x12\x1f\n" +
 	"\vartifact_id\x18\x01 \x01(\tR\n" +
 	"artifactId\x120\n" +
@@ -1732,7 +1741,8 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
 	"\x06detail\x18\x04 \x01(\tR\x06detail\x12'\n" +
 	"\x0fingest_sequence\x18\x05 \x01(\x04R\x0eingestSequence\x125\n" +
-	"\x05media\x18\x06 \x01(\v2\x1f.callvault.event.v1.MediaObjectR\x05media\"\xa6\x02\n" +
+	"\x05media\x18\x06 \x01(\v2\x1f.callvault.event.v1.MediaObjectR\x05media\x12H\n" +
+	"\x12ingest_accepted_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x10ingestAcceptedAt\"\xa6\x02\n" +
 	"\rConfigChanged\x12\x16\n" +
 	"\x06entity\x18\x01 \x01(\tR\x06entity\x12\x1b\n" +
 	"\tentity_id\x18\x02 \x01(\tR\bentityId\x12\x14\n" +
@@ -1860,15 +1870,16 @@ var file_callvault_event_v1_event_proto_depIdxs = []int32{
 	4,  // 25: callvault.event.v1.ArtifactDeleted.media:type_name -> callvault.event.v1.MediaObject
 	0,  // 26: callvault.event.v1.AdmissionRefused.kind:type_name -> callvault.event.v1.DataKind
 	4,  // 27: callvault.event.v1.AdmissionRefused.media:type_name -> callvault.event.v1.MediaObject
-	13, // 28: callvault.event.v1.ConfigChanged.before:type_name -> callvault.event.v1.ConfigPayload
-	13, // 29: callvault.event.v1.ConfigChanged.after:type_name -> callvault.event.v1.ConfigPayload
-	14, // 30: callvault.event.v1.ConfigPayload.domain:type_name -> callvault.event.v1.DomainRecord
-	18, // 31: callvault.event.v1.DomainRecord.provisioned_at:type_name -> google.protobuf.Timestamp
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	18, // 28: callvault.event.v1.AdmissionRefused.ingest_accepted_at:type_name -> google.protobuf.Timestamp
+	13, // 29: callvault.event.v1.ConfigChanged.before:type_name -> callvault.event.v1.ConfigPayload
+	13, // 30: callvault.event.v1.ConfigChanged.after:type_name -> callvault.event.v1.ConfigPayload
+	14, // 31: callvault.event.v1.ConfigPayload.domain:type_name -> callvault.event.v1.DomainRecord
+	18, // 32: callvault.event.v1.DomainRecord.provisioned_at:type_name -> google.protobuf.Timestamp
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_callvault_event_v1_event_proto_init() }

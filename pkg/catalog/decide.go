@@ -295,7 +295,8 @@ func (c *Catalog) claimID(ctx context.Context, id, domain string) (string, error
 // Record is an artifact's decision record as stored.
 type Record struct {
 	ID, Domain, User, CallID string
-	Kind, Folder             string
+	Kind, Folder, Mode       string
+	Reseller                 string
 	State                    State
 	Reason, Rule, Actor      string
 	Pending                  string
@@ -324,7 +325,7 @@ func (c *Catalog) Record(ctx context.Context, domain, id string) (Record, error)
 	}
 	num := func(f string) int64 { v, _ := strconv.ParseInt(m[f], 10, 64); return v }
 	r := Record{
-		ID: id, Domain: domain, User: m["user"], CallID: m["call_id"], Kind: m["kind"], Folder: m["folder"], State: st, Reason: m["rs"], Rule: m["ru"],
+		ID: id, Domain: domain, User: m["user"], CallID: m["call_id"], Kind: m["kind"], Folder: m["folder"], Mode: m["mode"], Reseller: m["reseller"], State: st, Reason: m["rs"], Rule: m["ru"],
 		Actor: m["ac"], Pending: m["pe"], EvictedID: m["ev"], ObjectKey: m["key"], Size: num("size"),
 		StartedAt: time.UnixMilli(num("started_at")).UTC(),
 	}

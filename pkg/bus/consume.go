@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,6 +58,9 @@ type ConsumerSpec struct {
 	BackOff []time.Duration
 	// HandlerTimeout bounds one handler call.
 	HandlerTimeout time.Duration
+	// MaxAckPending bounds the messages in flight; 1 applies a stream
+	// strictly in order. Zero means 1000.
+	MaxAckPending int
 }
 
 // DefaultSpec fills the delivery settings callvault uses everywhere.
@@ -97,7 +101,7 @@ func (c *Consumer) Ensure(ctx context.Context) (jetstream.Consumer, error) {
 		MaxDeliver:     c.spec.MaxDeliver,
 		AckWait:        c.spec.AckWait,
 		BackOff:        c.spec.BackOff,
-		MaxAckPending:  1000,
+		MaxAckPending:  cmp.Or(c.spec.MaxAckPending, 1000),
 	}
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.spec.Stream, cfg)
 	if err != nil {

@@ -40,16 +40,17 @@ type Recording struct {
 
 // Catalog reads and writes the artifact index.
 type Catalog struct {
-	rdb                                           redis.UniversalClient
-	k                                             keys
-	decide, conflict, done, gateS, apply, refused *redis.Script
+	rdb                                                 redis.UniversalClient
+	k                                                   keys
+	decide, conflict, done, gateS, apply, refused, mark *redis.Script
 }
 
 // New returns a catalog whose keys start with ns.
 func New(rdb redis.UniversalClient, ns string) *Catalog {
 	return &Catalog{rdb: rdb, k: keys{ns: ns},
 		decide: redis.NewScript(decideScript), conflict: redis.NewScript(conflictScript), done: redis.NewScript(doneScript),
-		gateS: redis.NewScript(gateScript), apply: redis.NewScript(applyScript), refused: redis.NewScript(refusedScript)}
+		gateS: redis.NewScript(gateScript), apply: redis.NewScript(applyScript), refused: redis.NewScript(refusedScript),
+		mark: redis.NewScript(markScript)}
 }
 
 // AdmitRecording decides r with no cap: the path of tests and tools that

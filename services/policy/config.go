@@ -43,12 +43,11 @@ func applyChange[T any](env *eventv1.Envelope, put, remove func(T) error) error 
 	return apply(v)
 }
 
-// RebuildConfig replays holds, overrides and bundle assignments, in the
-// order they were made.
+// RebuildConfig replays every config event (tokens, domains, holds,
+// overrides, bundle assignments) in the order they were made.
 func (s *Service) RebuildConfig(ctx context.Context) (int, error) {
-	subjects := []string{s.d.Names.HoldSubject(), s.d.Names.PolicySubject()}
-	n, _, err := bus.Replay(ctx, s.d.JS, s.d.Names.ConfigStream(), subjects, func(ctx context.Context, env *eventv1.Envelope, _ uint64) error {
-		return s.ApplyConfig(ctx, env)
+	n, _, err := bus.Replay(ctx, s.d.JS, s.d.Names.ConfigStream(), nil, func(ctx context.Context, env *eventv1.Envelope, _ uint64) error {
+		return s.applyConfigEvent(ctx, env)
 	})
 	return n, err
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	"github.com/callvault/callvault/pkg/auth"
@@ -53,6 +54,7 @@ type Service struct {
 	d         *platform.Deps
 	catalog   *catalog.Catalog
 	consumer  *bus.Consumer
+	config    *bus.Consumer
 	holds     *hold.Store
 	overrides *override.Store
 	preset    retention.Preset
@@ -103,11 +105,23 @@ func New(d *platform.Deps, set Settings) (*Service, error) {
 	d.Registry.MustRegister(s.admitted)
 	spec := bus.DefaultSpec(d.Names.IngestStream(), AdmitConsumer, d.Names.RecordingSubject(), d.Names.MessageSubject())
 	s.consumer = bus.NewConsumer(d.JS, d.Names, spec, s.handle, d.Log, d.Bus)
+	cspec := bus.DefaultSpec(d.Names.ConfigStream(), ConfigConsumer, d.Names.ConfigSubjects())
+	cspec.MaxAckPending = 1
+	s.config = bus.NewConsumer(d.JS, d.Names, cspec, s.handleConfig, d.Log, d.Bus)
 	return s, nil
 }
 
-// Run consumes accepted artifacts until ctx ends.
-func (s *Service) Run(ctx context.Context) error { return s.consumer.Run(ctx) }
+// Run catches Redis up with the streams if it is behind them, then runs
+// the admission and config consumers until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	if _, err := s.CatchUp(ctx); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.consumer.Run(gctx) })
+	g.Go(func() error { return s.config.Run(gctx) })
+	return g.Wait()
+}
 
 // RegisterHTTP mounts nothing yet: policy is reached over gRPC.
 func (s *Service) RegisterHTTP(*http.ServeMux, auth.Authenticator) {}
@@ -126,7 +140,10 @@ func (s *Service) handle(ctx context.Context, m jetstream.Msg) error {
 	if err != nil {
 		return bus.Poison(fmt.Errorf("message metadata: %w", err))
 	}
-	return s.Admit(ctx, env, md.Sequence.Stream)
+	if err := s.Admit(ctx, env, md.Sequence.Stream); err != nil {
+		return err
+	}
+	return s.catalog.MarkApplied(ctx, catalog.AppliedIngest, md.Sequence.Stream)
 }
 
 // Rebuild replays the legal holds and the ingest stream into Redis: after

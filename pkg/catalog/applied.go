@@ -1,0 +1,64 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Applied says how far Redis has applied each stream: the highest ingest
+// sequence decided and the highest config sequence applied. Present is
+// false in a Redis that holds no callvault state at all.
+type Applied struct {
+	Present        bool
+	Ingest, Config uint64
+}
+
+// Streams whose progress Applied records.
+const (
+	AppliedIngest = "ingest"
+	AppliedConfig = "config"
+)
+
+func (k keys) applied() string { return k.ns + ":applied" }
+
+const markScript = `
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+`
+
+// MarkApplied records that stream has been applied up to seq (it never
+// moves back).
+func (c *Catalog) MarkApplied(ctx context.Context, stream string, seq uint64) error {
+	if err := c.mark.Run(ctx, c.rdb, []string{c.k.applied()}, stream, seq).Err(); err != nil {
+		return fmt.Errorf("catalog mark %s applied: %w", stream, err)
+	}
+	return nil
+}
+
+// Applied reads the progress marks.
+func (c *Catalog) Applied(ctx context.Context) (Applied, error) {
+	vals, err := c.rdb.HMGet(ctx, c.k.applied(), AppliedIngest, AppliedConfig).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Applied{}, fmt.Errorf("catalog applied: %w", err)
+	}
+	var a Applied
+	for i, v := range vals {
+		s, ok := v.(string)
+		if !ok {
+			continue
+		}
+		a.Present = true
+		n, _ := strconv.ParseUint(s, 10, 64)
+		if i == 0 {
+			a.Ingest = n
+		} else {
+			a.Config = n
+		}
+	}
+	return a, nil
+}

@@ -13,6 +13,9 @@ import (
 // FS stores objects as files under a root directory.
 type FS struct {
 	root string
+	// syncDir fsyncs a directory; tests replace it to see which
+	// directories a write made durable.
+	syncDir func(dir string) error
 }
 
 var _ Store = (*FS)(nil)
@@ -22,7 +25,22 @@ func NewFS(dir string) (*FS, error) {
 	if err := os.MkdirAll(filepath.Join(dir, ".tmp"), 0o750); err != nil {
 		return nil, fmt.Errorf("cds fs: %w", err)
 	}
-	return &FS{root: dir}, nil
+	return &FS{root: dir, syncDir: syncDir}, nil
+}
+
+// syncDir fsyncs dir, so that the entries created, renamed or removed in
+// it survive a crash: without it a renamed file can vanish on power loss
+// even though its own data was fsynced.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (f *FS) path(key string) (string, error) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -50,11 +51,19 @@ type ConsumerSpec struct {
 	Stream         string
 	Durable        string
 	FilterSubjects []string
-	// MaxDeliver bounds attempts; the last one goes to the dead letters.
+	// MaxDeliver bounds handler attempts; the last one dead-letters the
+	// message. The server itself never gives up on a message (its
+	// MaxDeliver is unlimited), so a message whose dead letter could not
+	// be written comes back and is dead-lettered then.
 	MaxDeliver int
-	// AckWait is how long a delivered message may stay unacknowledged.
+	// AckWait is how long a delivered message may stay unacknowledged
+	// before the server redelivers it. It should be comfortably above
+	// HandlerTimeout; while a handler runs the consumer also sends
+	// in-progress acks every third of AckWait.
 	AckWait time.Duration
-	// BackOff spaces redeliveries after a handler failure or ack timeout.
+	// BackOff spaces retries after a handler failure (NakWithDelay). It is
+	// deliberately not the server's consumer BackOff, which would replace
+	// AckWait for the first delivery with BackOff[0].
 	BackOff []time.Duration
 	// HandlerTimeout bounds one handler call.
 	HandlerTimeout time.Duration
@@ -63,6 +72,14 @@ type ConsumerSpec struct {
 	MaxAckPending int
 }
 
+// DeadLetterTimeout bounds the publish of one dead letter. It runs on a
+// context of its own: the handler's may have expired already.
+const DeadLetterTimeout = 10 * time.Second
+
+// maxDeadLetterRetryDelay caps the wait before a message whose dead letter
+// could not be written is tried again.
+const maxDeadLetterRetryDelay = 30 * time.Second
+
 // DefaultSpec fills the delivery settings callvault uses everywhere.
 func DefaultSpec(stream, durable string, filters ...string) ConsumerSpec {
 	return ConsumerSpec{
@@ -70,7 +87,7 @@ func DefaultSpec(stream, durable string, filters ...string) ConsumerSpec {
 		Durable:        durable,
 		FilterSubjects: filters,
 		MaxDeliver:     8,
-		AckWait:        30 * time.Second,
+		AckWait:        45 * time.Second,
 		BackOff:        []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute},
 		HandlerTimeout: 20 * time.Second,
 	}
@@ -84,11 +101,26 @@ type Consumer struct {
 	handler Handler
 	log     *slog.Logger
 	metrics *Metrics
+
+	// reasons remembers why a message was to be dead-lettered when the
+	// dead-letter publish failed, so the redelivery carries the handler's
+	// reason rather than a generic one. Keyed by stream sequence.
+	mu      sync.Mutex
+	reasons map[uint64]string
 }
 
 // NewConsumer returns a consumer; Run starts it.
 func NewConsumer(js jetstream.JetStream, names Names, spec ConsumerSpec, h Handler, log *slog.Logger, m *Metrics) *Consumer {
-	return &Consumer{js: js, names: names, spec: spec, handler: h, log: log.With("consumer", spec.Durable), metrics: m}
+	if spec.HandlerTimeout <= 0 {
+		spec.HandlerTimeout = 20 * time.Second
+	}
+	if spec.AckWait <= 0 {
+		spec.AckWait = spec.HandlerTimeout + DeadLetterTimeout
+	}
+	if spec.MaxDeliver < 1 {
+		spec.MaxDeliver = 1
+	}
+	return &Consumer{js: js, names: names, spec: spec, handler: h, log: log.With("consumer", spec.Durable), metrics: m, reasons: map[uint64]string{}}
 }
 
 // Ensure creates or updates the durable consumer.
@@ -98,10 +130,12 @@ func (c *Consumer) Ensure(ctx context.Context) (jetstream.Consumer, error) {
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		FilterSubjects: c.spec.FilterSubjects,
-		MaxDeliver:     c.spec.MaxDeliver,
-		AckWait:        c.spec.AckWait,
-		BackOff:        c.spec.BackOff,
-		MaxAckPending:  cmp.Or(c.spec.MaxAckPending, 1000),
+		// Unlimited on the server: the consumer counts attempts and
+		// dead-letters; a server-side limit would drop a message whose
+		// last attempt could not write its dead letter.
+		MaxDeliver:    -1,
+		AckWait:       c.spec.AckWait,
+		MaxAckPending: cmp.Or(c.spec.MaxAckPending, 1000),
 	}
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.spec.Stream, cfg)
 	if err != nil {
@@ -137,9 +171,28 @@ func (c *Consumer) Run(ctx context.Context) error {
 }
 
 func (c *Consumer) handle(base context.Context, m jetstream.Msg) {
+	// Keep the message ours for as long as we work on it, dead letter
+	// included: the server must not hand it to anyone else meanwhile.
+	stop := c.keepInProgress(m)
+	defer stop()
+
+	attempts, seq := uint64(1), uint64(0)
+	if md, merr := m.Metadata(); merr == nil {
+		attempts, seq = md.NumDelivered, md.Sequence.Stream
+	}
+	if attempts > uint64(c.spec.MaxDeliver) {
+		// Every attempt is used: the last one failed to write its dead
+		// letter, or the process died or overran the ack wait during it.
+		c.deadLetter(base, m, c.lostReason(seq), uint64(c.spec.MaxDeliver))
+		return
+	}
+
 	ctx, cancel := context.WithTimeout(base, c.spec.HandlerTimeout)
-	defer cancel()
 	err := c.handler(ctx, m)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("handler timed out after %s: %w", c.spec.HandlerTimeout, err)
+	}
+	cancel()
 	if err == nil {
 		if aerr := m.Ack(); aerr != nil {
 			// The side effect is done and idempotent: a redelivery is harmless.
@@ -148,12 +201,8 @@ func (c *Consumer) handle(base context.Context, m jetstream.Msg) {
 		c.metrics.observe(c.spec.Durable, "ok")
 		return
 	}
-	attempts := uint64(1)
-	if md, merr := m.Metadata(); merr == nil {
-		attempts = md.NumDelivered
-	}
 	if IsPoison(err) || attempts >= uint64(c.spec.MaxDeliver) {
-		c.deadLetter(ctx, m, err, attempts)
+		c.deadLetter(base, m, err.Error(), attempts)
 		return
 	}
 	delay := c.retryDelay(attempts)
@@ -162,6 +211,47 @@ func (c *Consumer) handle(base context.Context, m jetstream.Msg) {
 		c.log.Warn("nak failed; ack wait will redeliver", "err", nerr)
 	}
 	c.metrics.observe(c.spec.Durable, "retry")
+}
+
+// keepInProgress sends in-progress acks every third of AckWait until the
+// returned function is called, so a slow handler is never redelivered
+// while it still runs.
+func (c *Consumer) keepInProgress(m jetstream.Msg) func() {
+	every := c.spec.AckWait / 3
+	if every <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := m.InProgress(); err != nil {
+					c.log.Warn("in-progress ack failed", "err", err)
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+func (c *Consumer) lostReason(seq uint64) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.reasons[seq]; ok {
+		return r
+	}
+	return fmt.Sprintf("no outcome after %d attempts: the last one did not finish (crash or ack wait exceeded) or its dead letter failed", c.spec.MaxDeliver)
 }
 
 func (c *Consumer) retryDelay(attempt uint64) time.Duration {
@@ -179,10 +269,11 @@ func (c *Consumer) retryDelay(attempt uint64) time.Duration {
 }
 
 // deadLetter copies m to the dead-letter stream with the reason, then
-// terminates it. If the copy fails the message is retried instead: a
-// message never vanishes.
-func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, cause error, attempts uint64) {
-	reason := cause.Error()
+// terminates it. The publish gets a bounded context of its own, never the
+// handler's, which may have expired. If the copy fails the message is
+// nak'd and comes back (the server never stops redelivering), and the
+// redelivery is dead-lettered: a message never vanishes.
+func (c *Consumer) deadLetter(base context.Context, m jetstream.Msg, reason string, attempts uint64) {
 	dl := &nats.Msg{Subject: c.names.DeadLetterSubject(c.spec.Durable), Data: m.Data(), Header: nats.Header{}}
 	for k, v := range m.Headers() {
 		if k != jetstream.MsgIDHeader {
@@ -195,20 +286,33 @@ func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, cause error,
 	dl.Header.Set(HeaderDeadConsumer, c.spec.Durable)
 	dl.Header.Set(HeaderDeadAttempts, strconv.FormatUint(attempts, 10))
 	msgID := c.spec.Durable + ":" + m.Subject()
+	var seq uint64
 	if md, err := m.Metadata(); err == nil {
-		seq := strconv.FormatUint(md.Sequence.Stream, 10)
-		dl.Header.Set(HeaderDeadSequence, seq)
-		msgID = c.spec.Durable + ":" + seq
+		seq = md.Sequence.Stream
+		s := strconv.FormatUint(seq, 10)
+		dl.Header.Set(HeaderDeadSequence, s)
+		msgID = c.spec.Durable + ":" + s
 	}
+	ctx, cancel := context.WithTimeout(base, DeadLetterTimeout)
+	defer cancel()
 	if _, err := c.js.PublishMsg(ctx, dl, jetstream.WithMsgID(msgID)); err != nil {
-		c.log.Error("dead letter publish failed; retrying the message", "err", err, "reason", reason)
-		if nerr := m.NakWithDelay(c.retryDelay(uint64(len(c.spec.BackOff)))); nerr != nil {
-			c.log.Warn("nak failed", "err", nerr)
+		c.mu.Lock()
+		c.reasons[seq] = reason
+		c.mu.Unlock()
+		delay := min(c.retryDelay(attempts), maxDeadLetterRetryDelay)
+		c.log.Error("dead letter publish failed; the message will come back", "err", err, "reason", reason, "delay", delay)
+		if nerr := m.NakWithDelay(delay); nerr != nil {
+			c.log.Warn("nak failed; ack wait will redeliver", "err", nerr)
 		}
 		c.metrics.observe(c.spec.Durable, "retry")
 		return
 	}
+	c.mu.Lock()
+	delete(c.reasons, seq)
+	c.mu.Unlock()
 	if err := m.TermWithReason(truncate(reason, 200)); err != nil {
+		// The dead letter is written; a redelivery writes it again under
+		// the same Nats-Msg-Id, which the stream drops as a duplicate.
 		c.log.Warn("term failed", "err", err)
 	}
 	c.log.Warn("message dead-lettered", "reason", reason, "subject", m.Subject(), "attempts", attempts)

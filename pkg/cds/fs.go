@@ -13,16 +13,35 @@ import (
 // FS stores objects as files under a root directory.
 type FS struct {
 	root string
+	// syncDir fsyncs a directory; tests replace it to see which
+	// directories a write made durable.
+	syncDir func(dir string) error
 }
 
 var _ Store = (*FS)(nil)
 
 // NewFS returns a store rooted at dir, creating it if needed.
 func NewFS(dir string) (*FS, error) {
-	if err := os.MkdirAll(filepath.Join(dir, ".tmp"), 0o750); err != nil {
+	f := &FS{root: dir, syncDir: syncDir}
+	if err := f.mkdirAll(filepath.Join(dir, ".tmp")); err != nil {
 		return nil, fmt.Errorf("cds fs: %w", err)
 	}
-	return &FS{root: dir}, nil
+	return f, nil
+}
+
+// syncDir fsyncs dir, so that the entries created, renamed or removed in
+// it survive a crash: without it a renamed file can vanish on power loss
+// even though its own data was fsynced.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (f *FS) path(key string) (string, error) {
@@ -54,13 +73,49 @@ func (f *FS) Put(ctx context.Context, key string, r io.Reader, _ string) (int64,
 	if err != nil {
 		return n, fmt.Errorf("cds fs put %s: %w", key, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+	if err := f.mkdirAll(filepath.Dir(dst)); err != nil {
 		return n, fmt.Errorf("cds fs put %s: %w", key, err)
 	}
 	if err := os.Rename(tmp.Name(), dst); err != nil {
 		return n, fmt.Errorf("cds fs put %s: %w", key, err)
 	}
+	// The rename is only durable once the directory holding it is.
+	if err := f.syncDir(filepath.Dir(dst)); err != nil {
+		return n, fmt.Errorf("cds fs put %s: sync dir: %w", key, err)
+	}
 	return n, nil
+}
+
+// mkdirAll creates dir and its missing parents, and fsyncs the parent of
+// every directory it created so that none of them is lost on a crash.
+func (f *FS) mkdirAll(dir string) error {
+	var created []string
+	for d := dir; ; d = filepath.Dir(d) {
+		_, err := os.Stat(d)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		created = append(created, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if len(created) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	// Top-down: the outermost new directory's parent existed before.
+	for i := len(created) - 1; i >= 0; i-- {
+		if err := f.syncDir(filepath.Dir(created[i])); err != nil {
+			return fmt.Errorf("sync dir: %w", err)
+		}
+	}
+	return nil
 }
 
 // Open opens key for reading a byte range.
@@ -121,8 +176,16 @@ func (f *FS) Delete(_ context.Context, key string) error {
 	if fi, err := os.Lstat(p); err == nil && !fi.Mode().IsRegular() {
 		return nil // a prefix of other keys, not an object
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		return fmt.Errorf("cds fs delete %s: %w", key, err)
+	}
+	// A deletion the retention rules required must not come back after a
+	// crash.
+	if err := f.syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("cds fs delete %s: sync dir: %w", key, err)
 	}
 	return nil
 }

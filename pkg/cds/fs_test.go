@@ -166,3 +166,55 @@ func TestFSKeyLayout(t *testing.T) {
 		t.Fatalf("tree = %q, want %q", tr, want)
 	}
 }
+
+// TestFSPutSyncsDirectories checks that a put makes the rename and every
+// directory it created durable: the new directories' parents and the
+// object's own directory are fsynced.
+func TestFSPutSyncsDirectories(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	s, err := cds.NewFS(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var synced []string
+	cds.RecordDirSyncs(s, func(dir string) { synced = append(synced, dir) })
+	key := "recordings/a.example/2026/11/01/rec-1"
+	if _, err := s.Put(t.Context(), key, strings.NewReader("media"), "audio/wav"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		root,
+		filepath.Join(root, "recordings"),
+		filepath.Join(root, "recordings", "a.example"),
+		filepath.Join(root, "recordings", "a.example", "2026"),
+		filepath.Join(root, "recordings", "a.example", "2026", "11"),
+		filepath.Join(root, "recordings", "a.example", "2026", "11", "01"),
+	}
+	for _, dir := range want {
+		if !slices.Contains(synced, dir) {
+			t.Errorf("directory %s was not fsynced; synced %v", dir, synced)
+		}
+	}
+	if len(synced) == 0 || synced[len(synced)-1] != want[len(want)-1] {
+		t.Errorf("syncs %v: want the object's directory synced last, after the rename", synced)
+	}
+
+	// A second object in the same directory still syncs the directory
+	// after its rename.
+	synced = nil
+	if _, err := s.Put(t.Context(), key+"-b", strings.NewReader("media"), "audio/wav"); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(synced, want[len(want)-1:]) {
+		t.Errorf("second put synced %v, want only the object's directory", synced)
+	}
+
+	synced = nil
+	if err := s.Delete(t.Context(), key); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(synced, want[len(want)-1:]) {
+		t.Errorf("delete synced %v, want the object's directory", synced)
+	}
+}

@@ -53,7 +53,7 @@ func (s *Service) capFor(ctx context.Context, kind retention.Kind, reseller, dom
 				return catalog.CapCheck{}, pol, err
 			}
 			if len(held) == 0 {
-				check.EvictBefore = at.AddDate(0, 0, -pol.MinStorageDays)
+				check.EvictBefore = pol.MinimumCutoff(at)
 			}
 		}
 	}

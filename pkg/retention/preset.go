@@ -1,29 +1,63 @@
 package retention
 
+import "fmt"
+
 // Preset is a named set of system defaults the operator picks; tenants
-// override it. Months are converted at 30.4 days (6 months = 183 days,
-// 24 months = 730 days).
+// override it. Durations the brief gives in months are calendar months,
+// those it gives in days are days.
 type Preset struct {
 	Name        string
 	Description string
 	Defaults    map[Kind]Policy
+	// RecordingCeiling is the longest recording retention (the operator's;
+	// DefaultCeiling when zero).
+	RecordingCeiling Duration
 }
 
-func days(n int) Retention { return Retention{Days: n} }
+func (p Preset) ceiling() Duration {
+	if p.RecordingCeiling.IsZero() {
+		return DefaultCeiling
+	}
+	return p.RecordingCeiling
+}
+
+// WithCeiling returns p with the operator's recording ceiling. A recording
+// default longer than the ceiling is cut to it; a ceiling shorter than a
+// recording minimum is an error.
+func (p Preset) WithCeiling(c Duration) (Preset, error) {
+	out := p
+	out.RecordingCeiling = c
+	out.Defaults = make(map[Kind]Policy, len(p.Defaults))
+	for k, d := range p.Defaults {
+		if k.IsRecording() {
+			if !c.AtLeast(d.MinStorage) {
+				return Preset{}, fmt.Errorf("recording ceiling %s is shorter than the %s minimum of %s in preset %s", c, k, d.MinStorage, p.Name)
+			}
+			if d.Retention.Unlimited || !c.AtLeast(d.Retention.Duration) {
+				d.Retention = Retention{Duration: c}
+			}
+		}
+		out.Defaults[k] = d
+	}
+	return out, nil
+}
+
+func days(n int) Retention   { return Retention{Duration: Days(n)} }
+func months(n int) Retention { return Retention{Duration: Months(n)} }
 
 var unlimited = Retention{Unlimited: true}
 
 // shared holds the kinds both source platforms agree on.
 func shared() map[Kind]Policy {
 	return map[Kind]Policy{
-		CDR:         {MinStorageDays: 730, Retention: days(730)},
-		Voicemail:   {MinStorageDays: 0, Retention: unlimited, Cap: &Cap{Limit: 500, Action: Refuse, Scope: PerBox}},
-		FaxReceived: {MinStorageDays: 0, Retention: unlimited, Cap: &Cap{Limit: 500, Action: Refuse, Scope: PerBox}},
-		FaxSent:     {MinStorageDays: 30, Retention: days(30)},
-		FaxOutbox:   {MinStorageDays: 0, Retention: days(0)},
-		SMS:         {MinStorageDays: 30, Retention: unlimited, Cap: &Cap{Limit: 5000, Action: EvictOldest, Scope: PerUserFolder}},
-		Analytics:   {MinStorageDays: 90, Retention: days(90)},
-		Backup:      {MinStorageDays: 0, Retention: unlimited, Cap: &Cap{Limit: 7, Action: EvictOldest, Scope: PerBox}},
+		CDR:         {MinStorage: Months(24), Retention: months(24)},
+		Voicemail:   {Retention: unlimited, Cap: &Cap{Limit: 500, Action: Refuse, Scope: PerBox}},
+		FaxReceived: {Retention: unlimited, Cap: &Cap{Limit: 500, Action: Refuse, Scope: PerBox}},
+		FaxSent:     {MinStorage: Days(30), Retention: days(30)},
+		FaxOutbox:   {Retention: days(0)},
+		SMS:         {MinStorage: Days(30), Retention: unlimited, Cap: &Cap{Limit: 5000, Action: EvictOldest, Scope: PerUserFolder}},
+		Analytics:   {MinStorage: Months(3), Retention: months(3)},
+		Backup:      {Retention: unlimited, Cap: &Cap{Limit: 7, Action: EvictOldest, Scope: PerBox}},
 	}
 }
 
@@ -45,12 +79,12 @@ func preset(name, desc string, auto, onDemand Policy) Preset {
 var Presets = map[string]Preset{
 	"keep-90-days": preset("keep-90-days",
 		"recordings kept 90 days by default; purchased blocks extend that up to 2 years; CDRs 24 months",
-		Policy{MinStorageDays: 90, Retention: days(90)},
-		Policy{MinStorageDays: 90, Retention: days(90)}),
+		Policy{MinStorage: Days(90), Retention: days(90)},
+		Policy{MinStorage: Days(90), Retention: days(90)}),
 	"guarantee-6-months": preset("guarantee-6-months",
 		"automatic recordings guaranteed 6 months, on-demand 90 days, both kept up to 2 years unless culled under pressure; CDRs 24 months",
-		Policy{MinStorageDays: 183, Retention: days(730)},
-		Policy{MinStorageDays: 90, Retention: days(730)}),
+		Policy{MinStorage: Months(6), Retention: months(24)},
+		Policy{MinStorage: Days(90), Retention: months(24)}),
 }
 
 // DefaultPreset is used until an operator picks one.

@@ -6,7 +6,9 @@
 package retention
 
 import (
+	"encoding/json"
 	"fmt"
+	"reflect"
 	"time"
 )
 
@@ -75,21 +77,59 @@ type Cap struct {
 	Scope  CapScope
 }
 
-// Retention is when an artifact must be deleted: after Days, or never.
+// Retention is when an artifact must be deleted: after the duration, or
+// never. Its JSON keeps the old {"Days": n} form readable.
 type Retention struct {
-	Days      int
+	Duration
 	Unlimited bool
 }
 
 // Fields are the settable parts of a policy; nil means "inherit".
 type Fields struct {
-	MinStorageDays *int
-	Retention      *Retention
-	Cap            *Cap
+	MinStorage *Duration
+	Retention  *Retention
+	Cap        *Cap
 	// NoCap, when true, removes an inherited cap.
 	NoCap bool
 	// PurchasedDays are retention blocks bought for recordings.
 	PurchasedDays *int
+}
+
+// UnmarshalJSON also reads the MinStorageDays of overrides stored before
+// durations had months.
+func (f *Fields) UnmarshalJSON(b []byte) error {
+	type plain Fields
+	var aux struct {
+		plain
+		MinStorageDays *int
+	}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	*f = Fields(aux.plain)
+	if f.MinStorage == nil && aux.MinStorageDays != nil {
+		f.MinStorage = &Duration{Days: *aux.MinStorageDays}
+	}
+	return nil
+}
+
+// CommercialChanges reports the fields the provider sells or enforces (minimum,
+// cap, purchased retention) that differ between f and o, by name.
+func (f Fields) CommercialChanges(o Fields) []string {
+	var out []string
+	if !reflect.DeepEqual(f.MinStorage, o.MinStorage) {
+		out = append(out, "min_storage")
+	}
+	if !reflect.DeepEqual(f.Cap, o.Cap) {
+		out = append(out, "cap")
+	}
+	if f.NoCap != o.NoCap {
+		out = append(out, "no_cap")
+	}
+	if !reflect.DeepEqual(f.PurchasedDays, o.PurchasedDays) {
+		out = append(out, "purchased_days")
+	}
+	return out
 }
 
 // Override sets some fields of one kind at one level.
@@ -100,36 +140,48 @@ type Override struct {
 
 // Policy is an effective policy.
 type Policy struct {
-	Kind           Kind
-	MinStorageDays int
-	Retention      Retention
-	Cap            *Cap
+	Kind       Kind
+	MinStorage Duration
+	Retention  Retention
+	Cap        *Cap
 	// PurchasedDays were added to the retention (recordings only).
-	PurchasedDays                          int
+	PurchasedDays int
+	// PurchaseCapped: the purchase reached the recording ceiling and was cut.
+	PurchaseCapped bool
+	// RetentionClamped: the overrides resolve to a retention shorter than
+	// the minimum (stored before that was refused); the minimum wins.
+	RetentionClamped bool
+	// Ceiling is the longest recording retention the operator allows.
+	Ceiling                                Duration
 	MinStorageFrom, RetentionFrom, CapFrom Level
 	Preset                                 string
+
+	asked     Retention // before the clamp
+	askedFrom Level
 }
 
-// CeilingDays is the longest purchased retention reaches: two years.
-const CeilingDays = 730
+// DefaultCeiling is the shipped recording ceiling: two years.
+var DefaultCeiling = Months(24)
 
 // Resolve applies overrides (any order; at most one per level) over the
 // preset's default for kind, then adds the purchased days (the most
-// specific level that sets them) to recordings, up to CeilingDays.
+// specific level that sets them) to recordings, up to the preset's
+// recording ceiling. A retention shorter than the minimum is raised to it
+// and flagged, so no date it gives deletes inside the guarantee.
 func Resolve(p Preset, kind Kind, overrides []Override) (Policy, error) {
 	base, ok := p.Defaults[kind]
 	if !ok {
 		return Policy{}, fmt.Errorf("preset %s has no default for kind %q", p.Name, kind)
 	}
-	out := Policy{Kind: kind, MinStorageDays: base.MinStorageDays, Retention: base.Retention, Cap: base.Cap, Preset: p.Name}
+	out := Policy{Kind: kind, MinStorage: base.MinStorage, Retention: base.Retention, Cap: base.Cap, Preset: p.Name, Ceiling: p.ceiling()}
 	purchasedDays := 0
 	for lvl := LevelSystem; lvl <= LevelUser; lvl++ {
 		for _, o := range overrides {
 			if o.Level != lvl {
 				continue
 			}
-			if o.Fields.MinStorageDays != nil {
-				out.MinStorageDays, out.MinStorageFrom = *o.Fields.MinStorageDays, lvl
+			if o.Fields.MinStorage != nil {
+				out.MinStorage, out.MinStorageFrom = *o.Fields.MinStorage, lvl
 			}
 			if o.Fields.Retention != nil {
 				out.Retention, out.RetentionFrom = *o.Fields.Retention, lvl
@@ -145,20 +197,38 @@ func Resolve(p Preset, kind Kind, overrides []Override) (Policy, error) {
 			}
 		}
 	}
-	if kind.IsRecording() && purchasedDays > 0 && !out.Retention.Unlimited {
-		extended := min(out.Retention.Days+purchasedDays, max(out.Retention.Days, CeilingDays))
-		out.PurchasedDays = extended - out.Retention.Days
-		out.Retention.Days = extended
+	if kind.IsRecording() && purchasedDays > 0 && !out.Retention.Unlimited && out.Ceiling.AtLeast(out.Retention.Duration) {
+		extended := out.Retention.Plus(Days(purchasedDays))
+		out.PurchasedDays = purchasedDays
+		if !out.Ceiling.AtLeast(extended) {
+			extended, out.PurchaseCapped = out.Ceiling, true
+		}
+		out.Retention.Duration = extended
+	}
+	out.asked, out.askedFrom = out.Retention, out.RetentionFrom
+	if !out.Retention.Unlimited && !out.Retention.AtLeast(out.MinStorage) {
+		out.Retention.Duration, out.RetentionFrom, out.RetentionClamped = out.MinStorage, out.MinStorageFrom, true
 	}
 	return out, nil
 }
 
+// CullableAt is when the minimum storage duration of an artifact stored
+// at t ends: it is never culled before.
+func (p Policy) CullableAt(stored time.Time) time.Time { return p.MinStorage.From(stored) }
+
+// MinimumCutoff is the latest start time whose minimum has ended at at:
+// an artifact that started at or before it may be culled or evicted at at.
+func (p Policy) MinimumCutoff(at time.Time) time.Time { return p.MinStorage.startCutoff(at) }
+
 // Dates are when an artifact stored at t becomes cullable and when it must
-// be deleted (zero for never).
+// be deleted (zero for never). deleteBy is never before cullable.
 func (p Policy) Dates(stored time.Time) (cullable, deleteBy time.Time) {
-	cullable = stored.AddDate(0, 0, p.MinStorageDays)
+	cullable = p.CullableAt(stored)
 	if !p.Retention.Unlimited {
-		deleteBy = stored.AddDate(0, 0, p.Retention.Days)
+		deleteBy = p.Retention.From(stored)
+		if deleteBy.Before(cullable) {
+			deleteBy = cullable
+		}
 	}
 	return cullable, deleteBy
 }

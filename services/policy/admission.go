@@ -36,7 +36,9 @@ func (s *Service) capFor(ctx context.Context, kind retention.Kind, reseller, dom
 	case c.Scope == retention.PerAccountMonth:
 		check.Mode = catalog.MonthlyLimit
 	case c.Action == retention.EvictOldest:
-		check.Mode, check.EvictBefore = catalog.EvictOldest, at.AddDate(0, 0, -pol.MinStorageDays)
+		// Eviction is a deletion: the catalog's script checks holds
+		// in the same step; the minimum is a cutoff on the start time.
+		check.Mode, check.EvictBefore = catalog.EvictOldest, pol.MinimumCutoff(at)
 	default:
 		check.Mode = catalog.RefuseAtLimit
 	}

@@ -106,13 +106,12 @@ func (s *Service) AssignBundle(ctx context.Context, p auth.Principal, domain, na
 		return Assignment{}, bundle.Bundle{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
 	a := Assignment{Domain: domain, Bundle: b.Name, RotationMonths: rotation, AssignedBy: p.Name, AssignedAt: time.Now().UTC().Truncate(time.Millisecond)}
-	beforeJSON, _ := json.Marshal(before)
-	afterJSON, _ := json.Marshal(a)
 	env := &eventv1.Envelope{
 		Id: fmt.Sprintf("bundle-%s-%d", domain, a.AssignedAt.UnixNano()), AcceptedAt: timestamppb.Now(), Source: "policy",
+		Type: typeBundleAssigned, SchemaVersion: configSchema,
 		Tenant: &eventv1.Tenant{Domain: domain},
 		Body: &eventv1.Envelope_Config{Config: &eventv1.ConfigChanged{Entity: entityBundle, EntityId: domain, Actor: p.Name,
-			BeforeJson: string(beforeJSON), AfterJson: string(afterJSON)}},
+			Before: bundlePayload(before), After: bundlePayload(a)}},
 	}
 	if _, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.PolicySubject(), env.GetId(), env); err != nil {
 		return Assignment{}, bundle.Bundle{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
@@ -124,7 +123,7 @@ func (s *Service) AssignBundle(ctx context.Context, p auth.Principal, domain, na
 }
 
 func (s *Service) applyBundle(ctx context.Context, env *eventv1.Envelope) error {
-	return applyChange(env, func(a Assignment) error {
+	return applyChange(env, bundleFromPayload, func(a Assignment) error {
 		if a.Domain == "" {
 			return bus.Poison(fmt.Errorf("bundle event %s: no domain", env.GetId()))
 		}

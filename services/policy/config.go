@@ -26,9 +26,22 @@ func (s *Service) ApplyConfig(ctx context.Context, env *eventv1.Envelope) error 
 }
 
 // applyChange decodes a config change into T and applies it: put the state
-// after it, or, for a removal (no after), remove the state before it.
-func applyChange[T any](env *eventv1.Envelope, put, remove func(T) error) error {
+// after it, or, for a removal (no after), remove the state before it. It
+// reads the typed payload (schema version 2) and, for older events that
+// have none, the JSON of the entity.
+func applyChange[T any](env *eventv1.Envelope, typed func(*eventv1.ConfigPayload) (T, bool), put, remove func(T) error) error {
 	c := env.GetConfig()
+	if c.GetBefore() != nil || c.GetAfter() != nil {
+		p, apply := c.GetAfter(), put
+		if p == nil {
+			p, apply = c.GetBefore(), remove
+		}
+		v, ok := typed(p)
+		if !ok || apply == nil {
+			return bus.Poison(fmt.Errorf("%s event %s: no payload of the entity's type", c.GetEntity(), env.GetId()))
+		}
+		return apply(v)
+	}
 	raw, apply := c.GetAfterJson(), put
 	if raw == "" {
 		raw, apply = c.GetBeforeJson(), remove

@@ -55,7 +55,7 @@ func (s *Service) Delete(ctx context.Context, req DeleteRequest) (catalog.Delete
 		if err != nil {
 			return catalog.DeleteResult{}, err
 		}
-		gate.MinimumEnds = rec.StartedAt.AddDate(0, 0, pol.MinStorageDays)
+		gate.MinimumEnds = pol.CullableAt(rec.StartedAt)
 	}
 	res, err := s.catalog.Delete(ctx, gate)
 	if err != nil {

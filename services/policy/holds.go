@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -72,6 +71,7 @@ func (s *Service) PlaceHold(ctx context.Context, p auth.Principal, in *policyv1.
 	h := hold.Hold{
 		ID: "hold-" + hex.EncodeToString(id), Reseller: reseller, Domain: sc.GetDomain(), User: sc.GetUser(),
 		CallID: in.GetCallId(), Reason: in.GetReason(), PlacedBy: p.Name, PlacedAt: time.Now().UTC().Truncate(time.Millisecond),
+		PlacedLevel: string(p.Level),
 	}
 	if err := s.recordHold(ctx, h, nil, p.Name, ""); err != nil {
 		return hold.Hold{}, err
@@ -104,6 +104,13 @@ func (s *Service) ReleaseHold(ctx context.Context, p auth.Principal, id, reason 
 	if _, err := s.catalog.AuthorizeDomain(ctx, p, h.Domain); err != nil {
 		return fmt.Errorf("%w: hold %s", apierr.ErrNotFound, id) // another tenant's hold does not exist for p
 	}
+	if !h.ReleasableBy(string(p.Level)) {
+		level := h.PlacedLevel
+		if level == "" {
+			level = "system"
+		}
+		return fmt.Errorf("%w: hold %s was placed at %s level; a %s token cannot release it", apierr.ErrForbidden, id, level, p.Level)
+	}
 	return s.recordHold(ctx, h, &h, p.Name, reason)
 }
 
@@ -111,18 +118,14 @@ func (s *Service) ReleaseHold(ctx context.Context, p auth.Principal, id, reason 
 // placement; a release has before = the hold and no after.
 func (s *Service) recordHold(ctx context.Context, h hold.Hold, before *hold.Hold, actor, reason string) error {
 	change := &eventv1.ConfigChanged{Entity: entityHold, EntityId: h.ID, Actor: actor, Reason: reason}
-	raw, err := json.Marshal(h)
-	if err != nil {
-		return fmt.Errorf("hold %s: %w", h.ID, err)
-	}
-	msgID := "hold-place-" + h.ID
+	msgID, typ := "hold-place-"+h.ID, typeHoldPlaced
 	if before == nil {
-		change.AfterJson = string(raw)
+		change.After = holdPayload(&h)
 	} else {
-		change.BeforeJson, msgID = string(raw), "hold-release-"+h.ID
+		change.Before, msgID, typ = holdPayload(before), "hold-release-"+h.ID, typeHoldReleased
 	}
 	env := &eventv1.Envelope{
-		Id: msgID, AcceptedAt: timestamppb.Now(), Source: "policy",
+		Id: msgID, AcceptedAt: timestamppb.Now(), Source: "policy", Type: typ, SchemaVersion: configSchema,
 		Tenant: &eventv1.Tenant{Reseller: h.Reseller, Domain: h.Domain, User: h.User},
 		Body:   &eventv1.Envelope_Config{Config: change},
 	}
@@ -136,7 +139,7 @@ func (s *Service) recordHold(ctx context.Context, h hold.Hold, before *hold.Hold
 }
 
 func (s *Service) applyHold(ctx context.Context, env *eventv1.Envelope) error {
-	return applyChange(env,
+	return applyChange(env, holdFromPayload,
 		func(h hold.Hold) error { return s.holds.Put(ctx, h) },
 		func(h hold.Hold) error { return s.holds.Delete(ctx, h) })
 }
@@ -193,15 +196,4 @@ func (s *Service) MayDelete(ctx context.Context, p auth.Principal, domain, id st
 		return false, nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
 	return len(blocking) == 0, blocking, nil
-}
-
-func holdProto(h hold.Hold) *policyv1.Hold {
-	level := policyv1.Level_LEVEL_DOMAIN
-	if h.User != "" {
-		level = policyv1.Level_LEVEL_USER
-	}
-	return &policyv1.Hold{
-		Id: h.ID, Scope: &policyv1.Scope{Level: level, Reseller: h.Reseller, Domain: h.Domain, User: h.User},
-		CallId: h.CallID, Reason: h.Reason, PlacedBy: h.PlacedBy, PlacedAt: timestamppb.New(h.PlacedAt),
-	}
 }

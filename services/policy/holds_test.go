@@ -133,7 +133,7 @@ func TestLegalHolds(t *testing.T) {
 	var releaseReason string
 	if _, _, err := bus.Replay(ctx, d.JS, d.Names.ConfigStream(), []string{d.Names.HoldSubject()}, func(_ context.Context, env *eventv1.Envelope, _ uint64) error {
 		c := env.GetConfig()
-		if c.GetAfterJson() != "" {
+		if c.GetAfter() != nil {
 			places++
 		} else {
 			releases++

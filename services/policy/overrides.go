@@ -2,7 +2,6 @@ package policy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -18,28 +17,11 @@ import (
 	"github.com/callvault/callvault/pkg/tenant"
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 	policyv1 "github.com/callvault/callvault/proto/callvault/policy/v1"
-	"github.com/callvault/callvault/services/policy/internal/hold"
 	"github.com/callvault/callvault/services/policy/internal/override"
 )
 
 // entityOverride names retention overrides in config events.
 const entityOverride = "policy_override"
-
-// kindOf maps DATA_KIND_RECORDING_AUTOMATIC to "recording_automatic".
-func kindOf(k eventv1.DataKind, field string) (retention.Kind, error) {
-	if k == eventv1.DataKind_DATA_KIND_UNSPECIFIED {
-		return "", apierr.Invalid(field, "is required")
-	}
-	kind, err := retention.ParseKind(strings.ToLower(strings.TrimPrefix(k.String(), "DATA_KIND_")))
-	if err != nil {
-		return "", apierr.Invalid(field, "%v", err)
-	}
-	return kind, nil
-}
-
-func kindProto(k retention.Kind) eventv1.DataKind {
-	return eventv1.DataKind(eventv1.DataKind_value["DATA_KIND_"+strings.ToUpper(string(k))])
-}
 
 // nodeOf validates a scope, naming bad fields under prefix.
 func nodeOf(sc *policyv1.Scope, prefix string) (override.Node, error) {
@@ -84,73 +66,11 @@ func nodeOf(sc *policyv1.Scope, prefix string) (override.Node, error) {
 	return n, v.Err()
 }
 
-func fieldsOf(f *policyv1.PolicyFields) retention.Fields {
-	var out retention.Fields
-	if f.MinStorageDays != nil {
-		d := int(f.GetMinStorageDays())
-		out.MinStorageDays = &d
-	}
-	if f.RetentionUnlimited != nil && f.GetRetentionUnlimited() {
-		out.Retention = &retention.Retention{Unlimited: true}
-	} else if f.RetentionDays != nil {
-		out.Retention = &retention.Retention{Days: int(f.GetRetentionDays())}
-	}
-	if c := f.GetCap(); c != nil {
-		out.Cap = &retention.Cap{
-			Limit:  c.GetLimit(),
-			Action: retention.CapAction(strings.ToLower(strings.TrimPrefix(c.GetAction().String(), "CAP_ACTION_"))),
-			Scope:  retention.CapScope(strings.ToLower(strings.TrimPrefix(c.GetScope().String(), "CAP_SCOPE_"))),
-		}
-	}
-	out.NoCap = f.GetNoCap()
-	if f.PurchasedDays != nil {
-		d := int(f.GetPurchasedDays())
-		out.PurchasedDays = &d
-	}
-	return out
-}
-
-func capProto(c *retention.Cap) *policyv1.Cap {
-	if c == nil {
-		return nil
-	}
-	return &policyv1.Cap{
-		Limit:  c.Limit,
-		Action: policyv1.CapAction(policyv1.CapAction_value["CAP_ACTION_"+strings.ToUpper(string(c.Action))]),
-		Scope:  policyv1.CapScope(policyv1.CapScope_value["CAP_SCOPE_"+strings.ToUpper(string(c.Scope))]),
-	}
-}
-
-func int32p(p *int) *int32 {
-	if p == nil {
-		return nil
-	}
-	v := int32(*p)
-	return &v
-}
-
-func overrideProto(o override.Stored) *policyv1.Override {
-	f := &policyv1.PolicyFields{MinStorageDays: int32p(o.Fields.MinStorageDays), Cap: capProto(o.Fields.Cap), PurchasedDays: int32p(o.Fields.PurchasedDays)}
-	if r := o.Fields.Retention; r != nil {
-		unlimited, days := r.Unlimited, int32(r.Days)
-		f.RetentionUnlimited, f.RetentionDays = &unlimited, &days
-	}
-	if o.Fields.NoCap {
-		t := true
-		f.NoCap = &t
-	}
-	return &policyv1.Override{
-		Kind:      kindProto(o.Kind),
-		Scope:     &policyv1.Scope{Level: levelProto(o.Node.Level), Reseller: o.Node.Reseller, Domain: o.Node.Domain, User: o.Node.User},
-		Fields:    f,
-		UpdatedBy: o.UpdatedBy,
-		UpdatedAt: timestamppb.New(o.UpdatedAt),
-	}
-}
-
-// authorizeNode checks p may change the overrides of node n. System
-// defaults are the operator's; a reseller's are its own or the system's;
-// a domain's and its users' belong to whoever covers the domain.
+// authorizeNode checks p may change the overrides of node n and returns
+// the reseller of record of n's domain. System defaults are the
+// operator's; a reseller's are its own or the system's; a domain's and its
+// users' belong to whoever covers the domain, and a user's own node also
+// to that user (within what tenantChange allows).
 func (s *Service) authorizeNode(ctx context.Context, p auth.Principal, n override.Node) (string, error) {
 	switch n.Level {
 	case retention.LevelSystem:
@@ -164,13 +84,26 @@ func (s *Service) authorizeNode(ctx context.Context, p auth.Principal, n overrid
 		}
 		return n.Reseller, nil
 	default:
+		if p.Level == auth.LevelUser && n.Level == retention.LevelUser && p.Domain == n.Domain && p.User == n.User {
+			r, err := s.catalog.ResellerOf(ctx, n.Domain)
+			if err != nil && !errors.Is(err, catalog.ErrNotFound) {
+				return "", fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+			}
+			return r, nil
+		}
 		return s.catalog.AuthorizeDomain(ctx, p, n.Domain)
 	}
 }
 
+// isProvider reports whether p speaks for the provider: only system and
+// reseller tokens change what is sold or guaranteed.
+func isProvider(p auth.Principal) bool {
+	return p.Level == auth.LevelSystem || p.Level == auth.LevelReseller
+}
+
 // SetOverride validates and stores an override. Besides each field's own
-// bounds, the policy it resolves to at its node must keep retention at or
-// above the minimum.
+// bounds, the policy it resolves to at its node and at every node below
+// it that has overrides must keep retention at or above the minimum.
 func (s *Service) SetOverride(ctx context.Context, p auth.Principal, in *policyv1.Override) (override.Stored, error) {
 	kind, kerr := kindOf(in.GetKind(), "override.kind")
 	n, nerr := nodeOf(in.GetScope(), "override.scope.")
@@ -188,30 +121,27 @@ func (s *Service) SetOverride(ctx context.Context, p auth.Principal, in *policyv
 		return override.Stored{}, err
 	}
 	fields := fieldsOf(in.GetFields())
-	if err := retention.ValidateFields(kind, fields, "override.fields."); err != nil {
+	if err := retention.ValidateFields(kind, fields, "override.fields.", s.ceiling()); err != nil {
 		return override.Stored{}, err
 	}
 	reseller, err := s.authorizeNode(ctx, p, n)
 	if err != nil {
 		return override.Stored{}, err
 	}
-	chain, err := s.overrides.Chain(ctx, kind, reseller, n.Domain, n.User)
-	if err != nil {
-		return override.Stored{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
-	}
-	chain = replaceLevel(chain, retention.Override{Level: n.Level, Fields: fields})
-	eff, err := retention.Resolve(s.preset, kind, chain)
-	if err != nil {
-		return override.Stored{}, err
-	}
-	if err := retention.ValidateEffective(eff, "override.fields."); err != nil {
-		return override.Stored{}, err
+	if n.Level >= retention.LevelDomain {
+		n.Reseller = reseller
 	}
 	var before *override.Stored
 	if old, err := s.overrides.Get(ctx, n, kind); err == nil {
 		before = &old
 	} else if !errors.Is(err, override.ErrNotFound) {
 		return override.Stored{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	if err := s.tenantChange(ctx, p, kind, n, before, &fields); err != nil {
+		return override.Stored{}, err
+	}
+	if err := s.checkNodes(ctx, kind, n, &fields); err != nil {
+		return override.Stored{}, err
 	}
 	o := override.Stored{Kind: kind, Node: n, Fields: fields, UpdatedBy: p.Name, UpdatedAt: time.Now().UTC().Truncate(time.Millisecond)}
 	if err := s.recordOverride(ctx, n, kind, before, &o, p.Name); err != nil {
@@ -220,18 +150,175 @@ func (s *Service) SetOverride(ctx context.Context, p auth.Principal, in *policyv
 	return o, nil
 }
 
-func replaceLevel(chain []retention.Override, o retention.Override) []retention.Override {
-	out := []retention.Override{o}
+// tenantChange checks what a domain or user token changes: never the
+// provider's fields (minimum, cap, purchased retention), and retention
+// only up to what the levels above the token grant. after is nil for a
+// deletion.
+func (s *Service) tenantChange(ctx context.Context, p auth.Principal, kind retention.Kind, n override.Node, before *override.Stored, after *retention.Fields) error {
+	if isProvider(p) {
+		return nil
+	}
+	var old, next retention.Fields
+	if before != nil {
+		old = before.Fields
+	}
+	if after != nil {
+		next = *after
+	}
+	for _, f := range next.CommercialChanges(old) {
+		field := "override.fields." + f
+		if f == "min_storage" {
+			d := next.MinStorage
+			if d == nil {
+				d = old.MinStorage
+			}
+			field = retention.FieldName("override.fields.min_storage", *d)
+		}
+		return fmt.Errorf("%w: %s is the provider's: only system and reseller tokens change minimums, caps and purchased retention",
+			apierr.ErrForbidden, field)
+	}
+	if after == nil || after.Retention == nil {
+		return nil
+	}
+	chains, err := s.overrides.Chains(ctx, kind, []override.Node{n})
+	if err != nil {
+		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	// What the provider grants: the chain without the retention set at the
+	// token's level or below.
+	own := retention.LevelDomain
+	if p.Level == auth.LevelUser {
+		own = retention.LevelUser
+	}
+	var granted []retention.Override
+	for _, o := range chains[0] {
+		if o.Level >= own {
+			o.Fields.Retention = nil
+		}
+		granted = append(granted, o)
+	}
+	limit, err := retention.Resolve(s.preset, kind, granted)
+	if err != nil {
+		return err
+	}
+	want, err := retention.Resolve(s.preset, kind, withLevel(chains[0], n.Level, after))
+	if err != nil {
+		return err
+	}
+	if limit.Retention.Unlimited || (!want.Retention.Unlimited && limit.Retention.AtLeast(want.Retention.Duration)) {
+		return nil
+	}
+	field := "override.fields.retention_unlimited"
+	if !after.Retention.Unlimited {
+		field = retention.FieldName("override.fields.retention", after.Retention.Duration)
+	}
+	return fmt.Errorf("%w: %s resolves beyond the %s the provider grants (set at %s level); a longer retention is bought from the provider",
+		apierr.ErrForbidden, field, limit.Retention.Duration, limit.RetentionFrom)
+}
+
+// withLevel returns chain with the override at level replaced by fields,
+// or removed when fields is nil.
+func withLevel(chain []retention.Override, level retention.Level, fields *retention.Fields) []retention.Override {
+	var out []retention.Override
+	if fields != nil {
+		out = append(out, retention.Override{Level: level, Fields: *fields})
+	}
 	for _, c := range chain {
-		if c.Level != o.Level {
+		if c.Level != level {
 			out = append(out, c)
 		}
 	}
 	return out
 }
 
+func describe(n override.Node) string {
+	switch n.Level {
+	case retention.LevelSystem:
+		return "the system defaults"
+	case retention.LevelReseller:
+		return "reseller " + n.Reseller
+	case retention.LevelDomain:
+		return "domain " + n.Domain
+	default:
+		return "user " + n.User + " of domain " + n.Domain
+	}
+}
+
+// checkNodes refuses a change (fields; nil for a deletion) of n's
+// override of kind if it would leave n, or any node below n that has
+// overrides, with a retention shorter than its minimum. A node below that
+// was already in conflict (stored before this check) does not block an
+// unrelated change.
+func (s *Service) checkNodes(ctx context.Context, kind retention.Kind, n override.Node, fields *retention.Fields) error {
+	below, err := s.overrides.Below(ctx, n)
+	if err != nil {
+		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	nodes := []override.Node{n}
+	known := map[string]string{}
+	for _, b := range below {
+		if b.Reseller == "" && b.Level >= retention.LevelDomain {
+			r, ok := known[b.Domain]
+			if !ok {
+				var err error
+				r, err = s.catalog.ResellerOf(ctx, b.Domain)
+				if err != nil && !errors.Is(err, catalog.ErrNotFound) {
+					return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+				}
+				known[b.Domain] = r
+			}
+			b.Reseller = r
+		}
+		if n.Level == retention.LevelReseller && b.Reseller != n.Reseller {
+			continue
+		}
+		nodes = append(nodes, b)
+	}
+	chains, err := s.overrides.Chains(ctx, kind, nodes)
+	if err != nil {
+		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	for i, node := range nodes {
+		after, err := retention.Resolve(s.preset, kind, withLevel(chains[i], n.Level, fields))
+		if err != nil {
+			return err
+		}
+		why := retention.Conflict(after)
+		if why == "" {
+			continue
+		}
+		if i > 0 {
+			now, err := retention.Resolve(s.preset, kind, chains[i])
+			if err != nil {
+				return err
+			}
+			if now.RetentionClamped {
+				continue
+			}
+		}
+		field := "scope"
+		if fields != nil {
+			field = "override.fields"
+			switch {
+			case fields.Retention != nil && (i == 0 || fields.MinStorage == nil):
+				field = retention.FieldName("override.fields.retention", fields.Retention.Duration)
+			case fields.MinStorage != nil:
+				field = retention.FieldName("override.fields.min_storage", *fields.MinStorage)
+			}
+		} else {
+			field = "scope"
+		}
+		if i == 0 {
+			return apierr.Invalid(field, "%s", why)
+		}
+		return apierr.Invalid(field, "conflicts with %s: %s", describe(node), why)
+	}
+	return nil
+}
+
 // DeleteOverride removes an override; removing one that is not there is
-// not an error.
+// not an error. It is refused when the policy that remains would leave the
+// node, or a node below it, with a retention under its minimum.
 func (s *Service) DeleteOverride(ctx context.Context, p auth.Principal, k eventv1.DataKind, sc *policyv1.Scope) error {
 	kind, err := kindOf(k, "kind")
 	if err != nil {
@@ -241,8 +328,12 @@ func (s *Service) DeleteOverride(ctx context.Context, p auth.Principal, k eventv
 	if err != nil {
 		return err
 	}
-	if _, err := s.authorizeNode(ctx, p, n); err != nil {
+	reseller, err := s.authorizeNode(ctx, p, n)
+	if err != nil {
 		return err
+	}
+	if n.Level >= retention.LevelDomain {
+		n.Reseller = reseller
 	}
 	old, err := s.overrides.Get(ctx, n, kind)
 	if errors.Is(err, override.ErrNotFound) {
@@ -251,25 +342,29 @@ func (s *Service) DeleteOverride(ctx context.Context, p auth.Principal, k eventv
 	if err != nil {
 		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
+	if err := s.tenantChange(ctx, p, kind, n, &old, nil); err != nil {
+		return err
+	}
+	if err := s.checkNodes(ctx, kind, n, nil); err != nil {
+		return err
+	}
 	return s.recordOverride(ctx, n, kind, &old, nil, p.Name)
 }
 
 // recordOverride publishes the change with the override before and after,
 // then applies it.
 func (s *Service) recordOverride(ctx context.Context, n override.Node, kind retention.Kind, before, after *override.Stored, actor string) error {
-	change := &eventv1.ConfigChanged{Entity: entityOverride, EntityId: n.ID(kind), Actor: actor}
-	if before != nil {
-		raw, _ := json.Marshal(before)
-		change.BeforeJson = string(raw)
+	change := &eventv1.ConfigChanged{Entity: entityOverride, EntityId: n.ID(kind), Actor: actor,
+		Before: overridePayload(before), After: overridePayload(after)}
+	typ := typeOverrideSet
+	if after == nil {
+		typ = typeOverrideDeleted
 	}
-	if after != nil {
-		raw, _ := json.Marshal(after)
-		change.AfterJson = string(raw)
-	}
+	tn := &eventv1.Tenant{Reseller: n.Reseller, Domain: n.Domain, User: n.User}
 	env := &eventv1.Envelope{
 		Id: fmt.Sprintf("override-%s-%d", n.ID(kind), time.Now().UnixNano()), AcceptedAt: timestamppb.Now(), Source: "policy",
-		Tenant: &eventv1.Tenant{Reseller: n.Reseller, Domain: n.Domain, User: n.User},
-		Body:   &eventv1.Envelope_Config{Config: change},
+		Type: typ, SchemaVersion: configSchema, Tenant: tn,
+		Body: &eventv1.Envelope_Config{Config: change},
 	}
 	if _, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.PolicySubject(), env.GetId(), env); err != nil {
 		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
@@ -281,100 +376,7 @@ func (s *Service) recordOverride(ctx context.Context, n override.Node, kind rete
 }
 
 func (s *Service) applyOverride(ctx context.Context, env *eventv1.Envelope) error {
-	return applyChange(env,
+	return applyChange(env, overrideFromPayload,
 		func(o override.Stored) error { return s.overrides.Put(ctx, o) },
 		func(o override.Stored) error { return s.overrides.Delete(ctx, o.Node, o.Kind) })
-}
-
-// Resolve returns the effective policy of kind for a tenant. Callers below
-// system level may only resolve tenants they cover.
-func (s *Service) Resolve(ctx context.Context, p auth.Principal, k eventv1.DataKind, t *eventv1.Tenant) (retention.Policy, error) {
-	kind, err := kindOf(k, "kind")
-	if err != nil {
-		return retention.Policy{}, err
-	}
-	reseller := t.GetReseller()
-	if t.GetDomain() != "" {
-		if err := tenant.CheckDomain(t.GetDomain()); err != nil {
-			return retention.Policy{}, apierr.Invalid("tenant.domain", "%v", err)
-		}
-		r, err := s.catalog.AuthorizeDomain(ctx, p, t.GetDomain())
-		if err != nil {
-			return retention.Policy{}, err
-		}
-		if r != "" {
-			reseller = r // the reseller of record decides, not the request
-		}
-	} else if p.Level != auth.LevelSystem && !(p.Level == auth.LevelReseller && p.Reseller == reseller) {
-		return retention.Policy{}, fmt.Errorf("%w: token %s may not resolve that tenant", apierr.ErrForbidden, p.Name)
-	}
-	chain, err := s.overrides.Chain(ctx, kind, reseller, t.GetDomain(), t.GetUser())
-	if err != nil {
-		return retention.Policy{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
-	}
-	return retention.Resolve(s.preset, kind, chain)
-}
-
-// Explanation says why an artifact is kept and until when.
-type Explanation struct {
-	Policy   retention.Policy
-	Cullable time.Time
-	DeleteBy time.Time // zero: never
-	Holds    []hold.Hold
-}
-
-// Explain resolves an artifact's policy by the current overrides: a
-// change to a policy re-dates artifacts already stored. Dates count from
-// the call's start.
-func (s *Service) Explain(ctx context.Context, p auth.Principal, domain, id string) (Explanation, error) {
-	v := &apierr.ValidationError{}
-	if err := tenant.CheckDomain(domain); err != nil {
-		v.Add("domain", "%v", err)
-	}
-	if err := tenant.CheckID(id); err != nil {
-		v.Add("artifact_id", "%v", err)
-	}
-	if err := v.Err(); err != nil {
-		return Explanation{}, err
-	}
-	if _, err := s.catalog.AuthorizeDomain(ctx, p, domain); err != nil {
-		return Explanation{}, err
-	}
-	rec, err := s.catalog.GetRecording(ctx, domain, id)
-	if errors.Is(err, catalog.ErrNotFound) {
-		return Explanation{}, fmt.Errorf("%w: artifact %s in %s", apierr.ErrNotFound, id, domain)
-	}
-	if err != nil {
-		return Explanation{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
-	}
-	kind := eventv1.DataKind_DATA_KIND_RECORDING_AUTOMATIC
-	if rec.Mode == "on_demand" {
-		kind = eventv1.DataKind_DATA_KIND_RECORDING_ON_DEMAND
-	}
-	pol, err := s.Resolve(ctx, p, kind, &eventv1.Tenant{Reseller: rec.Reseller, Domain: rec.Domain, User: rec.User})
-	if err != nil {
-		return Explanation{}, err
-	}
-	holds, err := s.holds.Covering(ctx, domain, rec.User, rec.CallID)
-	if err != nil {
-		return Explanation{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
-	}
-	cull, del := pol.Dates(rec.StartedAt)
-	return Explanation{Policy: pol, Cullable: cull, DeleteBy: del, Holds: holds}, nil
-}
-
-func policyProto(p retention.Policy) *policyv1.EffectivePolicy {
-	return &policyv1.EffectivePolicy{
-		Kind: kindProto(p.Kind), MinStorageDays: int32(p.MinStorageDays), RetentionDays: int32(p.Retention.Days),
-		RetentionUnlimited: p.Retention.Unlimited, Cap: capProto(p.Cap), PurchasedDays: int32(p.PurchasedDays),
-		MinStorageFrom: levelProto(p.MinStorageFrom), RetentionFrom: levelProto(p.RetentionFrom), CapFrom: levelProto(p.CapFrom),
-		Preset: p.Preset,
-	}
-}
-
-func levelProto(l retention.Level) policyv1.Level {
-	if l == retention.LevelPreset {
-		return policyv1.Level_LEVEL_PRESET
-	}
-	return policyv1.Level(l) // system..user share their numbers
 }

@@ -60,7 +60,7 @@ func TestOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !e.Cullable.Equal(started.AddDate(0, 0, 183)) || !e.DeleteBy.Equal(started.AddDate(0, 0, 730)) || e.Policy.RetentionFrom != retention.LevelPreset {
+	if !e.Cullable.Equal(started.AddDate(0, 6, 0)) || !e.DeleteBy.Equal(started.AddDate(0, 24, 0)) || e.Policy.RetentionFrom != retention.LevelPreset {
 		t.Fatalf("preset explain: %+v", e)
 	}
 
@@ -69,14 +69,14 @@ func TestOverrides(t *testing.T) {
 		t.Fatal(err)
 	}
 	domainAdmin := auth.Principal{Name: "a-admin", Level: auth.LevelDomain, Reseller: "r1", Domain: "a.example"}
-	if _, err := svc.SetOverride(ctx, domainAdmin, ov(auto, policyv1.Level_LEVEL_DOMAIN, "", "a.example", "", &policyv1.PolicyFields{MinStorageDays: i32(200)})); err != nil {
+	if _, err := svc.SetOverride(ctx, system, ov(auto, policyv1.Level_LEVEL_DOMAIN, "", "a.example", "", &policyv1.PolicyFields{MinStorageDays: i32(200)})); err != nil {
 		t.Fatal(err)
 	}
 	pol, err := svc.Resolve(ctx, domainAdmin, auto, &eventv1.Tenant{Domain: "a.example", User: "101"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pol.MinStorageDays != 200 || pol.MinStorageFrom != retention.LevelDomain || pol.Retention.Days != 400 || pol.RetentionFrom != retention.LevelReseller || pol.CapFrom != retention.LevelPreset {
+	if pol.MinStorage != retention.Days(200) || pol.MinStorageFrom != retention.LevelDomain || pol.Retention.Duration != retention.Days(400) || pol.RetentionFrom != retention.LevelReseller || pol.CapFrom != retention.LevelPreset {
 		t.Fatalf("resolved %+v", pol)
 	}
 
@@ -144,10 +144,10 @@ func TestOverrides(t *testing.T) {
 	if len(events) != 4 {
 		t.Fatalf("%d override events, want 4 (reseller set, domain set, domain changed, domain deleted)", len(events))
 	}
-	if c := events[2]; c.GetActor() != "ops" || c.GetBeforeJson() == "" || c.GetAfterJson() == "" {
+	if c := events[2]; c.GetActor() != "ops" || c.GetBefore().GetOverride() == nil || c.GetAfter().GetOverride() == nil {
 		t.Fatalf("change event lacks who, before or after: %v", c)
 	}
-	if c := events[3]; c.GetBeforeJson() == "" || c.GetAfterJson() != "" {
+	if c := events[3]; c.GetBefore().GetOverride() == nil || c.GetAfter() != nil {
 		t.Fatalf("delete event: %v", c)
 	}
 
@@ -157,7 +157,7 @@ func TestOverrides(t *testing.T) {
 		t.Fatal(err)
 	}
 	pol, err = svc.Resolve(ctx, system, auto, &eventv1.Tenant{Reseller: "r1", Domain: "a.example"})
-	if err != nil || pol.Retention.Days != 400 || pol.RetentionFrom != retention.LevelReseller {
+	if err != nil || pol.Retention.Duration != retention.Days(400) || pol.RetentionFrom != retention.LevelReseller {
 		t.Fatalf("after rebuild: %+v, %v", pol, err)
 	}
 }

@@ -44,6 +44,9 @@ type Settings struct {
 	Preset string `env:"CALLVAULT_POLICY_PRESET, default=guarantee-6-months"`
 	// BundleCatalogue is a JSON file replacing the shipped catalogue.
 	BundleCatalogue string `env:"CALLVAULT_BUNDLE_CATALOGUE"`
+	// RecordingCeilingMonths is the longest recording retention, purchased
+	// blocks included (regulated customers keep recordings 5 to 10 years).
+	RecordingCeilingMonths int `env:"CALLVAULT_RECORDING_CEILING_MONTHS, default=24"`
 }
 
 // AdmitConsumer is the durable consumer that admits artifacts.
@@ -76,6 +79,16 @@ func New(d *platform.Deps, set Settings) (*Service, error) {
 		}
 		slices.Sort(names)
 		return nil, fmt.Errorf("CALLVAULT_POLICY_PRESET %q: must be one of %s", set.Preset, strings.Join(names, ", "))
+	}
+	if set.RecordingCeilingMonths == 0 {
+		set.RecordingCeilingMonths = retention.DefaultCeiling.Months
+	}
+	if set.RecordingCeilingMonths < 1 || set.RecordingCeilingMonths > retention.MaxMonths {
+		return nil, fmt.Errorf("CALLVAULT_RECORDING_CEILING_MONTHS %d: must be from 1 to %d", set.RecordingCeilingMonths, retention.MaxMonths)
+	}
+	preset, err := preset.WithCeiling(retention.Months(set.RecordingCeilingMonths))
+	if err != nil {
+		return nil, fmt.Errorf("CALLVAULT_RECORDING_CEILING_MONTHS: %w", err)
 	}
 	cat := bundle.Builtin()
 	if set.BundleCatalogue != "" {

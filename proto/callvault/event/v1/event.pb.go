@@ -1304,6 +1304,9 @@ type ConfigPayload struct {
 	// Types that are valid to be assigned to Value:
 	//
 	//	*ConfigPayload_Domain
+	//	*ConfigPayload_Hold
+	//	*ConfigPayload_Override
+	//	*ConfigPayload_Bundle
 	Value         isConfigPayload_Value `protobuf_oneof:"value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1355,6 +1358,33 @@ func (x *ConfigPayload) GetDomain() *DomainRecord {
 	return nil
 }
 
+func (x *ConfigPayload) GetHold() *LegalHold {
+	if x != nil {
+		if x, ok := x.Value.(*ConfigPayload_Hold); ok {
+			return x.Hold
+		}
+	}
+	return nil
+}
+
+func (x *ConfigPayload) GetOverride() *RetentionOverride {
+	if x != nil {
+		if x, ok := x.Value.(*ConfigPayload_Override); ok {
+			return x.Override
+		}
+	}
+	return nil
+}
+
+func (x *ConfigPayload) GetBundle() *BundleAssignment {
+	if x != nil {
+		if x, ok := x.Value.(*ConfigPayload_Bundle); ok {
+			return x.Bundle
+		}
+	}
+	return nil
+}
+
 type isConfigPayload_Value interface {
 	isConfigPayload_Value()
 }
@@ -1363,7 +1393,475 @@ type ConfigPayload_Domain struct {
 	Domain *DomainRecord `protobuf:"bytes,1,opt,name=domain,proto3,oneof"`
 }
 
+type ConfigPayload_Hold struct {
+	Hold *LegalHold `protobuf:"bytes,2,opt,name=hold,proto3,oneof"`
+}
+
+type ConfigPayload_Override struct {
+	Override *RetentionOverride `protobuf:"bytes,3,opt,name=override,proto3,oneof"`
+}
+
+type ConfigPayload_Bundle struct {
+	Bundle *BundleAssignment `protobuf:"bytes,4,opt,name=bundle,proto3,oneof"`
+}
+
 func (*ConfigPayload_Domain) isConfigPayload_Value() {}
+
+func (*ConfigPayload_Hold) isConfigPayload_Value() {}
+
+func (*ConfigPayload_Override) isConfigPayload_Value() {}
+
+func (*ConfigPayload_Bundle) isConfigPayload_Value() {}
+
+// LegalHold freezes every deletion under its scope until released.
+type LegalHold struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reseller string                 `protobuf:"bytes,2,opt,name=reseller,proto3" json:"reseller,omitempty"`
+	Domain   string                 `protobuf:"bytes,3,opt,name=domain,proto3" json:"domain,omitempty"`
+	// Set for a hold on one user.
+	User string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	// Set for a hold on one call.
+	CallId   string                 `protobuf:"bytes,5,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Reason   string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	PlacedBy string                 `protobuf:"bytes,7,opt,name=placed_by,json=placedBy,proto3" json:"placed_by,omitempty"`
+	PlacedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=placed_at,json=placedAt,proto3" json:"placed_at,omitempty"`
+	// The level of the token that placed it: "system", "reseller" or
+	// "domain".
+	PlacedLevel   string `protobuf:"bytes,9,opt,name=placed_level,json=placedLevel,proto3" json:"placed_level,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LegalHold) Reset() {
+	*x = LegalHold{}
+	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LegalHold) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LegalHold) ProtoMessage() {}
+
+func (x *LegalHold) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LegalHold.ProtoReflect.Descriptor instead.
+func (*LegalHold) Descriptor() ([]byte, []int) {
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *LegalHold) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *LegalHold) GetReseller() string {
+	if x != nil {
+		return x.Reseller
+	}
+	return ""
+}
+
+func (x *LegalHold) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *LegalHold) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *LegalHold) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *LegalHold) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *LegalHold) GetPlacedBy() string {
+	if x != nil {
+		return x.PlacedBy
+	}
+	return ""
+}
+
+func (x *LegalHold) GetPlacedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PlacedAt
+	}
+	return nil
+}
+
+func (x *LegalHold) GetPlacedLevel() string {
+	if x != nil {
+		return x.PlacedLevel
+	}
+	return ""
+}
+
+// CalendarDuration is calendar months plus days.
+type CalendarDuration struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Months        int32                  `protobuf:"varint,1,opt,name=months,proto3" json:"months,omitempty"`
+	Days          int32                  `protobuf:"varint,2,opt,name=days,proto3" json:"days,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CalendarDuration) Reset() {
+	*x = CalendarDuration{}
+	mi := &file_callvault_event_v1_event_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CalendarDuration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CalendarDuration) ProtoMessage() {}
+
+func (x *CalendarDuration) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_event_v1_event_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CalendarDuration.ProtoReflect.Descriptor instead.
+func (*CalendarDuration) Descriptor() ([]byte, []int) {
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CalendarDuration) GetMonths() int32 {
+	if x != nil {
+		return x.Months
+	}
+	return 0
+}
+
+func (x *CalendarDuration) GetDays() int32 {
+	if x != nil {
+		return x.Days
+	}
+	return 0
+}
+
+// OverrideCap limits how many artifacts of a kind a scope holds.
+type OverrideCap struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Limit int64                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// "refuse" or "evict_oldest".
+	Action string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	// "account_month", "box" or "user_folder".
+	Scope         string `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OverrideCap) Reset() {
+	*x = OverrideCap{}
+	mi := &file_callvault_event_v1_event_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OverrideCap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OverrideCap) ProtoMessage() {}
+
+func (x *OverrideCap) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_event_v1_event_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OverrideCap.ProtoReflect.Descriptor instead.
+func (*OverrideCap) Descriptor() ([]byte, []int) {
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *OverrideCap) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *OverrideCap) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *OverrideCap) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+// RetentionOverride sets some fields of a kind's policy at one node of the
+// tenant tree; an absent field is inherited.
+type RetentionOverride struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  DataKind               `protobuf:"varint,1,opt,name=kind,proto3,enum=callvault.event.v1.DataKind" json:"kind,omitempty"`
+	// "system", "reseller", "domain" or "user".
+	Level      string            `protobuf:"bytes,2,opt,name=level,proto3" json:"level,omitempty"`
+	Reseller   string            `protobuf:"bytes,3,opt,name=reseller,proto3" json:"reseller,omitempty"`
+	Domain     string            `protobuf:"bytes,4,opt,name=domain,proto3" json:"domain,omitempty"`
+	User       string            `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
+	MinStorage *CalendarDuration `protobuf:"bytes,6,opt,name=min_storage,json=minStorage,proto3" json:"min_storage,omitempty"`
+	Retention  *CalendarDuration `protobuf:"bytes,7,opt,name=retention,proto3" json:"retention,omitempty"`
+	// Set instead of retention: kept until deleted.
+	RetentionUnlimited bool                   `protobuf:"varint,8,opt,name=retention_unlimited,json=retentionUnlimited,proto3" json:"retention_unlimited,omitempty"`
+	Cap                *OverrideCap           `protobuf:"bytes,9,opt,name=cap,proto3" json:"cap,omitempty"`
+	NoCap              bool                   `protobuf:"varint,10,opt,name=no_cap,json=noCap,proto3" json:"no_cap,omitempty"`
+	PurchasedDays      *int32                 `protobuf:"varint,11,opt,name=purchased_days,json=purchasedDays,proto3,oneof" json:"purchased_days,omitempty"`
+	UpdatedBy          string                 `protobuf:"bytes,12,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	UpdatedAt          *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *RetentionOverride) Reset() {
+	*x = RetentionOverride{}
+	mi := &file_callvault_event_v1_event_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionOverride) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionOverride) ProtoMessage() {}
+
+func (x *RetentionOverride) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_event_v1_event_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionOverride.ProtoReflect.Descriptor instead.
+func (*RetentionOverride) Descriptor() ([]byte, []int) {
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RetentionOverride) GetKind() DataKind {
+	if x != nil {
+		return x.Kind
+	}
+	return DataKind_DATA_KIND_UNSPECIFIED
+}
+
+func (x *RetentionOverride) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *RetentionOverride) GetReseller() string {
+	if x != nil {
+		return x.Reseller
+	}
+	return ""
+}
+
+func (x *RetentionOverride) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *RetentionOverride) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *RetentionOverride) GetMinStorage() *CalendarDuration {
+	if x != nil {
+		return x.MinStorage
+	}
+	return nil
+}
+
+func (x *RetentionOverride) GetRetention() *CalendarDuration {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+func (x *RetentionOverride) GetRetentionUnlimited() bool {
+	if x != nil {
+		return x.RetentionUnlimited
+	}
+	return false
+}
+
+func (x *RetentionOverride) GetCap() *OverrideCap {
+	if x != nil {
+		return x.Cap
+	}
+	return nil
+}
+
+func (x *RetentionOverride) GetNoCap() bool {
+	if x != nil {
+		return x.NoCap
+	}
+	return false
+}
+
+func (x *RetentionOverride) GetPurchasedDays() int32 {
+	if x != nil && x.PurchasedDays != nil {
+		return *x.PurchasedDays
+	}
+	return 0
+}
+
+func (x *RetentionOverride) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
+func (x *RetentionOverride) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// BundleAssignment puts a domain on a storage bundle.
+type BundleAssignment struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Domain             string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	Bundle             string                 `protobuf:"bytes,2,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	DataRotationMonths int32                  `protobuf:"varint,3,opt,name=data_rotation_months,json=dataRotationMonths,proto3" json:"data_rotation_months,omitempty"`
+	AssignedBy         string                 `protobuf:"bytes,4,opt,name=assigned_by,json=assignedBy,proto3" json:"assigned_by,omitempty"`
+	AssignedAt         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=assigned_at,json=assignedAt,proto3" json:"assigned_at,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *BundleAssignment) Reset() {
+	*x = BundleAssignment{}
+	mi := &file_callvault_event_v1_event_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleAssignment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleAssignment) ProtoMessage() {}
+
+func (x *BundleAssignment) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_event_v1_event_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleAssignment.ProtoReflect.Descriptor instead.
+func (*BundleAssignment) Descriptor() ([]byte, []int) {
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *BundleAssignment) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *BundleAssignment) GetBundle() string {
+	if x != nil {
+		return x.Bundle
+	}
+	return ""
+}
+
+func (x *BundleAssignment) GetDataRotationMonths() int32 {
+	if x != nil {
+		return x.DataRotationMonths
+	}
+	return 0
+}
+
+func (x *BundleAssignment) GetAssignedBy() string {
+	if x != nil {
+		return x.AssignedBy
+	}
+	return ""
+}
+
+func (x *BundleAssignment) GetAssignedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AssignedAt
+	}
+	return nil
+}
 
 // DomainRecord provisions a domain under exactly one reseller.
 type DomainRecord struct {
@@ -1378,7 +1876,7 @@ type DomainRecord struct {
 
 func (x *DomainRecord) Reset() {
 	*x = DomainRecord{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1888,7 @@ func (x *DomainRecord) String() string {
 func (*DomainRecord) ProtoMessage() {}
 
 func (x *DomainRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1901,7 @@ func (x *DomainRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainRecord.ProtoReflect.Descriptor instead.
 func (*DomainRecord) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{11}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DomainRecord) GetDomain() string {
@@ -1452,7 +1950,7 @@ type TokenIssued struct {
 
 func (x *TokenIssued) Reset() {
 	*x = TokenIssued{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[12]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1962,7 @@ func (x *TokenIssued) String() string {
 func (*TokenIssued) ProtoMessage() {}
 
 func (x *TokenIssued) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[12]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1975,7 @@ func (x *TokenIssued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenIssued.ProtoReflect.Descriptor instead.
 func (*TokenIssued) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{12}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TokenIssued) GetTokenSha256() string {
@@ -1540,7 +2038,7 @@ type TokenRevoked struct {
 
 func (x *TokenRevoked) Reset() {
 	*x = TokenRevoked{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[13]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +2050,7 @@ func (x *TokenRevoked) String() string {
 func (*TokenRevoked) ProtoMessage() {}
 
 func (x *TokenRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[13]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +2063,7 @@ func (x *TokenRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevoked.ProtoReflect.Descriptor instead.
 func (*TokenRevoked) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{13}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TokenRevoked) GetTokenSha256() string {
@@ -1596,7 +2094,7 @@ type UsageThreshold struct {
 
 func (x *UsageThreshold) Reset() {
 	*x = UsageThreshold{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[14]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +2106,7 @@ func (x *UsageThreshold) String() string {
 func (*UsageThreshold) ProtoMessage() {}
 
 func (x *UsageThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[14]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +2119,7 @@ func (x *UsageThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageThreshold.ProtoReflect.Descriptor instead.
 func (*UsageThreshold) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{14}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UsageThreshold) GetUsedBytes() int64 {
@@ -1753,10 +2251,57 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"after_json\x18\x05 \x01(\tR\tafterJson\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x129\n" +
 	"\x06before\x18\a \x01(\v2!.callvault.event.v1.ConfigPayloadR\x06before\x127\n" +
-	"\x05after\x18\b \x01(\v2!.callvault.event.v1.ConfigPayloadR\x05after\"T\n" +
+	"\x05after\x18\b \x01(\v2!.callvault.event.v1.ConfigPayloadR\x05after\"\x8e\x02\n" +
 	"\rConfigPayload\x12:\n" +
-	"\x06domain\x18\x01 \x01(\v2 .callvault.event.v1.DomainRecordH\x00R\x06domainB\a\n" +
-	"\x05value\"\xac\x01\n" +
+	"\x06domain\x18\x01 \x01(\v2 .callvault.event.v1.DomainRecordH\x00R\x06domain\x123\n" +
+	"\x04hold\x18\x02 \x01(\v2\x1d.callvault.event.v1.LegalHoldH\x00R\x04hold\x12C\n" +
+	"\boverride\x18\x03 \x01(\v2%.callvault.event.v1.RetentionOverrideH\x00R\boverride\x12>\n" +
+	"\x06bundle\x18\x04 \x01(\v2$.callvault.event.v1.BundleAssignmentH\x00R\x06bundleB\a\n" +
+	"\x05value\"\x8d\x02\n" +
+	"\tLegalHold\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\breseller\x18\x02 \x01(\tR\breseller\x12\x16\n" +
+	"\x06domain\x18\x03 \x01(\tR\x06domain\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\x12\x17\n" +
+	"\acall_id\x18\x05 \x01(\tR\x06callId\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1b\n" +
+	"\tplaced_by\x18\a \x01(\tR\bplacedBy\x127\n" +
+	"\tplaced_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bplacedAt\x12!\n" +
+	"\fplaced_level\x18\t \x01(\tR\vplacedLevel\">\n" +
+	"\x10CalendarDuration\x12\x16\n" +
+	"\x06months\x18\x01 \x01(\x05R\x06months\x12\x12\n" +
+	"\x04days\x18\x02 \x01(\x05R\x04days\"Q\n" +
+	"\vOverrideCap\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x03R\x05limit\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x14\n" +
+	"\x05scope\x18\x03 \x01(\tR\x05scope\"\xc2\x04\n" +
+	"\x11RetentionOverride\x120\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1c.callvault.event.v1.DataKindR\x04kind\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\tR\x05level\x12\x1a\n" +
+	"\breseller\x18\x03 \x01(\tR\breseller\x12\x16\n" +
+	"\x06domain\x18\x04 \x01(\tR\x06domain\x12\x12\n" +
+	"\x04user\x18\x05 \x01(\tR\x04user\x12E\n" +
+	"\vmin_storage\x18\x06 \x01(\v2$.callvault.event.v1.CalendarDurationR\n" +
+	"minStorage\x12B\n" +
+	"\tretention\x18\a \x01(\v2$.callvault.event.v1.CalendarDurationR\tretention\x12/\n" +
+	"\x13retention_unlimited\x18\b \x01(\bR\x12retentionUnlimited\x121\n" +
+	"\x03cap\x18\t \x01(\v2\x1f.callvault.event.v1.OverrideCapR\x03cap\x12\x15\n" +
+	"\x06no_cap\x18\n" +
+	" \x01(\bR\x05noCap\x12*\n" +
+	"\x0epurchased_days\x18\v \x01(\x05H\x00R\rpurchasedDays\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\f \x01(\tR\tupdatedBy\x129\n" +
+	"\n" +
+	"updated_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAtB\x11\n" +
+	"\x0f_purchased_days\"\xd2\x01\n" +
+	"\x10BundleAssignment\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x16\n" +
+	"\x06bundle\x18\x02 \x01(\tR\x06bundle\x120\n" +
+	"\x14data_rotation_months\x18\x03 \x01(\x05R\x12dataRotationMonths\x12\x1f\n" +
+	"\vassigned_by\x18\x04 \x01(\tR\n" +
+	"assignedBy\x12;\n" +
+	"\vassigned_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"assignedAt\"\xac\x01\n" +
 	"\fDomainRecord\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1a\n" +
 	"\breseller\x18\x02 \x01(\tR\breseller\x12%\n" +
@@ -1819,7 +2364,7 @@ func file_callvault_event_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_callvault_event_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_callvault_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_callvault_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_callvault_event_v1_event_proto_goTypes = []any{
 	(DataKind)(0),                 // 0: callvault.event.v1.DataKind
 	(RecordingMode)(0),            // 1: callvault.event.v1.RecordingMode
@@ -1835,14 +2380,19 @@ var file_callvault_event_v1_event_proto_goTypes = []any{
 	(*AdmissionRefused)(nil),      // 11: callvault.event.v1.AdmissionRefused
 	(*ConfigChanged)(nil),         // 12: callvault.event.v1.ConfigChanged
 	(*ConfigPayload)(nil),         // 13: callvault.event.v1.ConfigPayload
-	(*DomainRecord)(nil),          // 14: callvault.event.v1.DomainRecord
-	(*TokenIssued)(nil),           // 15: callvault.event.v1.TokenIssued
-	(*TokenRevoked)(nil),          // 16: callvault.event.v1.TokenRevoked
-	(*UsageThreshold)(nil),        // 17: callvault.event.v1.UsageThreshold
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*LegalHold)(nil),             // 14: callvault.event.v1.LegalHold
+	(*CalendarDuration)(nil),      // 15: callvault.event.v1.CalendarDuration
+	(*OverrideCap)(nil),           // 16: callvault.event.v1.OverrideCap
+	(*RetentionOverride)(nil),     // 17: callvault.event.v1.RetentionOverride
+	(*BundleAssignment)(nil),      // 18: callvault.event.v1.BundleAssignment
+	(*DomainRecord)(nil),          // 19: callvault.event.v1.DomainRecord
+	(*TokenIssued)(nil),           // 20: callvault.event.v1.TokenIssued
+	(*TokenRevoked)(nil),          // 21: callvault.event.v1.TokenRevoked
+	(*UsageThreshold)(nil),        // 22: callvault.event.v1.UsageThreshold
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_callvault_event_v1_event_proto_depIdxs = []int32{
-	18, // 0: callvault.event.v1.Envelope.accepted_at:type_name -> google.protobuf.Timestamp
+	23, // 0: callvault.event.v1.Envelope.accepted_at:type_name -> google.protobuf.Timestamp
 	3,  // 1: callvault.event.v1.Envelope.tenant:type_name -> callvault.event.v1.Tenant
 	7,  // 2: callvault.event.v1.Envelope.recording:type_name -> callvault.event.v1.RecordingStored
 	8,  // 3: callvault.event.v1.Envelope.cdr:type_name -> callvault.event.v1.CdrRecorded
@@ -1850,36 +2400,46 @@ var file_callvault_event_v1_event_proto_depIdxs = []int32{
 	10, // 5: callvault.event.v1.Envelope.deletion:type_name -> callvault.event.v1.ArtifactDeleted
 	11, // 6: callvault.event.v1.Envelope.refusal:type_name -> callvault.event.v1.AdmissionRefused
 	12, // 7: callvault.event.v1.Envelope.config:type_name -> callvault.event.v1.ConfigChanged
-	15, // 8: callvault.event.v1.Envelope.token_issued:type_name -> callvault.event.v1.TokenIssued
-	16, // 9: callvault.event.v1.Envelope.token_revoked:type_name -> callvault.event.v1.TokenRevoked
-	17, // 10: callvault.event.v1.Envelope.usage_threshold:type_name -> callvault.event.v1.UsageThreshold
+	20, // 8: callvault.event.v1.Envelope.token_issued:type_name -> callvault.event.v1.TokenIssued
+	21, // 9: callvault.event.v1.Envelope.token_revoked:type_name -> callvault.event.v1.TokenRevoked
+	22, // 10: callvault.event.v1.Envelope.usage_threshold:type_name -> callvault.event.v1.UsageThreshold
 	6,  // 11: callvault.event.v1.Envelope.admitted:type_name -> callvault.event.v1.ArtifactAdmitted
 	0,  // 12: callvault.event.v1.ArtifactAdmitted.kind:type_name -> callvault.event.v1.DataKind
 	7,  // 13: callvault.event.v1.ArtifactAdmitted.recording:type_name -> callvault.event.v1.RecordingStored
 	9,  // 14: callvault.event.v1.ArtifactAdmitted.message:type_name -> callvault.event.v1.MessageStored
-	18, // 15: callvault.event.v1.ArtifactAdmitted.ingest_accepted_at:type_name -> google.protobuf.Timestamp
+	23, // 15: callvault.event.v1.ArtifactAdmitted.ingest_accepted_at:type_name -> google.protobuf.Timestamp
 	1,  // 16: callvault.event.v1.RecordingStored.mode:type_name -> callvault.event.v1.RecordingMode
-	18, // 17: callvault.event.v1.RecordingStored.started_at:type_name -> google.protobuf.Timestamp
+	23, // 17: callvault.event.v1.RecordingStored.started_at:type_name -> google.protobuf.Timestamp
 	4,  // 18: callvault.event.v1.RecordingStored.media:type_name -> callvault.event.v1.MediaObject
-	18, // 19: callvault.event.v1.CdrRecorded.started_at:type_name -> google.protobuf.Timestamp
+	23, // 19: callvault.event.v1.CdrRecorded.started_at:type_name -> google.protobuf.Timestamp
 	0,  // 20: callvault.event.v1.MessageStored.kind:type_name -> callvault.event.v1.DataKind
 	2,  // 21: callvault.event.v1.MessageStored.folder:type_name -> callvault.event.v1.MessageFolder
-	18, // 22: callvault.event.v1.MessageStored.received_at:type_name -> google.protobuf.Timestamp
+	23, // 22: callvault.event.v1.MessageStored.received_at:type_name -> google.protobuf.Timestamp
 	4,  // 23: callvault.event.v1.MessageStored.media:type_name -> callvault.event.v1.MediaObject
 	0,  // 24: callvault.event.v1.ArtifactDeleted.kind:type_name -> callvault.event.v1.DataKind
 	4,  // 25: callvault.event.v1.ArtifactDeleted.media:type_name -> callvault.event.v1.MediaObject
 	0,  // 26: callvault.event.v1.AdmissionRefused.kind:type_name -> callvault.event.v1.DataKind
 	4,  // 27: callvault.event.v1.AdmissionRefused.media:type_name -> callvault.event.v1.MediaObject
-	18, // 28: callvault.event.v1.AdmissionRefused.ingest_accepted_at:type_name -> google.protobuf.Timestamp
+	23, // 28: callvault.event.v1.AdmissionRefused.ingest_accepted_at:type_name -> google.protobuf.Timestamp
 	13, // 29: callvault.event.v1.ConfigChanged.before:type_name -> callvault.event.v1.ConfigPayload
 	13, // 30: callvault.event.v1.ConfigChanged.after:type_name -> callvault.event.v1.ConfigPayload
-	14, // 31: callvault.event.v1.ConfigPayload.domain:type_name -> callvault.event.v1.DomainRecord
-	18, // 32: callvault.event.v1.DomainRecord.provisioned_at:type_name -> google.protobuf.Timestamp
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	19, // 31: callvault.event.v1.ConfigPayload.domain:type_name -> callvault.event.v1.DomainRecord
+	14, // 32: callvault.event.v1.ConfigPayload.hold:type_name -> callvault.event.v1.LegalHold
+	17, // 33: callvault.event.v1.ConfigPayload.override:type_name -> callvault.event.v1.RetentionOverride
+	18, // 34: callvault.event.v1.ConfigPayload.bundle:type_name -> callvault.event.v1.BundleAssignment
+	23, // 35: callvault.event.v1.LegalHold.placed_at:type_name -> google.protobuf.Timestamp
+	0,  // 36: callvault.event.v1.RetentionOverride.kind:type_name -> callvault.event.v1.DataKind
+	15, // 37: callvault.event.v1.RetentionOverride.min_storage:type_name -> callvault.event.v1.CalendarDuration
+	15, // 38: callvault.event.v1.RetentionOverride.retention:type_name -> callvault.event.v1.CalendarDuration
+	16, // 39: callvault.event.v1.RetentionOverride.cap:type_name -> callvault.event.v1.OverrideCap
+	23, // 40: callvault.event.v1.RetentionOverride.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 41: callvault.event.v1.BundleAssignment.assigned_at:type_name -> google.protobuf.Timestamp
+	23, // 42: callvault.event.v1.DomainRecord.provisioned_at:type_name -> google.protobuf.Timestamp
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_callvault_event_v1_event_proto_init() }
@@ -1905,14 +2465,18 @@ func file_callvault_event_v1_event_proto_init() {
 	}
 	file_callvault_event_v1_event_proto_msgTypes[10].OneofWrappers = []any{
 		(*ConfigPayload_Domain)(nil),
+		(*ConfigPayload_Hold)(nil),
+		(*ConfigPayload_Override)(nil),
+		(*ConfigPayload_Bundle)(nil),
 	}
+	file_callvault_event_v1_event_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_callvault_event_v1_event_proto_rawDesc), len(file_callvault_event_v1_event_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   15,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

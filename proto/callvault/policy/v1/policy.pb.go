@@ -325,7 +325,15 @@ func (x *Cap) GetScope() CapScope {
 }
 
 // PolicyFields are the settable fields; in an override an unset field is
-// inherited from the next less specific level.
+// inherited from the next less specific level. A duration is calendar
+// months plus days: min_storage_months = 6 guarantees 6 calendar months
+// (1 March to 1 September); either or both of a pair may be set, and the
+// field is set when either is.
+//
+// Minimums, caps and purchased retention are the provider's: only system
+// and reseller tokens change them. Domain and user tokens may change the
+// retention only, between the effective minimum and what the provider
+// grants.
 type PolicyFields struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	MinStorageDays *int32                 `protobuf:"varint,1,opt,name=min_storage_days,json=minStorageDays,proto3,oneof" json:"min_storage_days,omitempty"`
@@ -335,10 +343,13 @@ type PolicyFields struct {
 	Cap                *Cap   `protobuf:"bytes,4,opt,name=cap,proto3,oneof" json:"cap,omitempty"`
 	// True removes a cap inherited from a less specific level.
 	NoCap *bool `protobuf:"varint,5,opt,name=no_cap,json=noCap,proto3,oneof" json:"no_cap,omitempty"`
-	// Retention blocks bought for recordings, added up to two years.
-	PurchasedDays *int32 `protobuf:"varint,6,opt,name=purchased_days,json=purchasedDays,proto3,oneof" json:"purchased_days,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Retention blocks bought for recordings, added up to the operator's
+	// recording ceiling.
+	PurchasedDays    *int32 `protobuf:"varint,6,opt,name=purchased_days,json=purchasedDays,proto3,oneof" json:"purchased_days,omitempty"`
+	MinStorageMonths *int32 `protobuf:"varint,7,opt,name=min_storage_months,json=minStorageMonths,proto3,oneof" json:"min_storage_months,omitempty"`
+	RetentionMonths  *int32 `protobuf:"varint,8,opt,name=retention_months,json=retentionMonths,proto3,oneof" json:"retention_months,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *PolicyFields) Reset() {
@@ -409,6 +420,20 @@ func (x *PolicyFields) GetNoCap() bool {
 func (x *PolicyFields) GetPurchasedDays() int32 {
 	if x != nil && x.PurchasedDays != nil {
 		return *x.PurchasedDays
+	}
+	return 0
+}
+
+func (x *PolicyFields) GetMinStorageMonths() int32 {
+	if x != nil && x.MinStorageMonths != nil {
+		return *x.MinStorageMonths
+	}
+	return 0
+}
+
+func (x *PolicyFields) GetRetentionMonths() int32 {
+	if x != nil && x.RetentionMonths != nil {
+		return *x.RetentionMonths
 	}
 	return 0
 }
@@ -504,9 +529,20 @@ type EffectivePolicy struct {
 	RetentionFrom  Level `protobuf:"varint,8,opt,name=retention_from,json=retentionFrom,proto3,enum=callvault.policy.v1.Level" json:"retention_from,omitempty"`
 	CapFrom        Level `protobuf:"varint,9,opt,name=cap_from,json=capFrom,proto3,enum=callvault.policy.v1.Level" json:"cap_from,omitempty"`
 	// The system preset the defaults come from.
-	Preset        string `protobuf:"bytes,10,opt,name=preset,proto3" json:"preset,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Preset string `protobuf:"bytes,10,opt,name=preset,proto3" json:"preset,omitempty"`
+	// The minimum is min_storage_months calendar months plus min_storage_days
+	// days; the retention likewise.
+	MinStorageMonths int32 `protobuf:"varint,11,opt,name=min_storage_months,json=minStorageMonths,proto3" json:"min_storage_months,omitempty"`
+	RetentionMonths  int32 `protobuf:"varint,12,opt,name=retention_months,json=retentionMonths,proto3" json:"retention_months,omitempty"`
+	// True when the overrides resolve to a retention shorter than the
+	// minimum (stored before that was refused): the minimum is used instead.
+	RetentionClamped bool `protobuf:"varint,13,opt,name=retention_clamped,json=retentionClamped,proto3" json:"retention_clamped,omitempty"`
+	// True when purchased retention reached the recording ceiling.
+	PurchaseCapped bool `protobuf:"varint,14,opt,name=purchase_capped,json=purchaseCapped,proto3" json:"purchase_capped,omitempty"`
+	// The operator's recording ceiling, in months.
+	RecordingCeilingMonths int32 `protobuf:"varint,15,opt,name=recording_ceiling_months,json=recordingCeilingMonths,proto3" json:"recording_ceiling_months,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *EffectivePolicy) Reset() {
@@ -607,6 +643,41 @@ func (x *EffectivePolicy) GetPreset() string {
 		return x.Preset
 	}
 	return ""
+}
+
+func (x *EffectivePolicy) GetMinStorageMonths() int32 {
+	if x != nil {
+		return x.MinStorageMonths
+	}
+	return 0
+}
+
+func (x *EffectivePolicy) GetRetentionMonths() int32 {
+	if x != nil {
+		return x.RetentionMonths
+	}
+	return 0
+}
+
+func (x *EffectivePolicy) GetRetentionClamped() bool {
+	if x != nil {
+		return x.RetentionClamped
+	}
+	return false
+}
+
+func (x *EffectivePolicy) GetPurchaseCapped() bool {
+	if x != nil {
+		return x.PurchaseCapped
+	}
+	return false
+}
+
+func (x *EffectivePolicy) GetRecordingCeilingMonths() int32 {
+	if x != nil {
+		return x.RecordingCeilingMonths
+	}
+	return 0
 }
 
 type GetOverrideRequest struct {
@@ -1934,10 +2005,13 @@ type Hold struct {
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Scope *Scope                 `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
 	// Set for a hold on one call.
-	CallId        string                 `protobuf:"bytes,3,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	PlacedBy      string                 `protobuf:"bytes,5,opt,name=placed_by,json=placedBy,proto3" json:"placed_by,omitempty"`
-	PlacedAt      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=placed_at,json=placedAt,proto3" json:"placed_at,omitempty"`
+	CallId   string                 `protobuf:"bytes,3,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Reason   string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	PlacedBy string                 `protobuf:"bytes,5,opt,name=placed_by,json=placedBy,proto3" json:"placed_by,omitempty"`
+	PlacedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=placed_at,json=placedAt,proto3" json:"placed_at,omitempty"`
+	// The level of the token that placed it: only that level or a wider
+	// one may release it.
+	PlacedLevel   Level `protobuf:"varint,7,opt,name=placed_level,json=placedLevel,proto3,enum=callvault.policy.v1.Level" json:"placed_level,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2012,6 +2086,13 @@ func (x *Hold) GetPlacedAt() *timestamppb.Timestamp {
 		return x.PlacedAt
 	}
 	return nil
+}
+
+func (x *Hold) GetPlacedLevel() Level {
+	if x != nil {
+		return x.PlacedLevel
+	}
+	return Level_LEVEL_UNSPECIFIED
 }
 
 type PlaceHoldRequest struct {
@@ -2291,20 +2372,24 @@ const file_callvault_policy_v1_policy_proto_rawDesc = "" +
 	"\x03Cap\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x03R\x05limit\x126\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x1e.callvault.policy.v1.CapActionR\x06action\x123\n" +
-	"\x05scope\x18\x03 \x01(\x0e2\x1d.callvault.policy.v1.CapScopeR\x05scope\"\xfe\x02\n" +
+	"\x05scope\x18\x03 \x01(\x0e2\x1d.callvault.policy.v1.CapScopeR\x05scope\"\x8d\x04\n" +
 	"\fPolicyFields\x12-\n" +
 	"\x10min_storage_days\x18\x01 \x01(\x05H\x00R\x0eminStorageDays\x88\x01\x01\x12*\n" +
 	"\x0eretention_days\x18\x02 \x01(\x05H\x01R\rretentionDays\x88\x01\x01\x124\n" +
 	"\x13retention_unlimited\x18\x03 \x01(\bH\x02R\x12retentionUnlimited\x88\x01\x01\x12/\n" +
 	"\x03cap\x18\x04 \x01(\v2\x18.callvault.policy.v1.CapH\x03R\x03cap\x88\x01\x01\x12\x1a\n" +
 	"\x06no_cap\x18\x05 \x01(\bH\x04R\x05noCap\x88\x01\x01\x12*\n" +
-	"\x0epurchased_days\x18\x06 \x01(\x05H\x05R\rpurchasedDays\x88\x01\x01B\x13\n" +
+	"\x0epurchased_days\x18\x06 \x01(\x05H\x05R\rpurchasedDays\x88\x01\x01\x121\n" +
+	"\x12min_storage_months\x18\a \x01(\x05H\x06R\x10minStorageMonths\x88\x01\x01\x12.\n" +
+	"\x10retention_months\x18\b \x01(\x05H\aR\x0fretentionMonths\x88\x01\x01B\x13\n" +
 	"\x11_min_storage_daysB\x11\n" +
 	"\x0f_retention_daysB\x16\n" +
 	"\x14_retention_unlimitedB\x06\n" +
 	"\x04_capB\t\n" +
 	"\a_no_capB\x11\n" +
-	"\x0f_purchased_days\"\x83\x02\n" +
+	"\x0f_purchased_daysB\x15\n" +
+	"\x13_min_storage_monthsB\x13\n" +
+	"\x11_retention_months\"\x83\x02\n" +
 	"\bOverride\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.callvault.event.v1.DataKindR\x04kind\x120\n" +
 	"\x05scope\x18\x02 \x01(\v2\x1a.callvault.policy.v1.ScopeR\x05scope\x129\n" +
@@ -2312,7 +2397,7 @@ const file_callvault_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"updated_by\x18\x04 \x01(\tR\tupdatedBy\x129\n" +
 	"\n" +
-	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xf0\x03\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xd9\x05\n" +
 	"\x0fEffectivePolicy\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.callvault.event.v1.DataKindR\x04kind\x12(\n" +
 	"\x10min_storage_days\x18\x02 \x01(\x05R\x0eminStorageDays\x12%\n" +
@@ -2324,7 +2409,12 @@ const file_callvault_policy_v1_policy_proto_rawDesc = "" +
 	"\x0eretention_from\x18\b \x01(\x0e2\x1a.callvault.policy.v1.LevelR\rretentionFrom\x125\n" +
 	"\bcap_from\x18\t \x01(\x0e2\x1a.callvault.policy.v1.LevelR\acapFrom\x12\x16\n" +
 	"\x06preset\x18\n" +
-	" \x01(\tR\x06preset\"x\n" +
+	" \x01(\tR\x06preset\x12,\n" +
+	"\x12min_storage_months\x18\v \x01(\x05R\x10minStorageMonths\x12)\n" +
+	"\x10retention_months\x18\f \x01(\x05R\x0fretentionMonths\x12+\n" +
+	"\x11retention_clamped\x18\r \x01(\bR\x10retentionClamped\x12'\n" +
+	"\x0fpurchase_capped\x18\x0e \x01(\bR\x0epurchaseCapped\x128\n" +
+	"\x18recording_ceiling_months\x18\x0f \x01(\x05R\x16recordingCeilingMonths\"x\n" +
 	"\x12GetOverrideRequest\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.callvault.event.v1.DataKindR\x04kind\x120\n" +
 	"\x05scope\x18\x02 \x01(\v2\x1a.callvault.policy.v1.ScopeR\x05scope\"P\n" +
@@ -2413,14 +2503,15 @@ const file_callvault_policy_v1_policy_proto_rawDesc = "" +
 	"\x0ecapacity_bytes\x18\x03 \x01(\x03R\rcapacityBytes\x12\x1d\n" +
 	"\n" +
 	"free_bytes\x18\x04 \x01(\x03R\tfreeBytes\x12'\n" +
-	"\x0fforecast_months\x18\x05 \x01(\x01R\x0eforecastMonths\"\xcf\x01\n" +
+	"\x0fforecast_months\x18\x05 \x01(\x01R\x0eforecastMonths\"\x8e\x02\n" +
 	"\x04Hold\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x120\n" +
 	"\x05scope\x18\x02 \x01(\v2\x1a.callvault.policy.v1.ScopeR\x05scope\x12\x17\n" +
 	"\acall_id\x18\x03 \x01(\tR\x06callId\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1b\n" +
 	"\tplaced_by\x18\x05 \x01(\tR\bplacedBy\x127\n" +
-	"\tplaced_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bplacedAt\"A\n" +
+	"\tplaced_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bplacedAt\x12=\n" +
+	"\fplaced_level\x18\a \x01(\x0e2\x1a.callvault.policy.v1.LevelR\vplacedLevel\"A\n" +
 	"\x10PlaceHoldRequest\x12-\n" +
 	"\x04hold\x18\x01 \x01(\v2\x19.callvault.policy.v1.HoldR\x04hold\"B\n" +
 	"\x11PlaceHoldResponse\x12-\n" +
@@ -2568,43 +2659,44 @@ var file_callvault_policy_v1_policy_proto_depIdxs = []int32{
 	30, // 36: callvault.policy.v1.GetUsageResponse.categories:type_name -> callvault.policy.v1.CategoryUsage
 	3,  // 37: callvault.policy.v1.Hold.scope:type_name -> callvault.policy.v1.Scope
 	40, // 38: callvault.policy.v1.Hold.placed_at:type_name -> google.protobuf.Timestamp
-	32, // 39: callvault.policy.v1.PlaceHoldRequest.hold:type_name -> callvault.policy.v1.Hold
-	32, // 40: callvault.policy.v1.PlaceHoldResponse.hold:type_name -> callvault.policy.v1.Hold
-	3,  // 41: callvault.policy.v1.ListHoldsRequest.scope:type_name -> callvault.policy.v1.Scope
-	32, // 42: callvault.policy.v1.ListHoldsResponse.holds:type_name -> callvault.policy.v1.Hold
-	8,  // 43: callvault.policy.v1.PolicyService.GetOverride:input_type -> callvault.policy.v1.GetOverrideRequest
-	10, // 44: callvault.policy.v1.PolicyService.SetOverride:input_type -> callvault.policy.v1.SetOverrideRequest
-	12, // 45: callvault.policy.v1.PolicyService.DeleteOverride:input_type -> callvault.policy.v1.DeleteOverrideRequest
-	14, // 46: callvault.policy.v1.PolicyService.ListOverrides:input_type -> callvault.policy.v1.ListOverridesRequest
-	16, // 47: callvault.policy.v1.PolicyService.Resolve:input_type -> callvault.policy.v1.ResolveRequest
-	18, // 48: callvault.policy.v1.PolicyService.Explain:input_type -> callvault.policy.v1.ExplainRequest
-	20, // 49: callvault.policy.v1.PolicyService.CheckQuota:input_type -> callvault.policy.v1.CheckQuotaRequest
-	22, // 50: callvault.policy.v1.PolicyService.MayDelete:input_type -> callvault.policy.v1.MayDeleteRequest
-	25, // 51: callvault.policy.v1.PolicyService.AssignBundle:input_type -> callvault.policy.v1.AssignBundleRequest
-	27, // 52: callvault.policy.v1.PolicyService.RoundUp:input_type -> callvault.policy.v1.RoundUpRequest
-	29, // 53: callvault.policy.v1.PolicyService.GetUsage:input_type -> callvault.policy.v1.GetUsageRequest
-	33, // 54: callvault.policy.v1.PolicyService.PlaceHold:input_type -> callvault.policy.v1.PlaceHoldRequest
-	35, // 55: callvault.policy.v1.PolicyService.ReleaseHold:input_type -> callvault.policy.v1.ReleaseHoldRequest
-	37, // 56: callvault.policy.v1.PolicyService.ListHolds:input_type -> callvault.policy.v1.ListHoldsRequest
-	9,  // 57: callvault.policy.v1.PolicyService.GetOverride:output_type -> callvault.policy.v1.GetOverrideResponse
-	11, // 58: callvault.policy.v1.PolicyService.SetOverride:output_type -> callvault.policy.v1.SetOverrideResponse
-	13, // 59: callvault.policy.v1.PolicyService.DeleteOverride:output_type -> callvault.policy.v1.DeleteOverrideResponse
-	15, // 60: callvault.policy.v1.PolicyService.ListOverrides:output_type -> callvault.policy.v1.ListOverridesResponse
-	17, // 61: callvault.policy.v1.PolicyService.Resolve:output_type -> callvault.policy.v1.ResolveResponse
-	19, // 62: callvault.policy.v1.PolicyService.Explain:output_type -> callvault.policy.v1.ExplainResponse
-	21, // 63: callvault.policy.v1.PolicyService.CheckQuota:output_type -> callvault.policy.v1.CheckQuotaResponse
-	23, // 64: callvault.policy.v1.PolicyService.MayDelete:output_type -> callvault.policy.v1.MayDeleteResponse
-	26, // 65: callvault.policy.v1.PolicyService.AssignBundle:output_type -> callvault.policy.v1.AssignBundleResponse
-	28, // 66: callvault.policy.v1.PolicyService.RoundUp:output_type -> callvault.policy.v1.RoundUpResponse
-	31, // 67: callvault.policy.v1.PolicyService.GetUsage:output_type -> callvault.policy.v1.GetUsageResponse
-	34, // 68: callvault.policy.v1.PolicyService.PlaceHold:output_type -> callvault.policy.v1.PlaceHoldResponse
-	36, // 69: callvault.policy.v1.PolicyService.ReleaseHold:output_type -> callvault.policy.v1.ReleaseHoldResponse
-	38, // 70: callvault.policy.v1.PolicyService.ListHolds:output_type -> callvault.policy.v1.ListHoldsResponse
-	57, // [57:71] is the sub-list for method output_type
-	43, // [43:57] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	0,  // 39: callvault.policy.v1.Hold.placed_level:type_name -> callvault.policy.v1.Level
+	32, // 40: callvault.policy.v1.PlaceHoldRequest.hold:type_name -> callvault.policy.v1.Hold
+	32, // 41: callvault.policy.v1.PlaceHoldResponse.hold:type_name -> callvault.policy.v1.Hold
+	3,  // 42: callvault.policy.v1.ListHoldsRequest.scope:type_name -> callvault.policy.v1.Scope
+	32, // 43: callvault.policy.v1.ListHoldsResponse.holds:type_name -> callvault.policy.v1.Hold
+	8,  // 44: callvault.policy.v1.PolicyService.GetOverride:input_type -> callvault.policy.v1.GetOverrideRequest
+	10, // 45: callvault.policy.v1.PolicyService.SetOverride:input_type -> callvault.policy.v1.SetOverrideRequest
+	12, // 46: callvault.policy.v1.PolicyService.DeleteOverride:input_type -> callvault.policy.v1.DeleteOverrideRequest
+	14, // 47: callvault.policy.v1.PolicyService.ListOverrides:input_type -> callvault.policy.v1.ListOverridesRequest
+	16, // 48: callvault.policy.v1.PolicyService.Resolve:input_type -> callvault.policy.v1.ResolveRequest
+	18, // 49: callvault.policy.v1.PolicyService.Explain:input_type -> callvault.policy.v1.ExplainRequest
+	20, // 50: callvault.policy.v1.PolicyService.CheckQuota:input_type -> callvault.policy.v1.CheckQuotaRequest
+	22, // 51: callvault.policy.v1.PolicyService.MayDelete:input_type -> callvault.policy.v1.MayDeleteRequest
+	25, // 52: callvault.policy.v1.PolicyService.AssignBundle:input_type -> callvault.policy.v1.AssignBundleRequest
+	27, // 53: callvault.policy.v1.PolicyService.RoundUp:input_type -> callvault.policy.v1.RoundUpRequest
+	29, // 54: callvault.policy.v1.PolicyService.GetUsage:input_type -> callvault.policy.v1.GetUsageRequest
+	33, // 55: callvault.policy.v1.PolicyService.PlaceHold:input_type -> callvault.policy.v1.PlaceHoldRequest
+	35, // 56: callvault.policy.v1.PolicyService.ReleaseHold:input_type -> callvault.policy.v1.ReleaseHoldRequest
+	37, // 57: callvault.policy.v1.PolicyService.ListHolds:input_type -> callvault.policy.v1.ListHoldsRequest
+	9,  // 58: callvault.policy.v1.PolicyService.GetOverride:output_type -> callvault.policy.v1.GetOverrideResponse
+	11, // 59: callvault.policy.v1.PolicyService.SetOverride:output_type -> callvault.policy.v1.SetOverrideResponse
+	13, // 60: callvault.policy.v1.PolicyService.DeleteOverride:output_type -> callvault.policy.v1.DeleteOverrideResponse
+	15, // 61: callvault.policy.v1.PolicyService.ListOverrides:output_type -> callvault.policy.v1.ListOverridesResponse
+	17, // 62: callvault.policy.v1.PolicyService.Resolve:output_type -> callvault.policy.v1.ResolveResponse
+	19, // 63: callvault.policy.v1.PolicyService.Explain:output_type -> callvault.policy.v1.ExplainResponse
+	21, // 64: callvault.policy.v1.PolicyService.CheckQuota:output_type -> callvault.policy.v1.CheckQuotaResponse
+	23, // 65: callvault.policy.v1.PolicyService.MayDelete:output_type -> callvault.policy.v1.MayDeleteResponse
+	26, // 66: callvault.policy.v1.PolicyService.AssignBundle:output_type -> callvault.policy.v1.AssignBundleResponse
+	28, // 67: callvault.policy.v1.PolicyService.RoundUp:output_type -> callvault.policy.v1.RoundUpResponse
+	31, // 68: callvault.policy.v1.PolicyService.GetUsage:output_type -> callvault.policy.v1.GetUsageResponse
+	34, // 69: callvault.policy.v1.PolicyService.PlaceHold:output_type -> callvault.policy.v1.PlaceHoldResponse
+	36, // 70: callvault.policy.v1.PolicyService.ReleaseHold:output_type -> callvault.policy.v1.ReleaseHoldResponse
+	38, // 71: callvault.policy.v1.PolicyService.ListHolds:output_type -> callvault.policy.v1.ListHoldsResponse
+	58, // [58:72] is the sub-list for method output_type
+	44, // [44:58] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_callvault_policy_v1_policy_proto_init() }

@@ -28,6 +28,25 @@ type Hold struct {
 	Reason   string    `json:"reason"`
 	PlacedBy string    `json:"placed_by"`
 	PlacedAt time.Time `json:"placed_at"`
+	// PlacedLevel is the level of the token that placed the hold
+	// ("system", "reseller", "domain"); empty for holds placed before it
+	// was recorded, which only a system token may release.
+	PlacedLevel string `json:"placed_level,omitempty"`
+}
+
+// levelRank orders token levels from the widest.
+var levelRank = map[string]int{"system": 0, "reseller": 1, "domain": 2, "user": 3}
+
+// ReleasableBy reports whether a token of the given level may release h
+// (the tenant check is the caller's): its own level or a wider one. A hold
+// of unknown level counts as the system's.
+func (h Hold) ReleasableBy(level string) bool {
+	placed, ok := levelRank[h.PlacedLevel]
+	if !ok {
+		placed = 0
+	}
+	by, ok := levelRank[level]
+	return ok && by <= placed
 }
 
 // Covers reports whether h freezes an artifact of user in call (of h's

@@ -37,10 +37,8 @@ func (s *Service) handleConfig(ctx context.Context, m jetstream.Msg) error {
 	if err != nil {
 		return bus.Poison(fmt.Errorf("message metadata: %w", err))
 	}
-	if err := s.applyConfigEvent(ctx, env); err != nil {
-		return err
-	}
-	return s.catalog.MarkApplied(ctx, catalog.AppliedConfig, md.Sequence.Stream)
+	err = s.applyConfigEvent(ctx, env)
+	return settled(ctx, s.catalog, catalog.AppliedConfig, md.Sequence.Stream, err)
 }
 
 // Lag says why Redis is behind the streams ("" when it is not): it holds
@@ -106,17 +104,10 @@ func (s *Service) CatchUp(ctx context.Context) (string, error) {
 		return "", err
 	}
 	s.log.Warn("Redis is behind the streams; rebuilding before serving", "why", why)
-	ingest, config, err := s.marks(ctx)
-	if err != nil {
-		return why, err
-	}
 	if _, err := s.Rebuild(ctx); err != nil {
 		return why, fmt.Errorf("catch up: %w", err)
 	}
-	if err := s.catalog.MarkApplied(ctx, catalog.AppliedIngest, ingest); err != nil {
-		return why, err
-	}
-	return why, s.catalog.MarkApplied(ctx, catalog.AppliedConfig, config)
+	return why, nil
 }
 
 // marks are what a rebuild started now will have applied: every ingest

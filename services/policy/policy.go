@@ -153,20 +153,45 @@ func (s *Service) handle(ctx context.Context, m jetstream.Msg) error {
 	if err != nil {
 		return bus.Poison(fmt.Errorf("message metadata: %w", err))
 	}
-	if err := s.Admit(ctx, env, md.Sequence.Stream); err != nil {
-		return err
-	}
-	return s.catalog.MarkApplied(ctx, catalog.AppliedIngest, md.Sequence.Stream)
+	err = s.Admit(ctx, env, md.Sequence.Stream)
+	return settled(ctx, s.catalog, catalog.AppliedIngest, md.Sequence.Stream, err)
 }
 
-// Rebuild replays the legal holds and the ingest stream into Redis: after
-// a Redis loss, or at start with the in-process Redis. It returns the
-// ingest events applied.
+// settled records that Redis holds the effect of the event at seq: after
+// it was applied, or when it is poison (it will have no effect and goes to
+// the dead letters), so that a dead-lettered last event does not make Redis
+// look behind the consumer that acknowledged it.
+func settled(ctx context.Context, cat *catalog.Catalog, stream string, seq uint64, err error) error {
+	if err != nil && !bus.IsPoison(err) {
+		return err
+	}
+	if merr := cat.MarkApplied(ctx, stream, seq); merr != nil {
+		return merr
+	}
+	return err
+}
+
+// Rebuild replays the config stream and the recorded decisions of the
+// ingest stream into Redis, then records how far that brought it: the
+// whole config stream, and every ingest event the admission consumer had
+// acknowledged when the rebuild began (each has its decision in the
+// stream). It returns the decision events applied.
 func (s *Service) Rebuild(ctx context.Context) (int, error) {
+	ingest, config, err := s.marks(ctx)
+	if err != nil {
+		return 0, err
+	}
 	if _, err := s.RebuildConfig(ctx); err != nil {
 		return 0, fmt.Errorf("rebuild policy config: %w", err)
 	}
-	return s.RebuildCatalog(ctx)
+	n, err := s.RebuildCatalog(ctx)
+	if err != nil {
+		return n, err
+	}
+	if err := s.catalog.MarkApplied(ctx, catalog.AppliedConfig, config); err != nil {
+		return n, err
+	}
+	return n, s.catalog.MarkApplied(ctx, catalog.AppliedIngest, ingest)
 }
 
 var errIncomplete = errors.New("incomplete recording event")

@@ -11,6 +11,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // ErrNotFound is returned for a key that holds no object.
@@ -21,6 +22,17 @@ type Object struct {
 	Key         string
 	Size        int64
 	ContentType string
+	// Modified is when the object was last written (List fills it).
+	Modified time.Time
+}
+
+// Lister is a store that can enumerate its objects: what a sweep of
+// unreferenced media needs. Both backends implement it.
+type Lister interface {
+	// List calls fn for every object whose key starts with prefix, in no
+	// promised order, with Key, Size and Modified set. An error from fn
+	// stops the listing and is returned.
+	List(ctx context.Context, prefix string, fn func(Object) error) error
 }
 
 // Store is the contract both backends keep. Delete of a missing key

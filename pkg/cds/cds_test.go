@@ -61,6 +61,7 @@ func TestStoreContract(t *testing.T) {
 			t.Run("UnsafeKeys", func(t *testing.T) { t.Parallel(); testUnsafeKeys(t, s) })
 			t.Run("RangeEdges", func(t *testing.T) { t.Parallel(); testRangeEdges(t, s) })
 			t.Run("PrefixIsNotAnObject", func(t *testing.T) { t.Parallel(); testPrefixIsNotAnObject(t, s) })
+			t.Run("List", func(t *testing.T) { t.Parallel(); testList(t, s) })
 		})
 	}
 }
@@ -476,5 +477,38 @@ func testUnsafeKeys(t *testing.T, s cds.Store) {
 				t.Errorf("Delete(%q) succeeded", c.key)
 			}
 		})
+	}
+}
+
+// testList checks that List returns exactly the objects under a prefix,
+// with their sizes and a write time, and none of another prefix.
+func testList(t *testing.T, s cds.Store) {
+	l, ok := s.(cds.Lister)
+	if !ok {
+		t.Fatalf("%T does not implement cds.Lister", s)
+	}
+	before := time.Now().Add(-time.Minute)
+	want := map[string]int64{"list/a/one": 3, "list/a/deep/two": 5, "list/a/deep/er/three": 1}
+	for k, n := range want {
+		put(t, s, k, randomBytes(t, int(n)))
+	}
+	put(t, s, "list/b/other", randomBytes(t, 2))
+	got := map[string]int64{}
+	err := l.List(ctxT(t), "list/a/", func(o cds.Object) error {
+		if o.Modified.Before(before) || o.Modified.After(time.Now().Add(time.Minute)) {
+			t.Errorf("%s: modified %v, want about now", o.Key, o.Modified)
+		}
+		got[o.Key] = o.Size
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("List(list/a/) = %v, want %v", got, want)
+	}
+	stop := errors.New("stop")
+	if err := l.List(ctxT(t), "list/", func(cds.Object) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("List with a failing callback = %v, want its error", err)
 	}
 }

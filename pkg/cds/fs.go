@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // FS stores objects as files under a root directory.
@@ -18,7 +19,10 @@ type FS struct {
 	syncDir func(dir string) error
 }
 
-var _ Store = (*FS)(nil)
+var (
+	_ Store  = (*FS)(nil)
+	_ Lister = (*FS)(nil)
+)
 
 // NewFS returns a store rooted at dir, creating it if needed.
 func NewFS(dir string) (*FS, error) {
@@ -186,6 +190,48 @@ func (f *FS) Delete(_ context.Context, key string) error {
 	// crash.
 	if err := f.syncDir(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("cds fs delete %s: sync dir: %w", key, err)
+	}
+	return nil
+}
+
+// List walks the root for regular files under prefix. Files being
+// written (the .tmp directory) are not objects yet and are skipped.
+func (f *FS) List(ctx context.Context, prefix string, fn func(Object) error) error {
+	err := filepath.WalkDir(f.root, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while we walked
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(f.root, p)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if de.IsDir() {
+			if key == ".tmp" {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !de.Type().IsRegular() || !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		fi, err := de.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return fn(Object{Key: key, Size: fi.Size(), Modified: fi.ModTime()})
+	})
+	if err != nil {
+		return fmt.Errorf("cds fs list %s: %w", prefix, err)
 	}
 	return nil
 }

@@ -32,7 +32,10 @@ type S3 struct {
 	bucket string
 }
 
-var _ Store = (*S3)(nil)
+var (
+	_ Store  = (*S3)(nil)
+	_ Lister = (*S3)(nil)
+)
 
 // partSize bounds memory per upload: the uploader holds at most
 // (concurrency+1) parts of this size, however long the recording.
@@ -156,6 +159,27 @@ func (s *S3) Delete(ctx context.Context, key string) error {
 			return nil
 		}
 		return fmt.Errorf("cds s3 delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// List pages through the bucket's keys under prefix.
+func (s *S3) List(ctx context.Context, prefix string, fn func(Object) error) error {
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket)}
+	if prefix != "" {
+		in.Prefix = aws.String(prefix)
+	}
+	pages := s3.NewListObjectsV2Paginator(s.client, in)
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("cds s3 list %s: %w", prefix, err)
+		}
+		for _, o := range page.Contents {
+			if err := fn(Object{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size), Modified: aws.ToTime(o.LastModified)}); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

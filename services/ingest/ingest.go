@@ -26,10 +26,12 @@ type Config struct {
 	Limits   Limits
 }
 
-// Limits bound what one upload may carry.
+// Limits bound what one upload may carry and how long its publish may
+// be retried.
 type Limits struct {
 	// MaxMediaBytes is the largest recording accepted.
 	MaxMediaBytes int64 `env:"CALLVAULT_MAX_MEDIA_BYTES, default=1073741824"`
+	Publish       Publish
 }
 
 // Service is call-ingest.
@@ -39,6 +41,7 @@ type Service struct {
 	store   cds.Store
 	catalog *catalog.Catalog
 	limits  Limits
+	publish Publish
 	log     *slog.Logger
 	metrics *metrics
 	now     func() time.Time
@@ -55,6 +58,7 @@ func New(d *platform.Deps, limits Limits) *Service {
 		store:   d.CDS,
 		catalog: catalog.New(d.Redis, d.Names.Namespace()),
 		limits:  limits,
+		publish: limits.Publish.withDefaults(),
 		log:     d.Log.With("service", "ingest"),
 		metrics: newMetrics(d.Registry),
 		now:     time.Now,
@@ -69,9 +73,10 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 type metrics struct {
-	uploads *prometheus.CounterVec
-	bytes   prometheus.Counter
-	seconds prometheus.Histogram
+	uploads        *prometheus.CounterVec
+	bytes          prometheus.Counter
+	seconds        prometheus.Histogram
+	publishRetries prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -88,8 +93,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "callvault", Subsystem: "ingest", Name: "upload_seconds",
 			Help: "Time from the first byte of an upload to its PubAck.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
+		publishRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "callvault", Subsystem: "ingest", Name: "publish_failures_total",
+			Help: "Publish attempts that failed or timed out (each is retried with the same Nats-Msg-Id).",
+		}),
 	}
-	reg.MustRegister(m.uploads, m.bytes, m.seconds)
+	reg.MustRegister(m.uploads, m.bytes, m.seconds, m.publishRetries)
 	for _, status := range []string{"accepted", "duplicate", "invalid", "refused", "error"} {
 		m.uploads.WithLabelValues(status) // export zeros from the start
 	}

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net/http"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -31,8 +33,11 @@ type Result struct {
 }
 
 // StoreRecording validates m, checks the caller may write it, streams body
-// into the CDS and publishes the event. The same id uploaded again is
-// answered as a duplicate and stored once.
+// into the CDS and publishes the event. Nothing is claimed here: the id
+// becomes the domain's only when admission records its decision, so a
+// request that fails (invalid, refused, store or publish error) leaves no
+// trace that could block a later upload of the same id. An id the domain
+// already has a record for is answered as a duplicate.
 func (s *Service) StoreRecording(ctx context.Context, p auth.Principal, m meta.Recording, body io.Reader, source string) (res Result, err error) {
 	start := s.now()
 	defer func() { s.observe(start, res, err) }()
@@ -45,10 +50,16 @@ func (s *Service) StoreRecording(ctx context.Context, p auth.Principal, m meta.R
 	if err := s.checkTenancy(ctx, m); err != nil {
 		return Result{}, err
 	}
-	if existing, err := s.catalog.GetRecording(ctx, m.Domain, m.ID); err == nil {
-		return Result{ID: m.ID, Duplicate: true, Size: existing.Size, SHA256: existing.SHA256, Sequence: existing.StreamSeq}, nil
-	} else if !errors.Is(err, catalog.ErrNotFound) {
-		return Result{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	if dup, ok, err := s.recorded(ctx, m); err != nil || ok {
+		return dup, err
+	}
+	// The media must hold at least one byte before anything is stored.
+	br := bufio.NewReaderSize(body, 32<<10)
+	if _, err := br.Peek(1); err != nil {
+		if errors.Is(err, io.EOF) {
+			return Result{}, apierr.Invalid("media", "is empty")
+		}
+		return Result{}, s.mediaError(err, false)
 	}
 
 	key, err := objectKey(m)
@@ -56,28 +67,20 @@ func (s *Service) StoreRecording(ctx context.Context, p auth.Principal, m meta.R
 		return Result{}, err
 	}
 	h := sha256.New()
-	lr := &limitReader{r: body, left: s.limits.MaxMediaBytes}
+	lr := &limitReader{r: br, left: s.limits.MaxMediaBytes}
 	size, err := s.store.Put(ctx, key, io.TeeReader(lr, h), m.ContentType)
 	if err != nil {
-		if lr.exceeded {
-			return Result{}, fmt.Errorf("%w: media: larger than %d bytes", apierr.ErrTooLarge, s.limits.MaxMediaBytes)
-		}
-		var ve *apierr.ValidationError
-		if errors.As(err, &ve) || errors.Is(err, context.Canceled) {
-			return Result{}, err
-		}
-		return Result{}, fmt.Errorf("%w: store media: %w", apierr.ErrUnavailable, err)
-	}
-	if size == 0 {
-		s.discard(key)
-		return Result{}, apierr.Invalid("media", "is empty")
+		return Result{}, s.mediaError(err, lr.exceeded)
 	}
 	sum := hexSum(h)
 	env := &eventv1.Envelope{
-		Id:         m.ID,
-		AcceptedAt: timestamppb.New(s.now()),
-		Tenant:     &eventv1.Tenant{Reseller: m.Reseller, Domain: m.Domain, User: m.User},
-		Source:     source,
+		Id:            EventID(m.Domain, m.ID),
+		ArtifactId:    m.ID,
+		Type:          EventTypeRecording,
+		SchemaVersion: bus.SchemaVersion,
+		AcceptedAt:    timestamppb.New(s.now()),
+		Tenant:        &eventv1.Tenant{Reseller: m.Reseller, Domain: m.Domain, User: m.User},
+		Source:        source,
 		Body: &eventv1.Envelope_Recording{Recording: &eventv1.RecordingStored{
 			CallId:    m.CallID,
 			Mode:      modeProto(m.Mode),
@@ -87,39 +90,78 @@ func (s *Service) StoreRecording(ctx context.Context, p auth.Principal, m meta.R
 		}},
 	}
 	// The publish must not be abandoned half way because the client went
-	// away: the media is stored and either the event follows or the media
-	// is removed.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	// away: the media is stored and the event should follow.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.publish.Budget)
 	defer cancel()
-	ack, err := bus.PublishEnvelope(pctx, s.js, s.names.RecordingSubject(), m.ID, env)
+	out, err := s.publishEvent(pctx, env)
 	if err != nil {
-		s.discard(key)
+		// The event may or may not be in the stream: the media stays. A
+		// retry of the upload is deduplicated against it, and media no
+		// event references is the orphan sweep's to remove.
 		return Result{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	if ack.Duplicate {
-		// Another upload of this id won the race; its media is the one the
-		// event points to.
-		s.discard(key)
-		return Result{ID: m.ID, Duplicate: true, Size: size, SHA256: sum, Sequence: ack.Sequence}, nil
+	if out.ours {
+		return Result{ID: m.ID, Size: size, SHA256: sum, Sequence: out.ack.Sequence}, nil
 	}
-	return Result{ID: m.ID, Size: size, SHA256: sum, Sequence: ack.Sequence}, nil
+	// Another upload of this id is in the stream and its event points to
+	// its own media; this one's object is referenced by nothing.
+	if out.other != nil {
+		s.discard(key)
+		o := out.other.GetRecording().GetMedia()
+		return Result{ID: m.ID, Duplicate: true, Size: o.GetSizeBytes(), SHA256: o.GetSha256(), Sequence: out.ack.Sequence}, nil
+	}
+	return Result{ID: m.ID, Duplicate: true, Size: size, SHA256: sum, Sequence: out.ack.Sequence}, nil
 }
 
-// checkTenancy refuses a domain claimed by another reseller and an id
-// already used by another domain.
-func (s *Service) checkTenancy(ctx context.Context, m meta.Recording) error {
-	owner, err := s.catalog.RegisterDomain(ctx, m.Domain, m.Reseller)
-	if err != nil {
-		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+// mediaError maps a failure to read or store the media to what the client
+// is told.
+func (s *Service) mediaError(err error, exceeded bool) error {
+	if exceeded || errors.Is(err, apierr.ErrTooLarge) {
+		return fmt.Errorf("%w: media: larger than %d bytes", apierr.ErrTooLarge, s.limits.MaxMediaBytes)
 	}
-	if owner != m.Reseller {
+	var ve *apierr.ValidationError
+	var mbe *http.MaxBytesError
+	if errors.As(err, &ve) || errors.As(err, &mbe) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%w: store media: %w", apierr.ErrUnavailable, err)
+}
+
+// recorded answers a duplicate for an id the domain already has a decision
+// record for, whatever the decision was. It only reads.
+func (s *Service) recorded(ctx context.Context, m meta.Recording) (Result, bool, error) {
+	rec, err := s.catalog.Record(ctx, m.Domain, m.ID)
+	if errors.Is(err, catalog.ErrNoRecord) {
+		return Result{}, false, nil
+	}
+	if err != nil {
+		return Result{}, false, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	res := Result{ID: m.ID, Duplicate: true, Size: rec.Size}
+	if r, err := s.catalog.GetRecording(ctx, m.Domain, m.ID); err == nil {
+		res.SHA256, res.Sequence = r.SHA256, r.StreamSeq
+	}
+	return res, true, nil
+}
+
+// checkTenancy refuses a domain registered under another reseller and an
+// id another domain's admission has already claimed. It only reads: the
+// reseller of record and the id registry are written by admission.
+func (s *Service) checkTenancy(ctx context.Context, m meta.Recording) error {
+	owner, err := s.catalog.ResellerOf(ctx, m.Domain)
+	switch {
+	case errors.Is(err, catalog.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	case owner != m.Reseller:
 		return fmt.Errorf("%w: domain %s belongs to another reseller", apierr.ErrConflict, m.Domain)
 	}
-	d, err := s.catalog.ClaimID(ctx, m.ID, m.Domain)
-	if err != nil {
+	d, err := s.catalog.DomainOf(ctx, m.ID)
+	switch {
+	case errors.Is(err, catalog.ErrNotFound):
+	case err != nil:
 		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
-	}
-	if d != m.Domain {
+	case d != m.Domain:
 		return fmt.Errorf("%w: id %s is already used by another tenant", apierr.ErrConflict, m.ID)
 	}
 	return nil

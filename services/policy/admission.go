@@ -107,6 +107,15 @@ func (s *Service) Admit(ctx context.Context, env *eventv1.Envelope, seq uint64) 
 	if err != nil {
 		return err
 	}
+	// The event is durably published: only now does its domain become the
+	// reseller's (first seen wins), never on an upload that failed.
+	owner, err := s.catalog.RegisterDomain(ctx, a.Domain, a.Reseller)
+	if err != nil {
+		return err
+	}
+	if owner != a.Reseller {
+		return bus.Poison(fmt.Errorf("artifact %s: domain %s belongs to another reseller", a.ID, a.Domain))
+	}
 	check, _, err := s.capFor(ctx, kind, a.Reseller, a.Domain, a.User, a.AcceptedAt)
 	if err != nil {
 		return err

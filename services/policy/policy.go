@@ -47,6 +47,8 @@ type Settings struct {
 	// RecordingCeilingMonths is the longest recording retention, purchased
 	// blocks included (regulated customers keep recordings 5 to 10 years).
 	RecordingCeilingMonths int `env:"CALLVAULT_RECORDING_CEILING_MONTHS, default=24"`
+	// Orphans configures the sweep of media no artifact references.
+	Orphans OrphanSweep
 }
 
 // AdmitConsumer is the durable consumer that admits artifacts.
@@ -54,16 +56,18 @@ const AdmitConsumer = "policy-admit"
 
 // Service is the policy service.
 type Service struct {
-	d         *platform.Deps
-	catalog   *catalog.Catalog
-	consumer  *bus.Consumer
-	config    *bus.Consumer
-	holds     *hold.Store
-	overrides *override.Store
-	preset    retention.Preset
-	bundles   bundle.Catalogue
-	log       *slog.Logger
-	admitted  *prometheus.CounterVec
+	d           *platform.Deps
+	catalog     *catalog.Catalog
+	consumer    *bus.Consumer
+	config      *bus.Consumer
+	holds       *hold.Store
+	overrides   *override.Store
+	preset      retention.Preset
+	bundles     bundle.Catalogue
+	log         *slog.Logger
+	admitted    *prometheus.CounterVec
+	orphanSweep OrphanSweep
+	orphans     *prometheus.CounterVec
 }
 
 // New returns the service; an unknown preset is an error.
@@ -116,6 +120,7 @@ func New(d *platform.Deps, set Settings) (*Service, error) {
 		}, []string{"kind", "status"}),
 	}
 	d.Registry.MustRegister(s.admitted)
+	s.orphanSweep, s.orphans = orphanSettings(set.Orphans), newOrphanMetrics(d.Registry)
 	spec := bus.DefaultSpec(d.Names.IngestStream(), AdmitConsumer, d.Names.RecordingSubject(), d.Names.MessageSubject())
 	s.consumer = bus.NewConsumer(d.JS, d.Names, spec, s.handle, d.Log, d.Bus)
 	cspec := bus.DefaultSpec(d.Names.ConfigStream(), ConfigConsumer, d.Names.ConfigSubjects())
@@ -133,6 +138,9 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.consumer.Run(gctx) })
 	g.Go(func() error { return s.config.Run(gctx) })
+	if every := s.orphanSweep.Interval; every > 0 {
+		g.Go(func() error { return s.sweepOrphansEvery(gctx, every) })
+	}
 	return g.Wait()
 }
 

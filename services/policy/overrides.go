@@ -186,7 +186,8 @@ func (s *Service) tenantChange(ctx context.Context, p auth.Principal, kind reten
 	if after != nil {
 		next = *after
 	}
-	for _, f := range next.CommercialChanges(old) {
+	if changed := next.CommercialChanges(old); len(changed) > 0 {
+		f := changed[0] // the first is named; one refusal is enough
 		field := "override.fields." + f
 		if f == "min_storage" {
 			d := next.MinStorage

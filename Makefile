@@ -11,7 +11,7 @@ MODULES := proto pkg services/ingest services/policy services/router services/cu
 SERVICES := ingest policy router culler gateway callvault
 GO_TEST_FLAGS ?= -race -shuffle=on -count=1 -timeout=20m
 
-.PHONY: bench help run build tools proto proto-check lint vet staticcheck build-modules test test-go test-env test-env-stop clean
+.PHONY: bench help run build tools proto proto-check proto-breaking lint vet staticcheck build-modules test test-go test-env test-env-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -33,11 +33,15 @@ proto: ## lint the protos (buf STANDARD) and regenerate the Go code
 	bash scripts/tools.sh proto >/dev/null
 	cd proto && PATH="$(TOOLS_BIN):$$PATH" buf lint && PATH="$(TOOLS_BIN):$$PATH" buf generate
 
-proto-check: proto ## regenerate and fail if the committed generated code differs
+proto-check: proto proto-breaking ## regenerate and fail if the committed generated code differs or a change breaks the last landed protos
 	@if [[ -n "$$(git status --porcelain -- proto)" ]]; then \
 		git status --porcelain -- proto; git diff --stat -- proto; \
 		echo "proto-check: generated code is out of date; run make proto and commit" >&2; exit 1; fi
 	@echo "proto-check: generated code matches"
+
+proto-breaking: ## buf breaking: the protos against those of the last landed commit (merge-base with origin/main or main)
+	bash scripts/tools.sh proto >/dev/null
+	BUF="$(TOOLS_BIN)/buf" bash scripts/proto-breaking.sh
 
 vet: ## go vet every module on its own
 	@for m in $(MODULES); do (cd $$m && GOWORK=off go vet ./...) || exit 1; done

@@ -9,6 +9,8 @@ STATE="${CALLVAULT_TEST_STATE:-$PWD/.test-env}"
 REDIS_PORT="${CALLVAULT_TEST_REDIS_PORT:-16379}"
 NATS_PORT="${CALLVAULT_TEST_NATS_PORT:-14222}"
 S3_PORT="${CALLVAULT_TEST_S3_PORT:-17070}"
+# Three masters of a Redis Cluster (no replicas), for the cluster tests.
+CLUSTER_PORTS="${CALLVAULT_TEST_REDIS_CLUSTER_PORTS:-17001 17002 17003}"
 S3_ACCESS=callvault-test
 S3_SECRET=callvault-test-secret
 
@@ -23,6 +25,41 @@ wait_port() {
   echo "testenv: ${name} did not open 127.0.0.1:${port}; its log:" >&2
   tail -20 "${log}" >&2 || true
   return 1
+}
+
+cluster_ok() { redis-cli -p "${1}" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; }
+
+# start_cluster starts the cluster nodes that are not running and joins
+# them into one cluster unless they already form one.
+start_cluster() {
+  local first="" nodes=() p
+  mkdir -p "${STATE}/cluster"
+  for p in ${CLUSTER_PORTS}; do
+    first="${first:-$p}"
+    nodes+=("127.0.0.1:${p}")
+    if ! port_open "${p}"; then
+      mkdir -p "${STATE}/cluster/${p}"
+      redis-server --port "${p}" --bind 127.0.0.1 --save "" --appendonly no \
+        --cluster-enabled yes --cluster-config-file "${STATE}/cluster/${p}/nodes.conf" --dir "${STATE}/cluster/${p}" \
+        --daemonize yes --pidfile "${STATE}/cluster/${p}.pid" --logfile "${STATE}/cluster/${p}.log"
+    fi
+  done
+  for p in ${CLUSTER_PORTS}; do wait_port "redis cluster node" "${p}" "${STATE}/cluster/${p}.log"; done
+  if ! cluster_ok "${first}"; then
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"${STATE}/cluster/create.log"
+  fi
+  for _ in $(seq 1 100); do
+    cluster_ok "${first}" && return 0
+    sleep 0.1
+  done
+  echo "testenv: the Redis Cluster on ${CLUSTER_PORTS} did not become ready" >&2
+  return 1
+}
+
+cluster_url() {
+  local p url=""
+  for p in ${CLUSTER_PORTS}; do url="${url:+${url},}127.0.0.1:${p}"; done
+  echo "redis-cluster://${url}"
 }
 
 start() {
@@ -46,14 +83,25 @@ start() {
   wait_port redis "${REDIS_PORT}" "${STATE}/redis.log"
   wait_port nats "${NATS_PORT}" "${STATE}/nats.log"
   wait_port s3 "${S3_PORT}" "${STATE}/s3.log"
+  start_cluster
   cat >"${STATE}/env" <<ENV
 export CALLVAULT_TEST_REDIS_URL=redis://127.0.0.1:${REDIS_PORT}/0
+export CALLVAULT_TEST_REDIS_CLUSTER_URL=$(cluster_url)
 export CALLVAULT_TEST_NATS_URL=nats://127.0.0.1:${NATS_PORT}
 export CALLVAULT_TEST_S3_ENDPOINT=http://127.0.0.1:${S3_PORT}
 export CALLVAULT_TEST_S3_ACCESS_KEY=${S3_ACCESS}
 export CALLVAULT_TEST_S3_SECRET_KEY=${S3_SECRET}
 ENV
-  echo "testenv: redis :${REDIS_PORT}, nats :${NATS_PORT}, s3 :${S3_PORT} (env in ${STATE}/env)"
+  echo "testenv: redis :${REDIS_PORT}, redis cluster $(cluster_url), nats :${NATS_PORT}, s3 :${S3_PORT} (env in ${STATE}/env)"
+}
+
+stop_cluster() {
+  local p
+  for p in ${CLUSTER_PORTS}; do
+    if [[ -f "${STATE}/cluster/${p}.pid" ]]; then
+      kill "$(cat "${STATE}/cluster/${p}.pid")" 2>/dev/null || true
+    fi
+  done
 }
 
 stop() {
@@ -66,6 +114,7 @@ stop() {
   if [[ -f "${STATE}/redis.pid" ]]; then
     kill "$(cat "${STATE}/redis.pid")" 2>/dev/null || true
   fi
+  stop_cluster
   sleep 0.5
   rm -rf "${STATE}"
 }
@@ -73,5 +122,8 @@ stop() {
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  # Only the Redis Cluster (with the other servers already running).
+  cluster) start_cluster && echo "export CALLVAULT_TEST_REDIS_CLUSTER_URL=$(cluster_url)" ;;
+  cluster-stop) stop_cluster ;;
+  *) echo "usage: $0 start|stop|cluster|cluster-stop" >&2; exit 2 ;;
 esac

@@ -152,11 +152,12 @@ return {1, 'a', '', 'P', evicted, tostring(total)}
 
 // scriptKeys are the keys every admission script declares: 1 art, 2 idx,
 // 3 uidx, 4 call, 5 usage, 6 track, 7 daily, 8 holds, 9 victim. Absent
-// optional keys are replaced by the artifact's own key, so every key is
-// declared and shares the domain's slot.
+// optional keys are replaced by the domain's never-written placeholder
+// (victim: the artifact's own key, only read when there is one), so every
+// key is declared and shares the domain's slot.
 func (c *Catalog) scriptKeys(a Artifact, victim string) []string {
 	art := c.k.artifact(a.Domain, a.ID)
-	uidx, call, victimKey := art, art, art
+	uidx, call, victimKey := c.k.absent(a.Domain), c.k.absent(a.Domain), art
 	if a.User != "" {
 		uidx = c.k.userIndex(a.Domain, a.User, a.Kind)
 	}

@@ -131,8 +131,8 @@ func (c *Catalog) gate(ctx context.Context, domain, id string, check bool, pendi
 // gateKeys derives the keys a deletion touches from the record: its
 // indexes, call set, usage and cap-tracking set.
 func (c *Catalog) gateKeys(rec Record) ([]string, string, string) {
-	art := c.k.artifact(rec.Domain, rec.ID)
-	uidx, call, track, trackType := art, art, art, ""
+	art, none := c.k.artifact(rec.Domain, rec.ID), c.k.absent(rec.Domain)
+	uidx, call, track, trackType := none, none, none, ""
 	if rec.User != "" {
 		uidx = c.k.userIndex(rec.Domain, rec.User, rec.Kind)
 	}

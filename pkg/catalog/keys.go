@@ -32,3 +32,10 @@ func (k keys) ids(id string) string {
 }
 
 func (k keys) holds(domain string) string { return k.ns + ":{" + domain + "}:holds" }
+
+// absent stands in a script's KEYS for a key the artifact does not have
+// (no user index, no call set, no cap-tracking set): it is in the
+// domain's slot, so the script still declares every key it may touch, and
+// nothing ever writes it, so removing from it is a no-op. (The artifact's
+// own hash cannot stand in: ZREM or SREM on a hash is an error.)
+func (k keys) absent(domain string) string { return k.ns + ":{" + domain + "}:absent" }

@@ -43,7 +43,7 @@ end
 // admitLua defines admit(KEYS, id, score, size, category, trackType,
 // expireAt, day, fields): writes an admitted artifact, its indexes, its
 // cap-tracking entry and usage, and returns the domain's new total bytes.
-// KEYS: 1 art, 2 idx, 3 uidx (or art), 4 call (or art), 5 usage,
+// KEYS: 1 art, 2 idx, 3 uidx (or absent), 4 call (or absent), 5 usage,
 // 6 track, 7 daily.
 const admitLua = `
 local function admit(id, score, size, category, hasUser, hasCall, trackType, expireAt, day, fields, pending, evicted)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -95,21 +96,94 @@ func ConnectNATS(ctx context.Context, url, name string, log *slog.Logger) (*nats
 	return nc, js, nil
 }
 
-// ConnectRedis connects to a redis:// URL and checks it answers.
+// ConnectRedis connects to Redis and checks it answers. The URL chooses
+// the client: redis:// or rediss:// is one node (go-redis ParseURL);
+// redis-cluster:// or rediss-cluster:// is a Redis Cluster, named by one
+// or more seed nodes separated by commas
+// (redis-cluster://user:pass@10.0.0.1:6379,10.0.0.2:6379), and any
+// query options of go-redis's ParseClusterURL. Every key callvault uses
+// in one script or transaction shares a hash tag, so both work alike.
 func ConnectRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
-	opts, err := redis.ParseURL(url)
+	rdb, addr, err := NewRedisClient(url)
 	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
+		return nil, err
 	}
-	opts.DialTimeout = 2 * time.Second
-	rdb := redis.NewClient(opts)
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("redis %s: %w", opts.Addr, err)
+		return nil, fmt.Errorf("redis %s: %w", addr, err)
 	}
 	return rdb, nil
+}
+
+// NewRedisClient builds the client a Redis URL names (see ConnectRedis)
+// without contacting it, and returns the address it names for messages.
+func NewRedisClient(url string) (redis.UniversalClient, string, error) {
+	if rest, ok := cutScheme(url, "redis-cluster://", "rediss-cluster://"); ok {
+		opts, err := parseClusterURL(rest)
+		if err != nil {
+			return nil, "", fmt.Errorf("redis cluster url: %w", err)
+		}
+		opts.DialTimeout = 2 * time.Second
+		return redis.NewClusterClient(opts), strings.Join(opts.Addrs, ","), nil
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, "", fmt.Errorf("redis url: %w", err)
+	}
+	opts.DialTimeout = 2 * time.Second
+	return redis.NewClient(opts), opts.Addr, nil
+}
+
+// cutScheme reports whether url starts with one of the cluster schemes and
+// returns it rewritten to the single-node scheme of the same security.
+func cutScheme(url string, plain, tls string) (string, bool) {
+	switch {
+	case strings.HasPrefix(url, plain):
+		return "redis://" + strings.TrimPrefix(url, plain), true
+	case strings.HasPrefix(url, tls):
+		return "rediss://" + strings.TrimPrefix(url, tls), true
+	}
+	return "", false
+}
+
+// parseClusterURL reads redis://[user:pass@]host:port[,host:port...][?opts]
+// into cluster options: the first address is the URL's host, the others
+// become go-redis's addr parameters. A database number is refused: a
+// cluster has only database 0.
+func parseClusterURL(u string) (*redis.ClusterOptions, error) {
+	scheme, rest, _ := strings.Cut(u, "://")
+	auth, hosts := "", rest
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		auth, hosts = rest[:i+1], rest[i+1:]
+	}
+	query := ""
+	if i := strings.IndexAny(hosts, "/?"); i >= 0 {
+		hosts, query = hosts[:i], hosts[i:]
+	}
+	if path, _, _ := strings.Cut(query, "?"); path != "" && path != "/" && path != "/0" {
+		return nil, fmt.Errorf("a cluster has only database 0, not %q", strings.TrimPrefix(path, "/"))
+	}
+	_, params, _ := strings.Cut(query, "?")
+	addrs := strings.Split(hosts, ",")
+	if addrs[0] == "" {
+		return nil, errors.New("no cluster node address")
+	}
+	for _, a := range addrs[1:] {
+		if a == "" {
+			return nil, errors.New("an empty cluster node address")
+		}
+		if params != "" {
+			params += "&"
+		}
+		params += "addr=" + a
+	}
+	out := scheme + "://" + auth + addrs[0]
+	if params != "" {
+		out += "?" + params
+	}
+	return redis.ParseClusterURL(out)
 }
 
 // OpenCDS opens the configured store. dataDir is the fallback root for the

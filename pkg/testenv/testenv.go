@@ -9,10 +9,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,7 +89,23 @@ func NATS(t testing.TB, ns string) (*nats.Conn, jetstream.JetStream) {
 // ends.
 func Redis(t testing.TB, ns string) redis.UniversalClient {
 	t.Helper()
-	url := Env(t, "CALLVAULT_TEST_REDIS_URL")
+	return connectRedis(t, ns, Env(t, "CALLVAULT_TEST_REDIS_URL"))
+}
+
+// RedisCluster connects to the test Redis Cluster
+// (CALLVAULT_TEST_REDIS_CLUSTER_URL, a redis-cluster:// URL). Keys of ns
+// are deleted when the test ends.
+func RedisCluster(t testing.TB, ns string) redis.UniversalClient {
+	t.Helper()
+	rdb := connectRedis(t, ns, Env(t, "CALLVAULT_TEST_REDIS_CLUSTER_URL"))
+	if _, ok := rdb.(*redis.ClusterClient); !ok {
+		t.Fatal("CALLVAULT_TEST_REDIS_CLUSTER_URL does not name a cluster (redis-cluster://host:port,...)")
+	}
+	return rdb
+}
+
+func connectRedis(t testing.TB, ns, url string) redis.UniversalClient {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	rdb, err := platform.ConnectRedis(ctx, url)
@@ -95,13 +114,40 @@ func Redis(t testing.TB, ns string) redis.UniversalClient {
 	}
 	t.Cleanup(func() {
 		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, ns+":*", 1000).Iterator()
-		for iter.Next(ctx) {
-			rdb.Del(ctx, iter.Val())
+		keys, _ := Keys(ctx, rdb, ns+":*")
+		for _, k := range keys {
+			rdb.Del(ctx, k)
 		}
 		_ = rdb.Close()
 	})
 	return rdb
+}
+
+// Keys lists the keys matching pattern on every node: SCAN on a cluster
+// client reaches one node only.
+func Keys(ctx context.Context, rdb redis.UniversalClient, pattern string) ([]string, error) {
+	var mu sync.Mutex
+	var out []string
+	scan := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			mu.Lock()
+			out = append(out, iter.Val())
+			mu.Unlock()
+		}
+		return iter.Err()
+	}
+	var err error
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, scan)
+	case *redis.Client:
+		err = scan(ctx, c)
+	default:
+		return nil, fmt.Errorf("keys: unsupported client %T", rdb)
+	}
+	slices.Sort(out)
+	return out, err
 }
 
 // S3Config returns the test S3 server's config with a bucket of its own.
@@ -136,9 +182,16 @@ func S3(t testing.TB, ns string) *cds.S3 {
 // namespace; store may be nil for an S3 store on a fresh bucket.
 func Deps(t testing.TB, store cds.Store) *platform.Deps {
 	t.Helper()
+	return DepsOn(t, store, Redis)
+}
+
+// DepsOn is Deps with the Redis that connect returns (Redis or
+// RedisCluster).
+func DepsOn(t testing.TB, store cds.Store, connect func(testing.TB, string) redis.UniversalClient) *platform.Deps {
+	t.Helper()
 	ns := Namespace(t)
 	nc, js := NATS(t, ns)
-	rdb := Redis(t, ns)
+	rdb := connect(t, ns)
 	if store == nil {
 		store = S3(t, ns)
 	}

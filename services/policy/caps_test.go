@@ -248,13 +248,13 @@ func TestMonthlyRecordingCap(t *testing.T) {
 func wipeRedis(t *testing.T, d *platform.Deps) {
 	t.Helper()
 	ctx := context.Background()
-	iter := d.Redis.Scan(ctx, 0, d.Names.Namespace()+":*", 1000).Iterator()
-	for iter.Next(ctx) {
-		if err := d.Redis.Del(ctx, iter.Val()).Err(); err != nil {
+	keys, err := testenv.Keys(ctx, d.Redis, d.Names.Namespace()+":*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if err := d.Redis.Del(ctx, k).Err(); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := iter.Err(); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -137,6 +137,9 @@ func (s *Service) SetOverride(ctx context.Context, p auth.Principal, in *policyv
 	} else if !errors.Is(err, override.ErrNotFound) {
 		return override.Stored{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
+	if !isProvider(p) && before != nil {
+		fields = keepCommercial(fields, before.Fields)
+	}
 	if err := s.tenantChange(ctx, p, kind, n, before, &fields); err != nil {
 		return override.Stored{}, err
 	}
@@ -148,6 +151,24 @@ func (s *Service) SetOverride(ctx context.Context, p auth.Principal, in *policyv
 		return override.Stored{}, err
 	}
 	return o, nil
+}
+
+// keepCommercial carries the provider's fields of the stored override
+// into a tenant's change that leaves them out: a domain admin changing its
+// retention on a node where the reseller sold purchased days or set a
+// minimum keeps what was sold, instead of being refused for not repeating
+// it. A field the tenant does send is checked by tenantChange.
+func keepCommercial(f, stored retention.Fields) retention.Fields {
+	if f.MinStorage == nil {
+		f.MinStorage = stored.MinStorage
+	}
+	if f.Cap == nil && !f.NoCap {
+		f.Cap, f.NoCap = stored.Cap, stored.NoCap
+	}
+	if f.PurchasedDays == nil {
+		f.PurchasedDays = stored.PurchasedDays
+	}
+	return f
 }
 
 // tenantChange checks what a domain or user token changes: never the
@@ -165,7 +186,8 @@ func (s *Service) tenantChange(ctx context.Context, p auth.Principal, kind reten
 	if after != nil {
 		next = *after
 	}
-	for _, f := range next.CommercialChanges(old) {
+	if changed := next.CommercialChanges(old); len(changed) > 0 {
+		f := changed[0] // the first is named; one refusal is enough
 		field := "override.fields." + f
 		if f == "min_storage" {
 			d := next.MinStorage

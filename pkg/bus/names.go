@@ -76,6 +76,9 @@ func (n Names) HoldSubject() string { return n.ns + ".config.hold" }
 // PolicySubject carries retention override changes.
 func (n Names) PolicySubject() string { return n.ns + ".config.policy" }
 
+// DomainSubject carries domain provisioning events.
+func (n Names) DomainSubject() string { return n.ns + ".config.domain" }
+
 // ConfigSubjects matches every subject of the config stream.
 func (n Names) ConfigSubjects() string { return n.ns + ".config.>" }
 

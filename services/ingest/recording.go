@@ -39,10 +39,7 @@ func (s *Service) StoreRecording(ctx context.Context, p auth.Principal, m meta.R
 	if err := meta.Validate(m, s.now(), "metadata."); err != nil {
 		return Result{}, err
 	}
-	if !p.Covers(m.Reseller, m.Domain, m.User) {
-		return Result{}, fmt.Errorf("%w: token %s does not cover domain %s", apierr.ErrForbidden, p.Name, m.Domain)
-	}
-	if err := s.checkTenancy(ctx, m); err != nil {
+	if err := s.checkTenancy(ctx, p, m); err != nil {
 		return Result{}, err
 	}
 	if existing, err := s.catalog.GetRecording(ctx, m.Domain, m.ID); err == nil {
@@ -105,15 +102,35 @@ func (s *Service) StoreRecording(ctx context.Context, p auth.Principal, m meta.R
 	return Result{ID: m.ID, Size: size, SHA256: sum, Sequence: ack.Sequence}, nil
 }
 
-// checkTenancy refuses a domain claimed by another reseller and an id
-// already used by another domain.
-func (s *Service) checkTenancy(ctx context.Context, m meta.Recording) error {
-	owner, err := s.catalog.RegisterDomain(ctx, m.Domain, m.Reseller)
+// checkTenancy judges the caller against the domain's reseller of record
+// and claims the id for the domain. An unprovisioned domain is provisioned
+// here only by a system token (under the reseller the upload names) or by
+// a reseller token for its own reseller; domain and user tokens never
+// provision. A registry that cannot be read refuses the upload.
+func (s *Service) checkTenancy(ctx context.Context, p auth.Principal, m meta.Recording) error {
+	refused := fmt.Errorf("%w: token %s does not cover domain %s", apierr.ErrForbidden, p.Name, m.Domain)
+	owner, ok, err := s.catalog.DomainOwner(ctx, m.Domain)
 	if err != nil {
 		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
+	if !ok {
+		if !p.Covers(m.Reseller, m.Domain, m.User) || (p.Level != auth.LevelSystem && p.Level != auth.LevelReseller) {
+			return refused
+		}
+		if s.domains == nil {
+			return fmt.Errorf("%w: domain %s is not provisioned", apierr.ErrForbidden, m.Domain)
+		}
+		d, _, err := s.domains.ProvisionDomain(ctx, p, m.Domain, m.Reseller)
+		if err != nil {
+			return err
+		}
+		owner = d.Reseller
+	}
+	if !p.Covers(owner, m.Domain, m.User) {
+		return refused
+	}
 	if owner != m.Reseller {
-		return fmt.Errorf("%w: domain %s belongs to another reseller", apierr.ErrConflict, m.Domain)
+		return apierr.Invalid("metadata.reseller", "domain %s is provisioned under another reseller", m.Domain)
 	}
 	d, err := s.catalog.ClaimID(ctx, m.ID, m.Domain)
 	if err != nil {

@@ -172,7 +172,6 @@ func TestTokenRevocation(t *testing.T) {
 	}
 }
 
-
 // TestTokenExpiry: a token past its expiry is refused on every API; one
 // cannot be issued already expired.
 func TestTokenExpiry(t *testing.T) {

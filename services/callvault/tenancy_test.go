@@ -219,7 +219,7 @@ func TestUploadProvisioning(t *testing.T) {
 
 	// Both provisionings are events on the config stream.
 	var seen []string
-	if _, _, err := bus.Replay(context.Background(), s.d.JS, s.d.Names.ConfigStream(), []string{s.d.Names.DomainSubject()},
+	if _, _, err := bus.Replay(context.Background(), s.d.JS, s.d.Names.ConfigStream(), []string{s.d.Names.DomainSubjects()},
 		func(_ context.Context, env *eventv1.Envelope, _ uint64) error {
 			d := env.GetConfig().GetAfter().GetDomain()
 			seen = append(seen, d.GetDomain()+"@"+d.GetReseller())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/callvault/callvault/pkg/apierr"
@@ -27,9 +28,10 @@ const (
 // token, or a reseller token for its own reseller, may provision; a
 // reseller token may leave reseller empty. A domain provisioned to another
 // reseller is ErrConflict; to the same one, the record as it stands
-// (created is false). The event is published before it is applied, and
-// applying is first-wins in stream order, so two racing provisionings of
-// one domain end with one owner, live and after a replay alike.
+// (created is false). Each domain has its own subject and the event is
+// published expecting that subject to be empty, so the stream admits only
+// the first provisioning of a domain: two racing requests end with one
+// owner, and a replay restores that same owner.
 func (s *Service) ProvisionDomain(ctx context.Context, p auth.Principal, domain, reseller string) (catalog.Domain, bool, error) {
 	if reseller == "" && p.Level == auth.LevelReseller {
 		reseller = p.Reseller
@@ -64,7 +66,13 @@ func (s *Service) ProvisionDomain(ctx context.Context, p auth.Principal, domain,
 		Body: &eventv1.Envelope_Config{Config: &eventv1.ConfigChanged{Entity: entityDomain, EntityId: domain, Actor: p.Name,
 			After: domainPayload(d)}},
 	}
-	if _, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.DomainSubject(), msgID, env); err != nil {
+	ack, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.DomainSubject(domain), msgID, env, jetstream.WithExpectLastSequencePerSubject(0))
+	if bus.IsWrongLastSequence(err) {
+		// Another provisioning of this domain reached the stream first; it
+		// decides, whether or not Redis has applied it yet.
+		return s.provisionedFirst(ctx, domain, reseller)
+	}
+	if err != nil {
 		return catalog.Domain{}, false, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
 	owner, err := s.catalog.ApplyDomain(ctx, d)
@@ -74,8 +82,44 @@ func (s *Service) ProvisionDomain(ctx context.Context, p auth.Principal, domain,
 	if owner != reseller {
 		return catalog.Domain{}, false, fmt.Errorf("%w: domain %s is already provisioned to another reseller", apierr.ErrConflict, domain)
 	}
+	if ack.Duplicate {
+		// The same request, retried: the first one created the domain.
+		got, err := s.catalog.GetDomain(ctx, domain)
+		if err != nil {
+			return catalog.Domain{}, false, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+		}
+		return got, false, nil
+	}
 	s.log.Info("domain provisioned", "domain", domain, "reseller", reseller, "by", p.Name)
 	return d, true, nil
+}
+
+// provisionedFirst applies the provisioning event the stream holds for
+// domain and answers as ProvisionDomain does for a domain already there.
+func (s *Service) provisionedFirst(ctx context.Context, domain, reseller string) (catalog.Domain, bool, error) {
+	st, err := s.d.JS.Stream(ctx, s.d.Names.ConfigStream())
+	if err != nil {
+		return catalog.Domain{}, false, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	raw, err := st.GetLastMsgForSubject(ctx, s.d.Names.DomainSubject(domain))
+	if err != nil {
+		return catalog.Domain{}, false, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	env, err := bus.DecodeEnvelope(raw.Data)
+	if err != nil {
+		return catalog.Domain{}, false, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	if err := s.applyDomain(ctx, env); err != nil {
+		return catalog.Domain{}, false, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	d, err := s.catalog.GetDomain(ctx, domain)
+	if err != nil {
+		return catalog.Domain{}, false, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	if d.Reseller != reseller {
+		return catalog.Domain{}, false, fmt.Errorf("%w: domain %s is already provisioned to another reseller", apierr.ErrConflict, domain)
+	}
+	return d, false, nil
 }
 
 // GetDomain reads a provisioned domain the caller covers; any other is

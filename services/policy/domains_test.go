@@ -106,7 +106,7 @@ func TestProvisioningSurvivesRebuild(t *testing.T) {
 	late := &eventv1.Envelope{Id: "domain-r2.example-r1", Source: "policy", SchemaVersion: 2,
 		Body: &eventv1.Envelope_Config{Config: &eventv1.ConfigChanged{Entity: "domain", EntityId: "r2.example",
 			After: &eventv1.ConfigPayload{Value: &eventv1.ConfigPayload_Domain{Domain: &eventv1.DomainRecord{Domain: "r2.example", Reseller: "r1"}}}}}}
-	if _, err := bus.PublishEnvelope(ctx, d.JS, d.Names.DomainSubject(), late.GetId(), late); err != nil {
+	if _, err := bus.PublishEnvelope(ctx, d.JS, d.Names.DomainSubject("r2.example"), late.GetId(), late); err != nil {
 		t.Fatal(err)
 	}
 	before, err := svc.ListDomains(ctx, system, "")
@@ -162,5 +162,58 @@ func TestDomainChecksFailClosed(t *testing.T) {
 	}
 	if _, err := svc.ListHolds(ctx, r2Admin, "a.example", ""); !errors.Is(err, apierr.ErrForbidden) {
 		t.Fatalf("r2 listing r1's holds = %v, want forbidden", err)
+	}
+}
+
+// TestRacingProvisioningsAgree: many requests provisioning one domain to
+// two resellers at once end with one owner; every answer agrees with it,
+// and a rebuild from the stream restores the same owner.
+func TestRacingProvisioningsAgree(t *testing.T) {
+	t.Parallel()
+	d, svc := setup(t)
+	ctx := context.Background()
+	type answer struct {
+		reseller string
+		created  bool
+		err      error
+	}
+	answers := make(chan answer, 16)
+	for i := range 16 {
+		p := []auth.Principal{r1Admin, r2Admin}[i%2]
+		go func() {
+			_, created, err := svc.ProvisionDomain(ctx, p, "race.example", "")
+			answers <- answer{p.Reseller, created, err}
+		}()
+	}
+	owner, created := "", 0
+	var all []answer
+	for range 16 {
+		all = append(all, <-answers)
+	}
+	got, err := svc.GetDomain(ctx, system, "race.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner = got.Reseller
+	for _, a := range all {
+		switch {
+		case a.reseller == owner && a.err == nil:
+			if a.created {
+				created++
+			}
+		case a.reseller != owner && errors.Is(a.err, apierr.ErrConflict):
+		default:
+			t.Errorf("%s was answered %v (created %v) but the owner is %s", a.reseller, a.err, a.created, owner)
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d answers said created, want 1", created)
+	}
+	wipeRedis(t, d)
+	if _, err := svc.Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := svc.GetDomain(ctx, system, "race.example"); err != nil || got.Reseller != owner {
+		t.Fatalf("after rebuild the owner is %+v, %v; want %s", got, err, owner)
 	}
 }

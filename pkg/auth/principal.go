@@ -29,7 +29,9 @@ type Principal struct {
 }
 
 // Covers reports whether p may read and write artifacts of the given
-// tenant. reseller must be the domain's reseller of record.
+// tenant. reseller must be the domain's reseller of record: the reseller
+// is compared at every level, so a domain token minted under one reseller
+// never covers a domain of the same name recorded under another.
 func (p Principal) Covers(reseller, domain, user string) bool {
 	switch p.Level {
 	case LevelSystem:
@@ -37,9 +39,9 @@ func (p Principal) Covers(reseller, domain, user string) bool {
 	case LevelReseller:
 		return reseller != "" && reseller == p.Reseller
 	case LevelDomain:
-		return domain != "" && domain == p.Domain
+		return reseller != "" && reseller == p.Reseller && domain != "" && domain == p.Domain
 	case LevelUser:
-		return domain != "" && domain == p.Domain && user == p.User
+		return reseller != "" && reseller == p.Reseller && domain != "" && domain == p.Domain && user == p.User
 	default:
 		return false
 	}
@@ -48,16 +50,10 @@ func (p Principal) Covers(reseller, domain, user string) bool {
 // CoversDomain reports whether p may act on the whole of domain, whose
 // reseller of record is reseller. User tokens never cover a whole domain.
 func (p Principal) CoversDomain(domain, reseller string) bool {
-	switch p.Level {
-	case LevelSystem:
-		return true
-	case LevelReseller:
-		return reseller != "" && reseller == p.Reseller
-	case LevelDomain:
-		return domain != "" && domain == p.Domain
-	default:
+	if p.Level == LevelUser {
 		return false
 	}
+	return p.Covers(reseller, domain, "")
 }
 
 // CoversScope reports whether every tenant under s is also under p, i.e.

@@ -9,7 +9,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
@@ -24,21 +26,32 @@ import (
 // MinBootstrapLen is the shortest bootstrap token accepted.
 const MinBootstrapLen = 16
 
-// Store authenticates tokens and issues new ones. Issued tokens are events
-// on the config stream (so Redis can be rebuilt) and hashes in Redis.
+// DomainOwners answers who a domain belongs to: its reseller of record,
+// and whether it is provisioned at all. Errors mean "could not tell" and
+// refuse whatever depended on the answer.
+type DomainOwners interface {
+	DomainOwner(ctx context.Context, domain string) (reseller string, ok bool, err error)
+}
+
+// Store authenticates tokens and issues, lists and revokes them. Issued
+// and revoked tokens are events on the config stream (so Redis can be
+// rebuilt) and hashes in Redis.
 type Store struct {
 	rdb       redis.UniversalClient
 	ns        string
 	js        jetstream.JetStream
 	names     bus.Names
+	domains   DomainOwners
+	now       func() time.Time
 	bootstrap [32]byte
 	hasBoot   bool
 }
 
 // NewStore returns a store. bootstrap, when set, is accepted as a
-// system-scope token named "bootstrap".
-func NewStore(rdb redis.UniversalClient, js jetstream.JetStream, names bus.Names, bootstrap string) (*Store, error) {
-	s := &Store{rdb: rdb, ns: names.Namespace(), js: js, names: names}
+// system-scope token named "bootstrap". domains judges the domain of every
+// domain- and user-scope token issued; without it no such token is issued.
+func NewStore(rdb redis.UniversalClient, js jetstream.JetStream, names bus.Names, bootstrap string, domains DomainOwners) (*Store, error) {
+	s := &Store{rdb: rdb, ns: names.Namespace(), js: js, names: names, domains: domains, now: time.Now}
 	if bootstrap != "" {
 		if len(bootstrap) < MinBootstrapLen {
 			return nil, fmt.Errorf("bootstrap token: must be at least %d characters", MinBootstrapLen)
@@ -50,7 +63,21 @@ func NewStore(rdb redis.UniversalClient, js jetstream.JetStream, names bus.Names
 
 func (s *Store) key(hash string) string { return s.ns + ":token:" + hash }
 
-// Authenticate resolves a bearer token to its principal.
+// idsKey maps every token's public id to its hash: the index listing and
+// revocation start from.
+func (s *Store) idsKey() string { return s.ns + ":tokenids" }
+
+// TokenID is the public id of the token whose SHA-256 is hash. It is a
+// one-way function of the hash, so it can be shown and logged without
+// helping anyone to guess the token, and a rebuild derives the same id.
+func TokenID(hash string) string {
+	sum := sha256.Sum256([]byte("callvault token id\x00" + hash))
+	return "tok_" + hex.EncodeToString(sum[:10])
+}
+
+// Authenticate resolves a bearer token to its principal. Unknown, revoked
+// and expired tokens are all ErrUnauthenticated; a Redis failure is
+// ErrUnavailable, never a pass.
 func (s *Store) Authenticate(ctx context.Context, token string) (Principal, error) {
 	if token == "" {
 		return Principal{}, apierr.ErrUnauthenticated
@@ -63,10 +90,14 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 	if err != nil {
 		return Principal{}, fmt.Errorf("authenticate: %w: %w", apierr.ErrUnavailable, err)
 	}
-	if len(m) == 0 || m["revoked"] == "1" {
+	if len(m) == 0 || m["name"] == "" {
 		return Principal{}, apierr.ErrUnauthenticated
 	}
-	return Principal{Name: m["name"], Level: Level(m["level"]), Reseller: m["reseller"], Domain: m["domain"], User: m["user"]}, nil
+	info := parseInfo(hex.EncodeToString(sum[:]), m)
+	if info.Revoked || (!info.ExpiresAt.IsZero() && !s.now().Before(info.ExpiresAt)) {
+		return Principal{}, apierr.ErrUnauthenticated
+	}
+	return info.Scope, nil
 }
 
 // ValidateScope checks a requested token scope field by field.
@@ -102,42 +133,86 @@ func ValidateScope(p Principal) error {
 	return v.Err()
 }
 
-// Issue creates a token for scope on behalf of issuer and returns it. The
-// token is shown only here.
-func (s *Store) Issue(ctx context.Context, issuer Principal, scope Principal) (string, error) {
+// checkDomain refuses a domain- or user-scope token unless its domain is
+// provisioned under the token's reseller. Only a system issuer is told why
+// (it sees every domain anyway); anyone else gets the same refusal for a
+// domain that does not exist and one of another reseller.
+func (s *Store) checkDomain(ctx context.Context, issuer, scope Principal) error {
+	if scope.Level != LevelDomain && scope.Level != LevelUser {
+		return nil
+	}
+	if s.domains == nil {
+		return fmt.Errorf("issue token: %w: no domain registry", apierr.ErrUnavailable)
+	}
+	owner, ok, err := s.domains.DomainOwner(ctx, scope.Domain)
+	if err != nil {
+		return fmt.Errorf("issue token: %w: %w", apierr.ErrUnavailable, err)
+	}
+	if ok && owner == scope.Reseller {
+		return nil
+	}
+	if issuer.Level == LevelSystem {
+		if !ok {
+			return apierr.Invalid("domain", "%s is not provisioned; provision it first", scope.Domain)
+		}
+		return apierr.Invalid("reseller", "domain %s is provisioned under reseller %s", scope.Domain, owner)
+	}
+	return fmt.Errorf("issue token: %w: %s may not issue a token for %s", apierr.ErrForbidden, issuer, scope)
+}
+
+// Issue creates a token for scope on behalf of issuer and returns it with
+// its description. The token is shown only here. A zero expires means the
+// token does not expire.
+func (s *Store) Issue(ctx context.Context, issuer Principal, scope Principal, expires time.Time) (string, TokenInfo, error) {
 	if err := ValidateScope(scope); err != nil {
-		return "", err
+		return "", TokenInfo{}, err
+	}
+	now := s.now().UTC().Truncate(time.Millisecond)
+	if !expires.IsZero() && !expires.After(now) {
+		return "", TokenInfo{}, apierr.Invalid("expires_at", "must be in the future")
 	}
 	if !issuer.CoversScope(scope) {
-		return "", fmt.Errorf("issue token: %w: %s may not issue a token for %s", apierr.ErrForbidden, issuer, scope)
+		return "", TokenInfo{}, fmt.Errorf("issue token: %w: %s may not issue a token for %s", apierr.ErrForbidden, issuer, scope)
+	}
+	if err := s.checkDomain(ctx, issuer, scope); err != nil {
+		return "", TokenInfo{}, err
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
-		return "", fmt.Errorf("issue token: %w", err)
+		return "", TokenInfo{}, fmt.Errorf("issue token: %w", err)
 	}
 	token := "cvt_" + base64.RawURLEncoding.EncodeToString(raw)
 	sum := sha256.Sum256([]byte(token))
 	hash := hex.EncodeToString(sum[:])
+	issued := &eventv1.TokenIssued{
+		TokenSha256: hash, Name: scope.Name, Level: string(scope.Level),
+		Reseller: scope.Reseller, Domain: scope.Domain, User: scope.User, IssuedBy: issuer.Name,
+		IssuedAt: timestamppb.New(now),
+	}
+	if !expires.IsZero() {
+		issued.ExpiresAt = timestamppb.New(expires.UTC().Truncate(time.Millisecond))
+	}
 	env := &eventv1.Envelope{
 		Id:         "token-" + hash[:32],
 		AcceptedAt: timestamppb.Now(),
 		Source:     "auth",
-		Body: &eventv1.Envelope_TokenIssued{TokenIssued: &eventv1.TokenIssued{
-			TokenSha256: hash, Name: scope.Name, Level: string(scope.Level),
-			Reseller: scope.Reseller, Domain: scope.Domain, User: scope.User, IssuedBy: issuer.Name,
-		}},
+		Body:       &eventv1.Envelope_TokenIssued{TokenIssued: issued},
 	}
 	if _, err := bus.PublishEnvelope(ctx, s.js, s.names.TokenSubject(), env.GetId(), env); err != nil {
-		return "", fmt.Errorf("issue token: %w: %w", apierr.ErrUnavailable, err)
+		return "", TokenInfo{}, fmt.Errorf("issue token: %w: %w", apierr.ErrUnavailable, err)
 	}
 	if err := s.Apply(ctx, env); err != nil {
-		return "", err
+		return "", TokenInfo{}, fmt.Errorf("issue token: %w: %w", apierr.ErrUnavailable, err)
 	}
-	return token, nil
+	info := TokenInfo{ID: TokenID(hash), Scope: scope, IssuedBy: issuer.Name, IssuedAt: now}
+	if issued.ExpiresAt != nil {
+		info.ExpiresAt = issued.ExpiresAt.AsTime()
+	}
+	return token, info, nil
 }
 
 // Apply writes a token event to Redis; replaying the config stream through
-// Apply rebuilds every token.
+// Apply rebuilds every token, revocations included.
 func (s *Store) Apply(ctx context.Context, env *eventv1.Envelope) error {
 	switch b := env.GetBody().(type) {
 	case *eventv1.Envelope_TokenIssued:
@@ -145,17 +220,32 @@ func (s *Store) Apply(ctx context.Context, env *eventv1.Envelope) error {
 		if len(t.GetTokenSha256()) != 64 {
 			return bus.Poison(errors.New("token event: bad hash"))
 		}
-		err := s.rdb.HSet(ctx, s.key(t.GetTokenSha256()), "name", t.GetName(), "level", t.GetLevel(),
-			"reseller", t.GetReseller(), "domain", t.GetDomain(), "user", t.GetUser(), "issued_by", t.GetIssuedBy()).Err()
-		if err != nil {
+		fields := []any{"name", t.GetName(), "level", t.GetLevel(), "reseller", t.GetReseller(), "domain", t.GetDomain(),
+			"user", t.GetUser(), "issued_by", t.GetIssuedBy(), "issued_at", millis(t.GetIssuedAt()), "expires_at", millis(t.GetExpiresAt())}
+		pipe := s.rdb.TxPipeline()
+		pipe.HSet(ctx, s.key(t.GetTokenSha256()), fields...)
+		pipe.HSet(ctx, s.idsKey(), TokenID(t.GetTokenSha256()), t.GetTokenSha256())
+		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("apply token: %w", err)
 		}
 	case *eventv1.Envelope_TokenRevoked:
-		if err := s.rdb.HSet(ctx, s.key(b.TokenRevoked.GetTokenSha256()), "revoked", "1").Err(); err != nil {
+		t := b.TokenRevoked
+		if len(t.GetTokenSha256()) != 64 {
+			return bus.Poison(errors.New("token revoke event: bad hash"))
+		}
+		err := s.rdb.HSet(ctx, s.key(t.GetTokenSha256()), "revoked", "1", "revoked_by", t.GetRevokedBy(), "revoked_at", millis(t.GetRevokedAt())).Err()
+		if err != nil {
 			return fmt.Errorf("apply token revoke: %w", err)
 		}
 	}
 	return nil
+}
+
+func millis(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return ""
+	}
+	return strconv.FormatInt(t.AsTime().UnixMilli(), 10)
 }
 
 // BearerToken extracts the token of an "Authorization: Bearer x" value.

@@ -76,6 +76,15 @@ func (n Names) HoldSubject() string { return n.ns + ".config.hold" }
 // PolicySubject carries retention override changes.
 func (n Names) PolicySubject() string { return n.ns + ".config.policy" }
 
+// DomainSubject carries the provisioning of one domain. One subject per
+// domain lets a publish expect the subject to be empty, so the stream
+// itself admits only the first provisioning of a domain. Domain names are
+// validated DNS names: dots make extra tokens, never wildcards.
+func (n Names) DomainSubject(domain string) string { return n.ns + ".config.domain." + domain }
+
+// DomainSubjects matches every provisioning event.
+func (n Names) DomainSubjects() string { return n.ns + ".config.domain.>" }
+
 // ConfigSubjects matches every subject of the config stream.
 func (n Names) ConfigSubjects() string { return n.ns + ".config.>" }
 

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
@@ -13,19 +14,31 @@ import (
 
 // PublishEnvelope publishes env on subject with Nats-Msg-Id = msgID and
 // waits for the stream's acknowledgement. The caller may answer its own
-// client only after this returns without error.
-func PublishEnvelope(ctx context.Context, js jetstream.JetStream, subject, msgID string, env *eventv1.Envelope) (*jetstream.PubAck, error) {
+// client only after this returns without error. opts add expectations,
+// such as jetstream.WithExpectLastSequencePerSubject.
+func PublishEnvelope(ctx context.Context, js jetstream.JetStream, subject, msgID string, env *eventv1.Envelope, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	data, err := proto.Marshal(env)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: marshal: %w", subject, err)
 	}
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 	msg.Header.Set("Content-Type", "application/x-protobuf; messageType=callvault.event.v1.Envelope")
-	ack, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID))
+	ack, err := js.PublishMsg(ctx, msg, append([]jetstream.PublishOpt{jetstream.WithMsgID(msgID)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", subject, err)
 	}
 	return ack, nil
+}
+
+// IsWrongLastSequence reports whether a publish was refused because its
+// subject already holds a message it expected not to be there: the
+// compare-and-set of WithExpectLastSequencePerSubject lost.
+func IsWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
 // DecodeEnvelope parses a message body. A failure is poison: the same bytes

@@ -181,7 +181,7 @@ func (c *Catalog) ClaimID(ctx context.Context, id, domain string) (string, error
 	return owner, nil
 }
 
-// ResellerOf returns the reseller a domain was first seen under.
+// ResellerOf returns the reseller a domain is provisioned under.
 func (c *Catalog) ResellerOf(ctx context.Context, domain string) (string, error) {
 	r, err := c.rdb.HGet(ctx, c.k.domains(), domain).Result()
 	if errors.Is(err, redis.Nil) {
@@ -236,16 +236,38 @@ func (c *Catalog) Usage(ctx context.Context, domain string) (Usage, error) {
 	return u, nil
 }
 
-// AuthorizeDomain checks that p may act on the whole of domain, judging a
-// reseller token by the domain's reseller of record, and returns that
-// reseller ("" for a domain not seen yet). Errors wrap apierr sentinels.
+// AuthorizeDomain checks that p may act on the whole of domain, judging
+// every token by the domain's reseller of record, and returns that
+// reseller. A domain that is not provisioned is refused: a system token is
+// told it is not found, anyone else gets the same refusal as for another
+// reseller's domain, so existence leaks to nobody. A registry that cannot
+// be read refuses too. Errors wrap apierr sentinels.
 func (c *Catalog) AuthorizeDomain(ctx context.Context, p auth.Principal, domain string) (string, error) {
-	reseller, err := c.ResellerOf(ctx, domain)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	reseller, ok, err := c.DomainOwner(ctx, domain)
+	if err != nil {
 		return "", fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	if !p.CoversDomain(domain, reseller) {
+	if !ok && p.Level == auth.LevelSystem {
+		return "", fmt.Errorf("%w: domain %s is not provisioned", apierr.ErrNotFound, domain)
+	}
+	if !ok || !p.CoversDomain(domain, reseller) {
 		return "", fmt.Errorf("%w: token %s does not cover domain %s", apierr.ErrForbidden, p.Name, domain)
+	}
+	return reseller, nil
+}
+
+// AuthorizeUser is AuthorizeDomain for what a user token may also reach:
+// its own user's artifacts in its own domain of its own reseller.
+func (c *Catalog) AuthorizeUser(ctx context.Context, p auth.Principal, domain, user string) (string, error) {
+	if p.Level != auth.LevelUser {
+		return c.AuthorizeDomain(ctx, p, domain)
+	}
+	reseller, ok, err := c.DomainOwner(ctx, domain)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	if !ok || !p.Covers(reseller, domain, user) {
+		return "", fmt.Errorf("%w: token %s does not cover domain %s user %s", apierr.ErrForbidden, p.Name, domain, user)
 	}
 	return reseller, nil
 }

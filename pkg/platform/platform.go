@@ -19,6 +19,7 @@ import (
 
 	"github.com/callvault/callvault/pkg/auth"
 	"github.com/callvault/callvault/pkg/bus"
+	"github.com/callvault/callvault/pkg/catalog"
 	"github.com/callvault/callvault/pkg/cds"
 	"github.com/callvault/callvault/pkg/obs"
 )
@@ -254,7 +255,7 @@ func Assemble(ctx context.Context, cfg Config, log *slog.Logger, names bus.Names
 		return nil
 	})
 	h.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
-	tokens, err := auth.NewStore(rdb, js, names, cfg.BootstrapToken)
+	tokens, err := auth.NewStore(rdb, js, names, cfg.BootstrapToken, catalog.New(rdb, names.Namespace()))
 	if err != nil {
 		return nil, err
 	}

@@ -125,7 +125,7 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	services := []platform.Service{ingest.New(d, cfg.Limits), pol, router.New(d), culler.New(d), gateway.New(d)}
+	services := []platform.Service{ingest.New(d, cfg.Limits, pol), pol, router.New(d), culler.New(d), gateway.New(d, pol)}
 	if rebuild {
 		tokens, recs, err := Rebuild(ctx, d, pol)
 		if err != nil {

@@ -56,15 +56,15 @@ func TestLostPubAckRecordingIsAdmittedAndKept(t *testing.T) {
 	js.n.Store(int32(pub.Attempts))
 	ingD := *d
 	ingD.JS, ingD.Registry = js, prometheus.NewRegistry()
-	mux := http.NewServeMux()
-	ingest.New(&ingD, ingest.Limits{Publish: pub}).RegisterHTTP(mux, d.Tokens)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-
 	pol, err := policy.New(d, policy.Settings{Orphans: policy.OrphanSweep{Grace: time.Hour}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	mux := http.NewServeMux()
+	ingest.New(&ingD, ingest.Limits{Publish: pub}, pol).RegisterHTTP(mux, d.Tokens)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- pol.Run(runCtx) }()

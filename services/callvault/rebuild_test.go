@@ -144,16 +144,24 @@ func TestRebuildEqualsLive(t *testing.T) {
 	go func() { done <- svc2.Run(runCtx) }()
 
 	cat := catalog.New(d.Redis, d.Names.Namespace())
+	system := auth.Principal{Name: "ops", Level: auth.LevelSystem}
 	for _, dom := range []string{"a.example", "b.example"} {
-		if _, err := cat.RegisterDomain(ctx, dom, "r1"); err != nil {
+		if _, _, err := svc.ProvisionDomain(ctx, system, dom, "r1"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	system := auth.Principal{Name: "ops", Level: auth.LevelSystem}
 	for _, name := range []string{"pbx-a", "pbx-b"} {
-		if _, err := d.Tokens.Issue(ctx, system, auth.Principal{Name: name, Level: auth.LevelReseller, Reseller: "r1"}); err != nil {
+		if _, _, err := d.Tokens.Issue(ctx, system, auth.Principal{Name: name, Level: auth.LevelReseller, Reseller: "r1"}, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// A revoked token stays revoked, and an expiring one keeps its expiry.
+	_, gone, err := d.Tokens.Issue(ctx, system, auth.Principal{Name: "gone", Level: auth.LevelDomain, Reseller: "r1", Domain: "a.example"}, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Tokens.Revoke(ctx, system, gone.ID); err != nil {
+		t.Fatal(err)
 	}
 	override := func(kind eventv1.DataKind, domain string, f *policyv1.PolicyFields) {
 		t.Helper()
@@ -233,12 +241,6 @@ func TestRebuildEqualsLive(t *testing.T) {
 		t.Fatalf("the workload should admit, refuse and delete: %v", states)
 	}
 	wipe(t, d)
-	// The domain registry is not yet an event: restore it as provisioning would.
-	for _, dom := range []string{"a.example", "b.example"} {
-		if _, err := cat.RegisterDomain(ctx, dom, "r1"); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if _, _, err := callvault.Rebuild(ctx, d, svc); err != nil {
 		t.Fatal(err)
 	}

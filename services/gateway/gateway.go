@@ -26,18 +26,29 @@ type Config struct {
 	GRPCAddr string `env:"CALLVAULT_GRPC_ADDR, default=127.0.0.1:9090"`
 }
 
+// Domains is the domain registry the gateway serves over REST. The policy
+// service owns it; nil (a gateway running without the policy service in
+// its process) answers the domain routes as unavailable.
+type Domains interface {
+	ProvisionDomain(ctx context.Context, p auth.Principal, domain, reseller string) (catalog.Domain, bool, error)
+	GetDomain(ctx context.Context, p auth.Principal, domain string) (catalog.Domain, error)
+	ListDomains(ctx context.Context, p auth.Principal, reseller string) ([]catalog.Domain, error)
+}
+
 // Service is the gateway.
 type Service struct {
 	catalog *catalog.Catalog
+	domains Domains
 	store   cds.Store
 	tokens  *auth.Store
 	log     *slog.Logger
 	served  *prometheus.CounterVec
 }
 
-// New returns the service.
-func New(d *platform.Deps) *Service {
+// New returns the service; domains may be nil (see Domains).
+func New(d *platform.Deps, domains Domains) *Service {
 	s := &Service{
+		domains: domains,
 		catalog: catalog.New(d.Redis, d.Names.Namespace()),
 		store:   d.CDS,
 		tokens:  d.Tokens,
@@ -81,14 +92,9 @@ func (s *Service) listDomain(ctx context.Context, p auth.Principal, domain, user
 		}
 		user = p.User
 	}
-	// A user token lists its own recordings (pinned above) in its domain.
-	if p.Level == auth.LevelUser {
-		if domain != p.Domain {
-			return "", "", fmt.Errorf("%w: token %s does not cover domain %s", apierr.ErrForbidden, p.Name, domain)
-		}
-		return domain, user, nil
-	}
-	if _, err := s.catalog.AuthorizeDomain(ctx, p, domain); err != nil {
+	// Every level, user tokens included, is judged against the domain's
+	// reseller of record.
+	if _, err := s.catalog.AuthorizeUser(ctx, p, domain, user); err != nil {
 		return "", "", err
 	}
 	return domain, user, nil
@@ -115,7 +121,13 @@ func (s *Service) recording(ctx context.Context, p auth.Principal, id string) (c
 	if err != nil {
 		return catalog.Recording{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	if !p.Covers(r.Reseller, r.Domain, r.User) {
+	// The domain's reseller of record decides, not the reseller the
+	// upload named; a registry that cannot be read refuses.
+	owner, ok, err := s.catalog.DomainOwner(ctx, r.Domain)
+	if err != nil {
+		return catalog.Recording{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	if !ok || owner != r.Reseller || !p.Covers(owner, r.Domain, r.User) {
 		return catalog.Recording{}, notFound
 	}
 	return r, nil

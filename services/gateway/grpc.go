@@ -11,6 +11,7 @@ import (
 	"github.com/callvault/callvault/pkg/apierr"
 	"github.com/callvault/callvault/pkg/auth"
 	"github.com/callvault/callvault/pkg/catalog"
+	authv1 "github.com/callvault/callvault/proto/callvault/auth/v1"
 	catalogv1 "github.com/callvault/callvault/proto/callvault/catalog/v1"
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 )
@@ -20,9 +21,10 @@ type grpcServer struct {
 	s *Service
 }
 
-// RegisterGRPC registers CatalogService.
+// RegisterGRPC registers CatalogService and TokenService.
 func (s *Service) RegisterGRPC(g *grpc.Server) {
 	catalogv1.RegisterCatalogServiceServer(g, &grpcServer{s: s})
+	authv1.RegisterTokenServiceServer(g, &tokenServer{s: s})
 }
 
 func (g *grpcServer) ListRecordings(ctx context.Context, req *catalogv1.ListRecordingsRequest) (*catalogv1.ListRecordingsResponse, error) {

@@ -23,6 +23,11 @@ func (s *Service) RegisterHTTP(mux *http.ServeMux, a auth.Authenticator) {
 	mux.Handle("GET /api/v1/pbx/recordings/{id}/media", auth.HTTP(a, http.HandlerFunc(s.handleMedia)))
 	mux.Handle("HEAD /api/v1/pbx/recordings/{id}/media", auth.HTTP(a, http.HandlerFunc(s.handleMedia)))
 	mux.Handle("POST /api/v1/tokens", auth.HTTP(a, http.HandlerFunc(s.handleIssueToken)))
+	mux.Handle("GET /api/v1/tokens", auth.HTTP(a, http.HandlerFunc(s.handleListTokens)))
+	mux.Handle("DELETE /api/v1/tokens/{id}", auth.HTTP(a, http.HandlerFunc(s.handleRevokeToken)))
+	mux.Handle("POST /api/v1/domains", auth.HTTP(a, http.HandlerFunc(s.handleProvisionDomain)))
+	mux.Handle("GET /api/v1/domains", auth.HTTP(a, http.HandlerFunc(s.handleListDomains)))
+	mux.Handle("GET /api/v1/domains/{domain}", auth.HTTP(a, http.HandlerFunc(s.handleGetDomain)))
 }
 
 // recordingJSON is the REST form of a recording.
@@ -217,41 +222,6 @@ func etagMatches(header, etag string) bool {
 		}
 	}
 	return false
-}
-
-// tokenRequest asks for a token narrower than or equal to the caller's.
-type tokenRequest struct {
-	Name     string `json:"name"`
-	Level    string `json:"level"`
-	Reseller string `json:"reseller"`
-	Domain   string `json:"domain"`
-	User     string `json:"user"`
-}
-
-func (s *Service) handleIssueToken(w http.ResponseWriter, r *http.Request) {
-	p, _ := auth.FromContext(r.Context())
-	var req tokenRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, 16<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		apierr.HTTP(w, r, apierr.Invalid("body", "must be a JSON object with name, level, reseller, domain, user: %v", err))
-		return
-	}
-	scope := auth.Principal{Name: req.Name, Level: auth.Level(req.Level), Reseller: req.Reseller, Domain: req.Domain, User: req.User}
-	if scope.Level == auth.LevelDomain || scope.Level == auth.LevelUser {
-		// The domain's reseller of record decides, not the request.
-		if owner, err := s.catalog.ResellerOf(r.Context(), scope.Domain); err == nil && owner != scope.Reseller {
-			apierr.HTTP(w, r, apierr.Invalid("reseller", "domain %s belongs to another reseller", scope.Domain))
-			return
-		}
-	}
-	token, err := s.tokens.Issue(r.Context(), p, scope)
-	if err != nil {
-		apierr.HTTP(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, map[string]string{"token": token, "name": scope.Name, "level": string(scope.Level),
-		"reseller": scope.Reseller, "domain": scope.Domain, "user": scope.User})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

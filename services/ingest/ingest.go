@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/callvault/callvault/pkg/auth"
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/catalog"
 	"github.com/callvault/callvault/pkg/cds"
@@ -34,8 +35,15 @@ type Limits struct {
 	Publish       Publish
 }
 
+// Provisioner provisions a domain an upload names for the first time. The
+// policy service owns the registry; nil means uploads never provision.
+type Provisioner interface {
+	ProvisionDomain(ctx context.Context, p auth.Principal, domain, reseller string) (catalog.Domain, bool, error)
+}
+
 // Service is call-ingest.
 type Service struct {
+	domains Provisioner
 	js      jetstream.JetStream
 	names   bus.Names
 	store   cds.Store
@@ -47,12 +55,13 @@ type Service struct {
 	now     func() time.Time
 }
 
-// New returns the service.
-func New(d *platform.Deps, limits Limits) *Service {
+// New returns the service; domains may be nil (see Provisioner).
+func New(d *platform.Deps, limits Limits, domains Provisioner) *Service {
 	if limits.MaxMediaBytes <= 0 {
 		limits.MaxMediaBytes = 1 << 30
 	}
 	return &Service{
+		domains: domains,
 		js:      d.JS,
 		names:   d.Names,
 		store:   d.CDS,

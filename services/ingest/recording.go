@@ -44,22 +44,20 @@ func (s *Service) StoreRecording(ctx context.Context, p auth.Principal, m meta.R
 	if err := meta.Validate(m, s.now(), "metadata."); err != nil {
 		return Result{}, err
 	}
-	if !p.Covers(m.Reseller, m.Domain, m.User) {
-		return Result{}, fmt.Errorf("%w: token %s does not cover domain %s", apierr.ErrForbidden, p.Name, m.Domain)
-	}
-	if err := s.checkTenancy(ctx, m); err != nil {
-		return Result{}, err
-	}
-	if dup, ok, err := s.recorded(ctx, m); err != nil || ok {
-		return dup, err
-	}
-	// The media must hold at least one byte before anything is stored.
+	// The media must hold at least one byte before anything is stored or
+	// provisioned.
 	br := bufio.NewReaderSize(body, 32<<10)
 	if _, err := br.Peek(1); err != nil {
 		if errors.Is(err, io.EOF) {
 			return Result{}, apierr.Invalid("media", "is empty")
 		}
 		return Result{}, s.mediaError(err, false)
+	}
+	if err := s.checkTenancy(ctx, p, m); err != nil {
+		return Result{}, err
+	}
+	if dup, ok, err := s.recorded(ctx, m); err != nil || ok {
+		return dup, err
 	}
 
 	key, err := objectKey(m)
@@ -144,17 +142,35 @@ func (s *Service) recorded(ctx context.Context, m meta.Recording) (Result, bool,
 	return res, true, nil
 }
 
-// checkTenancy refuses a domain registered under another reseller and an
-// id another domain's admission has already claimed. It only reads: the
-// reseller of record and the id registry are written by admission.
-func (s *Service) checkTenancy(ctx context.Context, m meta.Recording) error {
-	owner, err := s.catalog.ResellerOf(ctx, m.Domain)
-	switch {
-	case errors.Is(err, catalog.ErrNotFound):
-	case err != nil:
+// checkTenancy judges the caller against the domain's reseller of record
+// and claims the id for the domain. An unprovisioned domain is provisioned
+// here only by a system token (under the reseller the upload names) or by
+// a reseller token for its own reseller; domain and user tokens never
+// provision. A registry that cannot be read refuses the upload.
+func (s *Service) checkTenancy(ctx context.Context, p auth.Principal, m meta.Recording) error {
+	refused := fmt.Errorf("%w: token %s does not cover domain %s", apierr.ErrForbidden, p.Name, m.Domain)
+	owner, ok, err := s.catalog.DomainOwner(ctx, m.Domain)
+	if err != nil {
 		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
-	case owner != m.Reseller:
-		return fmt.Errorf("%w: domain %s belongs to another reseller", apierr.ErrConflict, m.Domain)
+	}
+	if !ok {
+		if !p.Covers(m.Reseller, m.Domain, m.User) || (p.Level != auth.LevelSystem && p.Level != auth.LevelReseller) {
+			return refused
+		}
+		if s.domains == nil {
+			return fmt.Errorf("%w: domain %s is not provisioned", apierr.ErrForbidden, m.Domain)
+		}
+		d, _, err := s.domains.ProvisionDomain(ctx, p, m.Domain, m.Reseller)
+		if err != nil {
+			return err
+		}
+		owner = d.Reseller
+	}
+	if !p.Covers(owner, m.Domain, m.User) {
+		return refused
+	}
+	if owner != m.Reseller {
+		return apierr.Invalid("metadata.reseller", "domain %s is provisioned under another reseller", m.Domain)
 	}
 	d, err := s.catalog.DomainOf(ctx, m.ID)
 	switch {

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/callvault/callvault/pkg/bus"
+	"github.com/callvault/callvault/pkg/catalog"
 	"github.com/callvault/callvault/pkg/cds"
 	"github.com/callvault/callvault/pkg/platform"
 	"github.com/callvault/callvault/pkg/testenv"
@@ -103,7 +104,15 @@ func newRig(t *testing.T) *rig {
 	f := &faults{}
 	d := testenv.Deps(t, faultStore{FS: fs, f: f})
 	d.JS = faultJS{JetStream: d.JS, f: f}
-	svc := ingest.New(d, ingest.Limits{Publish: fastRetries})
+	// The policy service provisions domains; here they are provisioned
+	// up front, as its config consumer would apply them.
+	cat := catalog.New(d.Redis, d.Names.Namespace())
+	for _, dom := range []string{"a.example", "b.example"} {
+		if _, err := cat.ApplyDomain(context.Background(), catalog.Domain{Domain: dom, Reseller: "r1", ProvisionedBy: "test", ProvisionedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc := ingest.New(d, ingest.Limits{Publish: fastRetries}, nil)
 	mux := http.NewServeMux()
 	svc.RegisterHTTP(mux, d.Tokens)
 	srv := httptest.NewServer(mux)
@@ -166,14 +175,15 @@ func (r *rig) events(t *testing.T) []*eventv1.Envelope {
 }
 
 // catalogKeys returns the Redis keys of the test's namespace that belong
-// to the catalog (everything but the tokens).
+// to the catalog (everything but the tokens and the domain registry,
+// which the rig provisions up front).
 func (r *rig) catalogKeys(t *testing.T) []string {
 	t.Helper()
 	ns := r.d.Names.Namespace()
 	var keys []string
 	iter := r.d.Redis.Scan(context.Background(), 0, ns+":*", 1000).Iterator()
 	for iter.Next(context.Background()) {
-		if !strings.HasPrefix(iter.Val(), ns+":token:") {
+		if k := iter.Val(); !strings.HasPrefix(k, ns+":token:") && k != ns+":domains" && k != ns+":domains:meta" {
 			keys = append(keys, iter.Val())
 		}
 	}

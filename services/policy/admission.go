@@ -107,11 +107,16 @@ func (s *Service) Admit(ctx context.Context, env *eventv1.Envelope, seq uint64) 
 	if err != nil {
 		return err
 	}
-	// The event is durably published: only now does its domain become the
-	// reseller's (first seen wins), never on an upload that failed.
-	owner, err := s.catalog.RegisterDomain(ctx, a.Domain, a.Reseller)
+	// Domains are provisioned by config events only (ingest provisions an
+	// unknown domain before it publishes, when its token may). An event for
+	// a domain not provisioned yet is retried, then dead-lettered; one for
+	// another reseller's domain is dead-lettered at once.
+	owner, ok, err := s.catalog.DomainOwner(ctx, a.Domain)
 	if err != nil {
 		return err
+	}
+	if !ok {
+		return fmt.Errorf("artifact %s: domain %s is not provisioned", a.ID, a.Domain)
 	}
 	if owner != a.Reseller {
 		return bus.Poison(fmt.Errorf("artifact %s: domain %s belongs to another reseller", a.ID, a.Domain))

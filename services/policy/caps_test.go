@@ -43,9 +43,8 @@ func setup(t *testing.T) (*platform.Deps, *policy.Service) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat := catalog.New(d.Redis, d.Names.Namespace())
 	for _, domain := range []string{"a.example", "held.example", "m.example", "young.example"} {
-		if _, err := cat.RegisterDomain(context.Background(), domain, "r1"); err != nil {
+		if _, _, err := svc.ProvisionDomain(context.Background(), system, domain, "r1"); err != nil {
 			t.Fatal(err)
 		}
 	}

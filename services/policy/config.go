@@ -9,9 +9,9 @@ import (
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 )
 
-// ApplyConfig applies one policy config event (a hold, an override or a
-// bundle assignment) to Redis; replaying the config stream through it
-// restores them all.
+// ApplyConfig applies one policy config event (a domain provisioning, a
+// hold, an override or a bundle assignment) to Redis; replaying the config
+// stream through it restores them all.
 func (s *Service) ApplyConfig(ctx context.Context, env *eventv1.Envelope) error {
 	switch env.GetConfig().GetEntity() {
 	case entityHold:
@@ -20,6 +20,8 @@ func (s *Service) ApplyConfig(ctx context.Context, env *eventv1.Envelope) error 
 		return s.applyOverride(ctx, env)
 	case entityBundle:
 		return s.applyBundle(ctx, env)
+	case entityDomain:
+		return s.applyDomain(ctx, env)
 	default:
 		return nil
 	}

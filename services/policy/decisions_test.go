@@ -92,7 +92,7 @@ func faultySetup(t *testing.T) (*platform.Deps, *policy.Service, *faults) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := catalog.New(d.Redis, d.Names.Namespace()).RegisterDomain(context.Background(), "a.example", "r1"); err != nil {
+	if _, _, err := svc.ProvisionDomain(context.Background(), system, "a.example", "r1"); err != nil {
 		t.Fatal(err)
 	}
 	return d, svc, f

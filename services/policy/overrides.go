@@ -84,12 +84,8 @@ func (s *Service) authorizeNode(ctx context.Context, p auth.Principal, n overrid
 		}
 		return n.Reseller, nil
 	default:
-		if p.Level == auth.LevelUser && n.Level == retention.LevelUser && p.Domain == n.Domain && p.User == n.User {
-			r, err := s.catalog.ResellerOf(ctx, n.Domain)
-			if err != nil && !errors.Is(err, catalog.ErrNotFound) {
-				return "", fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
-			}
-			return r, nil
+		if p.Level == auth.LevelUser && n.Level == retention.LevelUser {
+			return s.catalog.AuthorizeUser(ctx, p, n.Domain, n.User)
 		}
 		return s.catalog.AuthorizeDomain(ctx, p, n.Domain)
 	}

@@ -278,7 +278,15 @@ func TestInvalidMetadataNamesTheField(t *testing.T) {
 	if !slices.Equal(fields, []string{"metadata.content_type"}) {
 		t.Fatalf("grpc field violations = %v", fields)
 	}
-	if ids := s.listIDs(s.token, "domain=a.example", 0); len(ids) != 0 {
+	// Nothing was stored, and a refused upload provisioned nothing either.
+	resp, body := s.get(s.token, "/api/v1/domains/a.example")
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("invalid uploads provisioned a.example: %d %s", resp.StatusCode, body)
+	}
+	if code, res := s.upload(s.token, meta("good", "a.example", "101"), media); code != http.StatusCreated {
+		t.Fatalf("valid upload: %d %v", code, res)
+	}
+	if ids := s.listIDs(s.token, "domain=a.example", 1); !slices.Equal(ids, []string{"good"}) {
 		t.Fatalf("invalid uploads were stored: %v", ids)
 	}
 }

@@ -1939,11 +1939,14 @@ type TokenIssued struct {
 	TokenSha256 string                 `protobuf:"bytes,1,opt,name=token_sha256,json=tokenSha256,proto3" json:"token_sha256,omitempty"`
 	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// "system", "reseller", "domain" or "user".
-	Level         string `protobuf:"bytes,3,opt,name=level,proto3" json:"level,omitempty"`
-	Reseller      string `protobuf:"bytes,4,opt,name=reseller,proto3" json:"reseller,omitempty"`
-	Domain        string `protobuf:"bytes,5,opt,name=domain,proto3" json:"domain,omitempty"`
-	User          string `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
-	IssuedBy      string `protobuf:"bytes,7,opt,name=issued_by,json=issuedBy,proto3" json:"issued_by,omitempty"`
+	Level    string `protobuf:"bytes,3,opt,name=level,proto3" json:"level,omitempty"`
+	Reseller string `protobuf:"bytes,4,opt,name=reseller,proto3" json:"reseller,omitempty"`
+	Domain   string `protobuf:"bytes,5,opt,name=domain,proto3" json:"domain,omitempty"`
+	User     string `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
+	IssuedBy string `protobuf:"bytes,7,opt,name=issued_by,json=issuedBy,proto3" json:"issued_by,omitempty"`
+	// When the token stops working; unset for a token that does not expire.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	IssuedAt      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2027,11 +2030,26 @@ func (x *TokenIssued) GetIssuedBy() string {
 	return ""
 }
 
+func (x *TokenIssued) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *TokenIssued) GetIssuedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IssuedAt
+	}
+	return nil
+}
+
 // TokenRevoked withdraws a token.
 type TokenRevoked struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TokenSha256   string                 `protobuf:"bytes,1,opt,name=token_sha256,json=tokenSha256,proto3" json:"token_sha256,omitempty"`
 	RevokedBy     string                 `protobuf:"bytes,2,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2078,6 +2096,13 @@ func (x *TokenRevoked) GetRevokedBy() string {
 		return x.RevokedBy
 	}
 	return ""
+}
+
+func (x *TokenRevoked) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
 }
 
 // UsageThreshold says a domain crossed an alert threshold of its capacity
@@ -2306,7 +2331,7 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1a\n" +
 	"\breseller\x18\x02 \x01(\tR\breseller\x12%\n" +
 	"\x0eprovisioned_by\x18\x03 \x01(\tR\rprovisionedBy\x12A\n" +
-	"\x0eprovisioned_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionedAt\"\xbf\x01\n" +
+	"\x0eprovisioned_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionedAt\"\xb3\x02\n" +
 	"\vTokenIssued\x12!\n" +
 	"\ftoken_sha256\x18\x01 \x01(\tR\vtokenSha256\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -2314,11 +2339,16 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\breseller\x18\x04 \x01(\tR\breseller\x12\x16\n" +
 	"\x06domain\x18\x05 \x01(\tR\x06domain\x12\x12\n" +
 	"\x04user\x18\x06 \x01(\tR\x04user\x12\x1b\n" +
-	"\tissued_by\x18\a \x01(\tR\bissuedBy\"P\n" +
+	"\tissued_by\x18\a \x01(\tR\bissuedBy\x129\n" +
+	"\n" +
+	"expires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x127\n" +
+	"\tissued_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\"\x8b\x01\n" +
 	"\fTokenRevoked\x12!\n" +
 	"\ftoken_sha256\x18\x01 \x01(\tR\vtokenSha256\x12\x1d\n" +
 	"\n" +
-	"revoked_by\x18\x02 \x01(\tR\trevokedBy\"\x88\x01\n" +
+	"revoked_by\x18\x02 \x01(\tR\trevokedBy\x129\n" +
+	"\n" +
+	"revoked_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\x88\x01\n" +
 	"\x0eUsageThreshold\x12\x1d\n" +
 	"\n" +
 	"used_bytes\x18\x01 \x01(\x03R\tusedBytes\x12%\n" +
@@ -2435,11 +2465,14 @@ var file_callvault_event_v1_event_proto_depIdxs = []int32{
 	23, // 40: callvault.event.v1.RetentionOverride.updated_at:type_name -> google.protobuf.Timestamp
 	23, // 41: callvault.event.v1.BundleAssignment.assigned_at:type_name -> google.protobuf.Timestamp
 	23, // 42: callvault.event.v1.DomainRecord.provisioned_at:type_name -> google.protobuf.Timestamp
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	23, // 43: callvault.event.v1.TokenIssued.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 44: callvault.event.v1.TokenIssued.issued_at:type_name -> google.protobuf.Timestamp
+	23, // 45: callvault.event.v1.TokenRevoked.revoked_at:type_name -> google.protobuf.Timestamp
+	46, // [46:46] is the sub-list for method output_type
+	46, // [46:46] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_callvault_event_v1_event_proto_init() }

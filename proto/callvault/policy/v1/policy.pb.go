@@ -2359,6 +2359,359 @@ func (x *ListHoldsResponse) GetHolds() []*Hold {
 	return nil
 }
 
+// Domain is a provisioned domain and the one reseller it belongs to.
+type Domain struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	Reseller      string                 `protobuf:"bytes,2,opt,name=reseller,proto3" json:"reseller,omitempty"`
+	ProvisionedBy string                 `protobuf:"bytes,3,opt,name=provisioned_by,json=provisionedBy,proto3" json:"provisioned_by,omitempty"`
+	ProvisionedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=provisioned_at,json=provisionedAt,proto3" json:"provisioned_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Domain) Reset() {
+	*x = Domain{}
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Domain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Domain) ProtoMessage() {}
+
+func (x *Domain) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Domain.ProtoReflect.Descriptor instead.
+func (*Domain) Descriptor() ([]byte, []int) {
+	return file_callvault_policy_v1_policy_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *Domain) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *Domain) GetReseller() string {
+	if x != nil {
+		return x.Reseller
+	}
+	return ""
+}
+
+func (x *Domain) GetProvisionedBy() string {
+	if x != nil {
+		return x.ProvisionedBy
+	}
+	return ""
+}
+
+func (x *Domain) GetProvisionedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ProvisionedAt
+	}
+	return nil
+}
+
+type ProvisionDomainRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	// Required for a system token; a reseller token may leave it empty for
+	// its own reseller.
+	Reseller      string `protobuf:"bytes,2,opt,name=reseller,proto3" json:"reseller,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProvisionDomainRequest) Reset() {
+	*x = ProvisionDomainRequest{}
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProvisionDomainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProvisionDomainRequest) ProtoMessage() {}
+
+func (x *ProvisionDomainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProvisionDomainRequest.ProtoReflect.Descriptor instead.
+func (*ProvisionDomainRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_policy_v1_policy_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ProvisionDomainRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *ProvisionDomainRequest) GetReseller() string {
+	if x != nil {
+		return x.Reseller
+	}
+	return ""
+}
+
+type ProvisionDomainResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Domain *Domain                `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	// False when the domain was already provisioned to this reseller.
+	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProvisionDomainResponse) Reset() {
+	*x = ProvisionDomainResponse{}
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProvisionDomainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProvisionDomainResponse) ProtoMessage() {}
+
+func (x *ProvisionDomainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProvisionDomainResponse.ProtoReflect.Descriptor instead.
+func (*ProvisionDomainResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_policy_v1_policy_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ProvisionDomainResponse) GetDomain() *Domain {
+	if x != nil {
+		return x.Domain
+	}
+	return nil
+}
+
+func (x *ProvisionDomainResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+type GetDomainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDomainRequest) Reset() {
+	*x = GetDomainRequest{}
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDomainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDomainRequest) ProtoMessage() {}
+
+func (x *GetDomainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDomainRequest.ProtoReflect.Descriptor instead.
+func (*GetDomainRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_policy_v1_policy_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *GetDomainRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+type GetDomainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Domain        *Domain                `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDomainResponse) Reset() {
+	*x = GetDomainResponse{}
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDomainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDomainResponse) ProtoMessage() {}
+
+func (x *GetDomainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDomainResponse.ProtoReflect.Descriptor instead.
+func (*GetDomainResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_policy_v1_policy_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *GetDomainResponse) GetDomain() *Domain {
+	if x != nil {
+		return x.Domain
+	}
+	return nil
+}
+
+type ListDomainsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Narrows a system token's list to one reseller.
+	Reseller      string `protobuf:"bytes,1,opt,name=reseller,proto3" json:"reseller,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDomainsRequest) Reset() {
+	*x = ListDomainsRequest{}
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDomainsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDomainsRequest) ProtoMessage() {}
+
+func (x *ListDomainsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDomainsRequest.ProtoReflect.Descriptor instead.
+func (*ListDomainsRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_policy_v1_policy_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListDomainsRequest) GetReseller() string {
+	if x != nil {
+		return x.Reseller
+	}
+	return ""
+}
+
+type ListDomainsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Domains       []*Domain              `protobuf:"bytes,1,rep,name=domains,proto3" json:"domains,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDomainsResponse) Reset() {
+	*x = ListDomainsResponse{}
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDomainsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDomainsResponse) ProtoMessage() {}
+
+func (x *ListDomainsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_policy_v1_policy_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDomainsResponse.ProtoReflect.Descriptor instead.
+func (*ListDomainsResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_policy_v1_policy_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ListDomainsResponse) GetDomains() []*Domain {
+	if x != nil {
+		return x.Domains
+	}
+	return nil
+}
+
 var File_callvault_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_callvault_policy_v1_policy_proto_rawDesc = "" +
@@ -2523,7 +2876,26 @@ const file_callvault_policy_v1_policy_proto_rawDesc = "" +
 	"\x10ListHoldsRequest\x120\n" +
 	"\x05scope\x18\x01 \x01(\v2\x1a.callvault.policy.v1.ScopeR\x05scope\"D\n" +
 	"\x11ListHoldsResponse\x12/\n" +
-	"\x05holds\x18\x01 \x03(\v2\x19.callvault.policy.v1.HoldR\x05holds*x\n" +
+	"\x05holds\x18\x01 \x03(\v2\x19.callvault.policy.v1.HoldR\x05holds\"\xa6\x01\n" +
+	"\x06Domain\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1a\n" +
+	"\breseller\x18\x02 \x01(\tR\breseller\x12%\n" +
+	"\x0eprovisioned_by\x18\x03 \x01(\tR\rprovisionedBy\x12A\n" +
+	"\x0eprovisioned_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionedAt\"L\n" +
+	"\x16ProvisionDomainRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1a\n" +
+	"\breseller\x18\x02 \x01(\tR\breseller\"h\n" +
+	"\x17ProvisionDomainResponse\x123\n" +
+	"\x06domain\x18\x01 \x01(\v2\x1b.callvault.policy.v1.DomainR\x06domain\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"*\n" +
+	"\x10GetDomainRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\"H\n" +
+	"\x11GetDomainResponse\x123\n" +
+	"\x06domain\x18\x01 \x01(\v2\x1b.callvault.policy.v1.DomainR\x06domain\"0\n" +
+	"\x12ListDomainsRequest\x12\x1a\n" +
+	"\breseller\x18\x01 \x01(\tR\breseller\"L\n" +
+	"\x13ListDomainsResponse\x125\n" +
+	"\adomains\x18\x01 \x03(\v2\x1b.callvault.policy.v1.DomainR\adomains*x\n" +
 	"\x05Level\x12\x15\n" +
 	"\x11LEVEL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fLEVEL_SYSTEM\x10\x01\x12\x12\n" +
@@ -2540,8 +2912,7 @@ const file_callvault_policy_v1_policy_proto_rawDesc = "" +
 	"\x15CAP_SCOPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17CAP_SCOPE_ACCOUNT_MONTH\x10\x01\x12\x11\n" +
 	"\rCAP_SCOPE_BOX\x10\x02\x12\x19\n" +
-	"\x15CAP_SCOPE_USER_FOLDER\x10\x032\xbb\n" +
-	"\n" +
+	"\x15CAP_SCOPE_USER_FOLDER\x10\x032\xe7\f\n" +
 	"\rPolicyService\x12`\n" +
 	"\vGetOverride\x12'.callvault.policy.v1.GetOverrideRequest\x1a(.callvault.policy.v1.GetOverrideResponse\x12`\n" +
 	"\vSetOverride\x12'.callvault.policy.v1.SetOverrideRequest\x1a(.callvault.policy.v1.SetOverrideResponse\x12i\n" +
@@ -2557,7 +2928,10 @@ const file_callvault_policy_v1_policy_proto_rawDesc = "" +
 	"\bGetUsage\x12$.callvault.policy.v1.GetUsageRequest\x1a%.callvault.policy.v1.GetUsageResponse\x12Z\n" +
 	"\tPlaceHold\x12%.callvault.policy.v1.PlaceHoldRequest\x1a&.callvault.policy.v1.PlaceHoldResponse\x12`\n" +
 	"\vReleaseHold\x12'.callvault.policy.v1.ReleaseHoldRequest\x1a(.callvault.policy.v1.ReleaseHoldResponse\x12Z\n" +
-	"\tListHolds\x12%.callvault.policy.v1.ListHoldsRequest\x1a&.callvault.policy.v1.ListHoldsResponseB\xd7\x01\n" +
+	"\tListHolds\x12%.callvault.policy.v1.ListHoldsRequest\x1a&.callvault.policy.v1.ListHoldsResponse\x12l\n" +
+	"\x0fProvisionDomain\x12+.callvault.policy.v1.ProvisionDomainRequest\x1a,.callvault.policy.v1.ProvisionDomainResponse\x12Z\n" +
+	"\tGetDomain\x12%.callvault.policy.v1.GetDomainRequest\x1a&.callvault.policy.v1.GetDomainResponse\x12`\n" +
+	"\vListDomains\x12'.callvault.policy.v1.ListDomainsRequest\x1a(.callvault.policy.v1.ListDomainsResponseB\xd7\x01\n" +
 	"\x17com.callvault.policy.v1B\vPolicyProtoP\x01ZAgithub.com/callvault/callvault/proto/callvault/policy/v1;policyv1\xa2\x02\x03CPX\xaa\x02\x13Callvault.Policy.V1\xca\x02\x13Callvault\\Policy\\V1\xe2\x02\x1fCallvault\\Policy\\V1\\GPBMetadata\xea\x02\x15Callvault::Policy::V1b\x06proto3"
 
 var (
@@ -2573,130 +2947,147 @@ func file_callvault_policy_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_callvault_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_callvault_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_callvault_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_callvault_policy_v1_policy_proto_goTypes = []any{
-	(Level)(0),                     // 0: callvault.policy.v1.Level
-	(CapAction)(0),                 // 1: callvault.policy.v1.CapAction
-	(CapScope)(0),                  // 2: callvault.policy.v1.CapScope
-	(*Scope)(nil),                  // 3: callvault.policy.v1.Scope
-	(*Cap)(nil),                    // 4: callvault.policy.v1.Cap
-	(*PolicyFields)(nil),           // 5: callvault.policy.v1.PolicyFields
-	(*Override)(nil),               // 6: callvault.policy.v1.Override
-	(*EffectivePolicy)(nil),        // 7: callvault.policy.v1.EffectivePolicy
-	(*GetOverrideRequest)(nil),     // 8: callvault.policy.v1.GetOverrideRequest
-	(*GetOverrideResponse)(nil),    // 9: callvault.policy.v1.GetOverrideResponse
-	(*SetOverrideRequest)(nil),     // 10: callvault.policy.v1.SetOverrideRequest
-	(*SetOverrideResponse)(nil),    // 11: callvault.policy.v1.SetOverrideResponse
-	(*DeleteOverrideRequest)(nil),  // 12: callvault.policy.v1.DeleteOverrideRequest
-	(*DeleteOverrideResponse)(nil), // 13: callvault.policy.v1.DeleteOverrideResponse
-	(*ListOverridesRequest)(nil),   // 14: callvault.policy.v1.ListOverridesRequest
-	(*ListOverridesResponse)(nil),  // 15: callvault.policy.v1.ListOverridesResponse
-	(*ResolveRequest)(nil),         // 16: callvault.policy.v1.ResolveRequest
-	(*ResolveResponse)(nil),        // 17: callvault.policy.v1.ResolveResponse
-	(*ExplainRequest)(nil),         // 18: callvault.policy.v1.ExplainRequest
-	(*ExplainResponse)(nil),        // 19: callvault.policy.v1.ExplainResponse
-	(*CheckQuotaRequest)(nil),      // 20: callvault.policy.v1.CheckQuotaRequest
-	(*CheckQuotaResponse)(nil),     // 21: callvault.policy.v1.CheckQuotaResponse
-	(*MayDeleteRequest)(nil),       // 22: callvault.policy.v1.MayDeleteRequest
-	(*MayDeleteResponse)(nil),      // 23: callvault.policy.v1.MayDeleteResponse
-	(*Bundle)(nil),                 // 24: callvault.policy.v1.Bundle
-	(*AssignBundleRequest)(nil),    // 25: callvault.policy.v1.AssignBundleRequest
-	(*AssignBundleResponse)(nil),   // 26: callvault.policy.v1.AssignBundleResponse
-	(*RoundUpRequest)(nil),         // 27: callvault.policy.v1.RoundUpRequest
-	(*RoundUpResponse)(nil),        // 28: callvault.policy.v1.RoundUpResponse
-	(*GetUsageRequest)(nil),        // 29: callvault.policy.v1.GetUsageRequest
-	(*CategoryUsage)(nil),          // 30: callvault.policy.v1.CategoryUsage
-	(*GetUsageResponse)(nil),       // 31: callvault.policy.v1.GetUsageResponse
-	(*Hold)(nil),                   // 32: callvault.policy.v1.Hold
-	(*PlaceHoldRequest)(nil),       // 33: callvault.policy.v1.PlaceHoldRequest
-	(*PlaceHoldResponse)(nil),      // 34: callvault.policy.v1.PlaceHoldResponse
-	(*ReleaseHoldRequest)(nil),     // 35: callvault.policy.v1.ReleaseHoldRequest
-	(*ReleaseHoldResponse)(nil),    // 36: callvault.policy.v1.ReleaseHoldResponse
-	(*ListHoldsRequest)(nil),       // 37: callvault.policy.v1.ListHoldsRequest
-	(*ListHoldsResponse)(nil),      // 38: callvault.policy.v1.ListHoldsResponse
-	(v1.DataKind)(0),               // 39: callvault.event.v1.DataKind
-	(*timestamppb.Timestamp)(nil),  // 40: google.protobuf.Timestamp
-	(*v1.Tenant)(nil),              // 41: callvault.event.v1.Tenant
-	(v1.MessageFolder)(0),          // 42: callvault.event.v1.MessageFolder
+	(Level)(0),                      // 0: callvault.policy.v1.Level
+	(CapAction)(0),                  // 1: callvault.policy.v1.CapAction
+	(CapScope)(0),                   // 2: callvault.policy.v1.CapScope
+	(*Scope)(nil),                   // 3: callvault.policy.v1.Scope
+	(*Cap)(nil),                     // 4: callvault.policy.v1.Cap
+	(*PolicyFields)(nil),            // 5: callvault.policy.v1.PolicyFields
+	(*Override)(nil),                // 6: callvault.policy.v1.Override
+	(*EffectivePolicy)(nil),         // 7: callvault.policy.v1.EffectivePolicy
+	(*GetOverrideRequest)(nil),      // 8: callvault.policy.v1.GetOverrideRequest
+	(*GetOverrideResponse)(nil),     // 9: callvault.policy.v1.GetOverrideResponse
+	(*SetOverrideRequest)(nil),      // 10: callvault.policy.v1.SetOverrideRequest
+	(*SetOverrideResponse)(nil),     // 11: callvault.policy.v1.SetOverrideResponse
+	(*DeleteOverrideRequest)(nil),   // 12: callvault.policy.v1.DeleteOverrideRequest
+	(*DeleteOverrideResponse)(nil),  // 13: callvault.policy.v1.DeleteOverrideResponse
+	(*ListOverridesRequest)(nil),    // 14: callvault.policy.v1.ListOverridesRequest
+	(*ListOverridesResponse)(nil),   // 15: callvault.policy.v1.ListOverridesResponse
+	(*ResolveRequest)(nil),          // 16: callvault.policy.v1.ResolveRequest
+	(*ResolveResponse)(nil),         // 17: callvault.policy.v1.ResolveResponse
+	(*ExplainRequest)(nil),          // 18: callvault.policy.v1.ExplainRequest
+	(*ExplainResponse)(nil),         // 19: callvault.policy.v1.ExplainResponse
+	(*CheckQuotaRequest)(nil),       // 20: callvault.policy.v1.CheckQuotaRequest
+	(*CheckQuotaResponse)(nil),      // 21: callvault.policy.v1.CheckQuotaResponse
+	(*MayDeleteRequest)(nil),        // 22: callvault.policy.v1.MayDeleteRequest
+	(*MayDeleteResponse)(nil),       // 23: callvault.policy.v1.MayDeleteResponse
+	(*Bundle)(nil),                  // 24: callvault.policy.v1.Bundle
+	(*AssignBundleRequest)(nil),     // 25: callvault.policy.v1.AssignBundleRequest
+	(*AssignBundleResponse)(nil),    // 26: callvault.policy.v1.AssignBundleResponse
+	(*RoundUpRequest)(nil),          // 27: callvault.policy.v1.RoundUpRequest
+	(*RoundUpResponse)(nil),         // 28: callvault.policy.v1.RoundUpResponse
+	(*GetUsageRequest)(nil),         // 29: callvault.policy.v1.GetUsageRequest
+	(*CategoryUsage)(nil),           // 30: callvault.policy.v1.CategoryUsage
+	(*GetUsageResponse)(nil),        // 31: callvault.policy.v1.GetUsageResponse
+	(*Hold)(nil),                    // 32: callvault.policy.v1.Hold
+	(*PlaceHoldRequest)(nil),        // 33: callvault.policy.v1.PlaceHoldRequest
+	(*PlaceHoldResponse)(nil),       // 34: callvault.policy.v1.PlaceHoldResponse
+	(*ReleaseHoldRequest)(nil),      // 35: callvault.policy.v1.ReleaseHoldRequest
+	(*ReleaseHoldResponse)(nil),     // 36: callvault.policy.v1.ReleaseHoldResponse
+	(*ListHoldsRequest)(nil),        // 37: callvault.policy.v1.ListHoldsRequest
+	(*ListHoldsResponse)(nil),       // 38: callvault.policy.v1.ListHoldsResponse
+	(*Domain)(nil),                  // 39: callvault.policy.v1.Domain
+	(*ProvisionDomainRequest)(nil),  // 40: callvault.policy.v1.ProvisionDomainRequest
+	(*ProvisionDomainResponse)(nil), // 41: callvault.policy.v1.ProvisionDomainResponse
+	(*GetDomainRequest)(nil),        // 42: callvault.policy.v1.GetDomainRequest
+	(*GetDomainResponse)(nil),       // 43: callvault.policy.v1.GetDomainResponse
+	(*ListDomainsRequest)(nil),      // 44: callvault.policy.v1.ListDomainsRequest
+	(*ListDomainsResponse)(nil),     // 45: callvault.policy.v1.ListDomainsResponse
+	(v1.DataKind)(0),                // 46: callvault.event.v1.DataKind
+	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
+	(*v1.Tenant)(nil),               // 48: callvault.event.v1.Tenant
+	(v1.MessageFolder)(0),           // 49: callvault.event.v1.MessageFolder
 }
 var file_callvault_policy_v1_policy_proto_depIdxs = []int32{
 	0,  // 0: callvault.policy.v1.Scope.level:type_name -> callvault.policy.v1.Level
 	1,  // 1: callvault.policy.v1.Cap.action:type_name -> callvault.policy.v1.CapAction
 	2,  // 2: callvault.policy.v1.Cap.scope:type_name -> callvault.policy.v1.CapScope
 	4,  // 3: callvault.policy.v1.PolicyFields.cap:type_name -> callvault.policy.v1.Cap
-	39, // 4: callvault.policy.v1.Override.kind:type_name -> callvault.event.v1.DataKind
+	46, // 4: callvault.policy.v1.Override.kind:type_name -> callvault.event.v1.DataKind
 	3,  // 5: callvault.policy.v1.Override.scope:type_name -> callvault.policy.v1.Scope
 	5,  // 6: callvault.policy.v1.Override.fields:type_name -> callvault.policy.v1.PolicyFields
-	40, // 7: callvault.policy.v1.Override.updated_at:type_name -> google.protobuf.Timestamp
-	39, // 8: callvault.policy.v1.EffectivePolicy.kind:type_name -> callvault.event.v1.DataKind
+	47, // 7: callvault.policy.v1.Override.updated_at:type_name -> google.protobuf.Timestamp
+	46, // 8: callvault.policy.v1.EffectivePolicy.kind:type_name -> callvault.event.v1.DataKind
 	4,  // 9: callvault.policy.v1.EffectivePolicy.cap:type_name -> callvault.policy.v1.Cap
 	0,  // 10: callvault.policy.v1.EffectivePolicy.min_storage_from:type_name -> callvault.policy.v1.Level
 	0,  // 11: callvault.policy.v1.EffectivePolicy.retention_from:type_name -> callvault.policy.v1.Level
 	0,  // 12: callvault.policy.v1.EffectivePolicy.cap_from:type_name -> callvault.policy.v1.Level
-	39, // 13: callvault.policy.v1.GetOverrideRequest.kind:type_name -> callvault.event.v1.DataKind
+	46, // 13: callvault.policy.v1.GetOverrideRequest.kind:type_name -> callvault.event.v1.DataKind
 	3,  // 14: callvault.policy.v1.GetOverrideRequest.scope:type_name -> callvault.policy.v1.Scope
 	6,  // 15: callvault.policy.v1.GetOverrideResponse.override:type_name -> callvault.policy.v1.Override
 	6,  // 16: callvault.policy.v1.SetOverrideRequest.override:type_name -> callvault.policy.v1.Override
 	6,  // 17: callvault.policy.v1.SetOverrideResponse.override:type_name -> callvault.policy.v1.Override
-	39, // 18: callvault.policy.v1.DeleteOverrideRequest.kind:type_name -> callvault.event.v1.DataKind
+	46, // 18: callvault.policy.v1.DeleteOverrideRequest.kind:type_name -> callvault.event.v1.DataKind
 	3,  // 19: callvault.policy.v1.DeleteOverrideRequest.scope:type_name -> callvault.policy.v1.Scope
 	3,  // 20: callvault.policy.v1.ListOverridesRequest.scope:type_name -> callvault.policy.v1.Scope
 	6,  // 21: callvault.policy.v1.ListOverridesResponse.overrides:type_name -> callvault.policy.v1.Override
-	39, // 22: callvault.policy.v1.ResolveRequest.kind:type_name -> callvault.event.v1.DataKind
-	41, // 23: callvault.policy.v1.ResolveRequest.tenant:type_name -> callvault.event.v1.Tenant
+	46, // 22: callvault.policy.v1.ResolveRequest.kind:type_name -> callvault.event.v1.DataKind
+	48, // 23: callvault.policy.v1.ResolveRequest.tenant:type_name -> callvault.event.v1.Tenant
 	7,  // 24: callvault.policy.v1.ResolveResponse.policy:type_name -> callvault.policy.v1.EffectivePolicy
 	7,  // 25: callvault.policy.v1.ExplainResponse.policy:type_name -> callvault.policy.v1.EffectivePolicy
-	40, // 26: callvault.policy.v1.ExplainResponse.cullable_at:type_name -> google.protobuf.Timestamp
-	40, // 27: callvault.policy.v1.ExplainResponse.delete_by:type_name -> google.protobuf.Timestamp
+	47, // 26: callvault.policy.v1.ExplainResponse.cullable_at:type_name -> google.protobuf.Timestamp
+	47, // 27: callvault.policy.v1.ExplainResponse.delete_by:type_name -> google.protobuf.Timestamp
 	32, // 28: callvault.policy.v1.ExplainResponse.holds:type_name -> callvault.policy.v1.Hold
-	39, // 29: callvault.policy.v1.CheckQuotaRequest.kind:type_name -> callvault.event.v1.DataKind
-	41, // 30: callvault.policy.v1.CheckQuotaRequest.tenant:type_name -> callvault.event.v1.Tenant
-	42, // 31: callvault.policy.v1.CheckQuotaRequest.folder:type_name -> callvault.event.v1.MessageFolder
+	46, // 29: callvault.policy.v1.CheckQuotaRequest.kind:type_name -> callvault.event.v1.DataKind
+	48, // 30: callvault.policy.v1.CheckQuotaRequest.tenant:type_name -> callvault.event.v1.Tenant
+	49, // 31: callvault.policy.v1.CheckQuotaRequest.folder:type_name -> callvault.event.v1.MessageFolder
 	1,  // 32: callvault.policy.v1.CheckQuotaResponse.action:type_name -> callvault.policy.v1.CapAction
 	32, // 33: callvault.policy.v1.MayDeleteResponse.blocking_holds:type_name -> callvault.policy.v1.Hold
 	24, // 34: callvault.policy.v1.AssignBundleResponse.bundle:type_name -> callvault.policy.v1.Bundle
 	24, // 35: callvault.policy.v1.RoundUpResponse.bundle:type_name -> callvault.policy.v1.Bundle
 	30, // 36: callvault.policy.v1.GetUsageResponse.categories:type_name -> callvault.policy.v1.CategoryUsage
 	3,  // 37: callvault.policy.v1.Hold.scope:type_name -> callvault.policy.v1.Scope
-	40, // 38: callvault.policy.v1.Hold.placed_at:type_name -> google.protobuf.Timestamp
+	47, // 38: callvault.policy.v1.Hold.placed_at:type_name -> google.protobuf.Timestamp
 	0,  // 39: callvault.policy.v1.Hold.placed_level:type_name -> callvault.policy.v1.Level
 	32, // 40: callvault.policy.v1.PlaceHoldRequest.hold:type_name -> callvault.policy.v1.Hold
 	32, // 41: callvault.policy.v1.PlaceHoldResponse.hold:type_name -> callvault.policy.v1.Hold
 	3,  // 42: callvault.policy.v1.ListHoldsRequest.scope:type_name -> callvault.policy.v1.Scope
 	32, // 43: callvault.policy.v1.ListHoldsResponse.holds:type_name -> callvault.policy.v1.Hold
-	8,  // 44: callvault.policy.v1.PolicyService.GetOverride:input_type -> callvault.policy.v1.GetOverrideRequest
-	10, // 45: callvault.policy.v1.PolicyService.SetOverride:input_type -> callvault.policy.v1.SetOverrideRequest
-	12, // 46: callvault.policy.v1.PolicyService.DeleteOverride:input_type -> callvault.policy.v1.DeleteOverrideRequest
-	14, // 47: callvault.policy.v1.PolicyService.ListOverrides:input_type -> callvault.policy.v1.ListOverridesRequest
-	16, // 48: callvault.policy.v1.PolicyService.Resolve:input_type -> callvault.policy.v1.ResolveRequest
-	18, // 49: callvault.policy.v1.PolicyService.Explain:input_type -> callvault.policy.v1.ExplainRequest
-	20, // 50: callvault.policy.v1.PolicyService.CheckQuota:input_type -> callvault.policy.v1.CheckQuotaRequest
-	22, // 51: callvault.policy.v1.PolicyService.MayDelete:input_type -> callvault.policy.v1.MayDeleteRequest
-	25, // 52: callvault.policy.v1.PolicyService.AssignBundle:input_type -> callvault.policy.v1.AssignBundleRequest
-	27, // 53: callvault.policy.v1.PolicyService.RoundUp:input_type -> callvault.policy.v1.RoundUpRequest
-	29, // 54: callvault.policy.v1.PolicyService.GetUsage:input_type -> callvault.policy.v1.GetUsageRequest
-	33, // 55: callvault.policy.v1.PolicyService.PlaceHold:input_type -> callvault.policy.v1.PlaceHoldRequest
-	35, // 56: callvault.policy.v1.PolicyService.ReleaseHold:input_type -> callvault.policy.v1.ReleaseHoldRequest
-	37, // 57: callvault.policy.v1.PolicyService.ListHolds:input_type -> callvault.policy.v1.ListHoldsRequest
-	9,  // 58: callvault.policy.v1.PolicyService.GetOverride:output_type -> callvault.policy.v1.GetOverrideResponse
-	11, // 59: callvault.policy.v1.PolicyService.SetOverride:output_type -> callvault.policy.v1.SetOverrideResponse
-	13, // 60: callvault.policy.v1.PolicyService.DeleteOverride:output_type -> callvault.policy.v1.DeleteOverrideResponse
-	15, // 61: callvault.policy.v1.PolicyService.ListOverrides:output_type -> callvault.policy.v1.ListOverridesResponse
-	17, // 62: callvault.policy.v1.PolicyService.Resolve:output_type -> callvault.policy.v1.ResolveResponse
-	19, // 63: callvault.policy.v1.PolicyService.Explain:output_type -> callvault.policy.v1.ExplainResponse
-	21, // 64: callvault.policy.v1.PolicyService.CheckQuota:output_type -> callvault.policy.v1.CheckQuotaResponse
-	23, // 65: callvault.policy.v1.PolicyService.MayDelete:output_type -> callvault.policy.v1.MayDeleteResponse
-	26, // 66: callvault.policy.v1.PolicyService.AssignBundle:output_type -> callvault.policy.v1.AssignBundleResponse
-	28, // 67: callvault.policy.v1.PolicyService.RoundUp:output_type -> callvault.policy.v1.RoundUpResponse
-	31, // 68: callvault.policy.v1.PolicyService.GetUsage:output_type -> callvault.policy.v1.GetUsageResponse
-	34, // 69: callvault.policy.v1.PolicyService.PlaceHold:output_type -> callvault.policy.v1.PlaceHoldResponse
-	36, // 70: callvault.policy.v1.PolicyService.ReleaseHold:output_type -> callvault.policy.v1.ReleaseHoldResponse
-	38, // 71: callvault.policy.v1.PolicyService.ListHolds:output_type -> callvault.policy.v1.ListHoldsResponse
-	58, // [58:72] is the sub-list for method output_type
-	44, // [44:58] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	47, // 44: callvault.policy.v1.Domain.provisioned_at:type_name -> google.protobuf.Timestamp
+	39, // 45: callvault.policy.v1.ProvisionDomainResponse.domain:type_name -> callvault.policy.v1.Domain
+	39, // 46: callvault.policy.v1.GetDomainResponse.domain:type_name -> callvault.policy.v1.Domain
+	39, // 47: callvault.policy.v1.ListDomainsResponse.domains:type_name -> callvault.policy.v1.Domain
+	8,  // 48: callvault.policy.v1.PolicyService.GetOverride:input_type -> callvault.policy.v1.GetOverrideRequest
+	10, // 49: callvault.policy.v1.PolicyService.SetOverride:input_type -> callvault.policy.v1.SetOverrideRequest
+	12, // 50: callvault.policy.v1.PolicyService.DeleteOverride:input_type -> callvault.policy.v1.DeleteOverrideRequest
+	14, // 51: callvault.policy.v1.PolicyService.ListOverrides:input_type -> callvault.policy.v1.ListOverridesRequest
+	16, // 52: callvault.policy.v1.PolicyService.Resolve:input_type -> callvault.policy.v1.ResolveRequest
+	18, // 53: callvault.policy.v1.PolicyService.Explain:input_type -> callvault.policy.v1.ExplainRequest
+	20, // 54: callvault.policy.v1.PolicyService.CheckQuota:input_type -> callvault.policy.v1.CheckQuotaRequest
+	22, // 55: callvault.policy.v1.PolicyService.MayDelete:input_type -> callvault.policy.v1.MayDeleteRequest
+	25, // 56: callvault.policy.v1.PolicyService.AssignBundle:input_type -> callvault.policy.v1.AssignBundleRequest
+	27, // 57: callvault.policy.v1.PolicyService.RoundUp:input_type -> callvault.policy.v1.RoundUpRequest
+	29, // 58: callvault.policy.v1.PolicyService.GetUsage:input_type -> callvault.policy.v1.GetUsageRequest
+	33, // 59: callvault.policy.v1.PolicyService.PlaceHold:input_type -> callvault.policy.v1.PlaceHoldRequest
+	35, // 60: callvault.policy.v1.PolicyService.ReleaseHold:input_type -> callvault.policy.v1.ReleaseHoldRequest
+	37, // 61: callvault.policy.v1.PolicyService.ListHolds:input_type -> callvault.policy.v1.ListHoldsRequest
+	40, // 62: callvault.policy.v1.PolicyService.ProvisionDomain:input_type -> callvault.policy.v1.ProvisionDomainRequest
+	42, // 63: callvault.policy.v1.PolicyService.GetDomain:input_type -> callvault.policy.v1.GetDomainRequest
+	44, // 64: callvault.policy.v1.PolicyService.ListDomains:input_type -> callvault.policy.v1.ListDomainsRequest
+	9,  // 65: callvault.policy.v1.PolicyService.GetOverride:output_type -> callvault.policy.v1.GetOverrideResponse
+	11, // 66: callvault.policy.v1.PolicyService.SetOverride:output_type -> callvault.policy.v1.SetOverrideResponse
+	13, // 67: callvault.policy.v1.PolicyService.DeleteOverride:output_type -> callvault.policy.v1.DeleteOverrideResponse
+	15, // 68: callvault.policy.v1.PolicyService.ListOverrides:output_type -> callvault.policy.v1.ListOverridesResponse
+	17, // 69: callvault.policy.v1.PolicyService.Resolve:output_type -> callvault.policy.v1.ResolveResponse
+	19, // 70: callvault.policy.v1.PolicyService.Explain:output_type -> callvault.policy.v1.ExplainResponse
+	21, // 71: callvault.policy.v1.PolicyService.CheckQuota:output_type -> callvault.policy.v1.CheckQuotaResponse
+	23, // 72: callvault.policy.v1.PolicyService.MayDelete:output_type -> callvault.policy.v1.MayDeleteResponse
+	26, // 73: callvault.policy.v1.PolicyService.AssignBundle:output_type -> callvault.policy.v1.AssignBundleResponse
+	28, // 74: callvault.policy.v1.PolicyService.RoundUp:output_type -> callvault.policy.v1.RoundUpResponse
+	31, // 75: callvault.policy.v1.PolicyService.GetUsage:output_type -> callvault.policy.v1.GetUsageResponse
+	34, // 76: callvault.policy.v1.PolicyService.PlaceHold:output_type -> callvault.policy.v1.PlaceHoldResponse
+	36, // 77: callvault.policy.v1.PolicyService.ReleaseHold:output_type -> callvault.policy.v1.ReleaseHoldResponse
+	38, // 78: callvault.policy.v1.PolicyService.ListHolds:output_type -> callvault.policy.v1.ListHoldsResponse
+	41, // 79: callvault.policy.v1.PolicyService.ProvisionDomain:output_type -> callvault.policy.v1.ProvisionDomainResponse
+	43, // 80: callvault.policy.v1.PolicyService.GetDomain:output_type -> callvault.policy.v1.GetDomainResponse
+	45, // 81: callvault.policy.v1.PolicyService.ListDomains:output_type -> callvault.policy.v1.ListDomainsResponse
+	65, // [65:82] is the sub-list for method output_type
+	48, // [48:65] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_callvault_policy_v1_policy_proto_init() }
@@ -2711,7 +3102,7 @@ func file_callvault_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_callvault_policy_v1_policy_proto_rawDesc), len(file_callvault_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   36,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

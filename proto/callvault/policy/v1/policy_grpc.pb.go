@@ -22,20 +22,23 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PolicyService_GetOverride_FullMethodName    = "/callvault.policy.v1.PolicyService/GetOverride"
-	PolicyService_SetOverride_FullMethodName    = "/callvault.policy.v1.PolicyService/SetOverride"
-	PolicyService_DeleteOverride_FullMethodName = "/callvault.policy.v1.PolicyService/DeleteOverride"
-	PolicyService_ListOverrides_FullMethodName  = "/callvault.policy.v1.PolicyService/ListOverrides"
-	PolicyService_Resolve_FullMethodName        = "/callvault.policy.v1.PolicyService/Resolve"
-	PolicyService_Explain_FullMethodName        = "/callvault.policy.v1.PolicyService/Explain"
-	PolicyService_CheckQuota_FullMethodName     = "/callvault.policy.v1.PolicyService/CheckQuota"
-	PolicyService_MayDelete_FullMethodName      = "/callvault.policy.v1.PolicyService/MayDelete"
-	PolicyService_AssignBundle_FullMethodName   = "/callvault.policy.v1.PolicyService/AssignBundle"
-	PolicyService_RoundUp_FullMethodName        = "/callvault.policy.v1.PolicyService/RoundUp"
-	PolicyService_GetUsage_FullMethodName       = "/callvault.policy.v1.PolicyService/GetUsage"
-	PolicyService_PlaceHold_FullMethodName      = "/callvault.policy.v1.PolicyService/PlaceHold"
-	PolicyService_ReleaseHold_FullMethodName    = "/callvault.policy.v1.PolicyService/ReleaseHold"
-	PolicyService_ListHolds_FullMethodName      = "/callvault.policy.v1.PolicyService/ListHolds"
+	PolicyService_GetOverride_FullMethodName     = "/callvault.policy.v1.PolicyService/GetOverride"
+	PolicyService_SetOverride_FullMethodName     = "/callvault.policy.v1.PolicyService/SetOverride"
+	PolicyService_DeleteOverride_FullMethodName  = "/callvault.policy.v1.PolicyService/DeleteOverride"
+	PolicyService_ListOverrides_FullMethodName   = "/callvault.policy.v1.PolicyService/ListOverrides"
+	PolicyService_Resolve_FullMethodName         = "/callvault.policy.v1.PolicyService/Resolve"
+	PolicyService_Explain_FullMethodName         = "/callvault.policy.v1.PolicyService/Explain"
+	PolicyService_CheckQuota_FullMethodName      = "/callvault.policy.v1.PolicyService/CheckQuota"
+	PolicyService_MayDelete_FullMethodName       = "/callvault.policy.v1.PolicyService/MayDelete"
+	PolicyService_AssignBundle_FullMethodName    = "/callvault.policy.v1.PolicyService/AssignBundle"
+	PolicyService_RoundUp_FullMethodName         = "/callvault.policy.v1.PolicyService/RoundUp"
+	PolicyService_GetUsage_FullMethodName        = "/callvault.policy.v1.PolicyService/GetUsage"
+	PolicyService_PlaceHold_FullMethodName       = "/callvault.policy.v1.PolicyService/PlaceHold"
+	PolicyService_ReleaseHold_FullMethodName     = "/callvault.policy.v1.PolicyService/ReleaseHold"
+	PolicyService_ListHolds_FullMethodName       = "/callvault.policy.v1.PolicyService/ListHolds"
+	PolicyService_ProvisionDomain_FullMethodName = "/callvault.policy.v1.PolicyService/ProvisionDomain"
+	PolicyService_GetDomain_FullMethodName       = "/callvault.policy.v1.PolicyService/GetDomain"
+	PolicyService_ListDomains_FullMethodName     = "/callvault.policy.v1.PolicyService/ListDomains"
 )
 
 // PolicyServiceClient is the client API for PolicyService service.
@@ -64,6 +67,15 @@ type PolicyServiceClient interface {
 	PlaceHold(ctx context.Context, in *PlaceHoldRequest, opts ...grpc.CallOption) (*PlaceHoldResponse, error)
 	ReleaseHold(ctx context.Context, in *ReleaseHoldRequest, opts ...grpc.CallOption) (*ReleaseHoldResponse, error)
 	ListHolds(ctx context.Context, in *ListHoldsRequest, opts ...grpc.CallOption) (*ListHoldsResponse, error)
+	// ProvisionDomain records the reseller a domain belongs to. Only a system
+	// token, or the reseller itself for a domain under it, may provision; a
+	// domain already provisioned to another reseller is AlreadyExists, the
+	// same domain to the same reseller again is answered as it stands.
+	ProvisionDomain(ctx context.Context, in *ProvisionDomainRequest, opts ...grpc.CallOption) (*ProvisionDomainResponse, error)
+	// GetDomain reads one provisioned domain the caller covers.
+	GetDomain(ctx context.Context, in *GetDomainRequest, opts ...grpc.CallOption) (*GetDomainResponse, error)
+	// ListDomains lists the provisioned domains the caller covers.
+	ListDomains(ctx context.Context, in *ListDomainsRequest, opts ...grpc.CallOption) (*ListDomainsResponse, error)
 }
 
 type policyServiceClient struct {
@@ -214,6 +226,36 @@ func (c *policyServiceClient) ListHolds(ctx context.Context, in *ListHoldsReques
 	return out, nil
 }
 
+func (c *policyServiceClient) ProvisionDomain(ctx context.Context, in *ProvisionDomainRequest, opts ...grpc.CallOption) (*ProvisionDomainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProvisionDomainResponse)
+	err := c.cc.Invoke(ctx, PolicyService_ProvisionDomain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyServiceClient) GetDomain(ctx context.Context, in *GetDomainRequest, opts ...grpc.CallOption) (*GetDomainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDomainResponse)
+	err := c.cc.Invoke(ctx, PolicyService_GetDomain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyServiceClient) ListDomains(ctx context.Context, in *ListDomainsRequest, opts ...grpc.CallOption) (*ListDomainsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDomainsResponse)
+	err := c.cc.Invoke(ctx, PolicyService_ListDomains_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PolicyServiceServer is the server API for PolicyService service.
 // All implementations must embed UnimplementedPolicyServiceServer
 // for forward compatibility.
@@ -240,6 +282,15 @@ type PolicyServiceServer interface {
 	PlaceHold(context.Context, *PlaceHoldRequest) (*PlaceHoldResponse, error)
 	ReleaseHold(context.Context, *ReleaseHoldRequest) (*ReleaseHoldResponse, error)
 	ListHolds(context.Context, *ListHoldsRequest) (*ListHoldsResponse, error)
+	// ProvisionDomain records the reseller a domain belongs to. Only a system
+	// token, or the reseller itself for a domain under it, may provision; a
+	// domain already provisioned to another reseller is AlreadyExists, the
+	// same domain to the same reseller again is answered as it stands.
+	ProvisionDomain(context.Context, *ProvisionDomainRequest) (*ProvisionDomainResponse, error)
+	// GetDomain reads one provisioned domain the caller covers.
+	GetDomain(context.Context, *GetDomainRequest) (*GetDomainResponse, error)
+	// ListDomains lists the provisioned domains the caller covers.
+	ListDomains(context.Context, *ListDomainsRequest) (*ListDomainsResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
 }
 
@@ -291,6 +342,15 @@ func (UnimplementedPolicyServiceServer) ReleaseHold(context.Context, *ReleaseHol
 }
 func (UnimplementedPolicyServiceServer) ListHolds(context.Context, *ListHoldsRequest) (*ListHoldsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListHolds not implemented")
+}
+func (UnimplementedPolicyServiceServer) ProvisionDomain(context.Context, *ProvisionDomainRequest) (*ProvisionDomainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ProvisionDomain not implemented")
+}
+func (UnimplementedPolicyServiceServer) GetDomain(context.Context, *GetDomainRequest) (*GetDomainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDomain not implemented")
+}
+func (UnimplementedPolicyServiceServer) ListDomains(context.Context, *ListDomainsRequest) (*ListDomainsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDomains not implemented")
 }
 func (UnimplementedPolicyServiceServer) mustEmbedUnimplementedPolicyServiceServer() {}
 func (UnimplementedPolicyServiceServer) testEmbeddedByValue()                       {}
@@ -565,6 +625,60 @@ func _PolicyService_ListHolds_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PolicyService_ProvisionDomain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProvisionDomainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).ProvisionDomain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_ProvisionDomain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).ProvisionDomain(ctx, req.(*ProvisionDomainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PolicyService_GetDomain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDomainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).GetDomain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_GetDomain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).GetDomain(ctx, req.(*GetDomainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PolicyService_ListDomains_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDomainsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).ListDomains(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_ListDomains_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).ListDomains(ctx, req.(*ListDomainsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PolicyService_ServiceDesc is the grpc.ServiceDesc for PolicyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -627,6 +741,18 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListHolds",
 			Handler:    _PolicyService_ListHolds_Handler,
+		},
+		{
+			MethodName: "ProvisionDomain",
+			Handler:    _PolicyService_ProvisionDomain_Handler,
+		},
+		{
+			MethodName: "GetDomain",
+			Handler:    _PolicyService_GetDomain_Handler,
+		},
+		{
+			MethodName: "ListDomains",
+			Handler:    _PolicyService_ListDomains_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -26,11 +26,22 @@ commands:
   serve            run every service in one process (the default)
   dlq list         print dead letters as JSON lines
   replay catalog   rebuild the Redis catalog and tokens from the streams
+  domain add D     provision domain D (-reseller R; a reseller token may omit it)
+  domain list      list the provisioned domains the token covers (-reseller R)
+  token issue      issue a token (-name -level -reseller -domain -user -expires-in)
+  token list       list the tokens inside the token's scope (never their secrets)
+  token revoke ID  revoke a token by its id
   help             show this text
 
 Configuration comes from environment variables (see README.md); flags
 override the listen addresses:
   callvault serve -http-addr 127.0.0.1:8080 -grpc-addr 127.0.0.1:9090 -data-dir ./data
+
+The domain and token commands call the running server's gRPC API
+(-grpc-addr) with CALLVAULT_TOKEN, or the bootstrap token of the data
+directory, and print JSON lines:
+  callvault domain add a.example -reseller r1
+  CALLVAULT_TOKEN=... callvault token issue -name pbx -level domain -reseller r1 -domain a.example -expires-in 720h
 `
 
 func main() {
@@ -85,6 +96,8 @@ func realMain(ctx context.Context, args []string) error {
 			return errors.New("replay: want 'replay catalog'")
 		}
 		return replayCatalog(ctx, cfg, log)
+	case "domain", "token":
+		return admin(ctx, cfg, cmd, args, os.Stdout)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil

@@ -12,7 +12,7 @@ func main() {
 	platform.Main("gateway", func(ctx context.Context) error {
 		var cfg gateway.Config
 		return platform.RunService(ctx, "gateway", &cfg, &cfg.Platform, func(d *platform.Deps) (platform.Service, error) {
-			return gateway.New(d), nil
+			return gateway.New(d, nil), nil // provisioning is served where policy runs
 		}, func() (*string, *string) { return &cfg.HTTPAddr, &cfg.GRPCAddr })
 	})
 }

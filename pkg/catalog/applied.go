@@ -26,13 +26,14 @@ const (
 func (k keys) applied() string { return k.ns + ":applied" }
 
 const markScript = `
-local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur or tonumber(ARGV[2]) > tonumber(cur) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 return 1
 `
 
 // MarkApplied records that stream has been applied up to seq (it never
-// moves back).
+// moves back). Marking 0 records that Redis holds callvault state that is
+// current with an empty stream.
 func (c *Catalog) MarkApplied(ctx context.Context, stream string, seq uint64) error {
 	if err := c.mark.Run(ctx, c.rdb, []string{c.k.applied()}, stream, seq).Err(); err != nil {
 		return fmt.Errorf("catalog mark %s applied: %w", stream, err)

@@ -135,7 +135,8 @@ elseif mode == 'set_evict' then
     local oldest = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
     if oldest[1] ~= ARGV[13] then return {2} end
     if tonumber(oldest[2]) >= tonumber(ARGV[12]) then return refuse('folder_full_within_minimum') end
-    local v = redis.call('HMGET', KEYS[9], 'user', 'call_id', 'size', 'category')
+    local v = redis.call('HMGET', KEYS[9], 'user', 'call_id', 'size', 'category', 'pe')
+    if string.find(v[5] or '', 'P', 1, true) then return {3} end
     if held(KEYS[8], v[1] or '', v[2] or '') then return refuse('folder_full_under_hold') end
     local vsize = tonumber(v[3] or '0')
     remove(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], 'set', oldest[1], vsize, category)
@@ -196,6 +197,12 @@ func monthExpiry(t time.Time) int64 {
 	return time.Date(t.Year(), t.Month()+1, 11, 0, 0, 0, 0, time.UTC).Unix()
 }
 
+// ErrPublishPending: the artifact a deletion or an eviction would remove
+// still owes the publish of its own admission. Deleting it now would send
+// its tombstone before (or without) its admission, so the caller retries
+// once that publish is confirmed.
+var ErrPublishPending = errors.New("the artifact's admission is not published yet")
+
 // ErrIDConflict is the reason recorded when an id is already used by
 // another domain: ids are global.
 const ErrIDConflict = "id_conflict"
@@ -235,8 +242,11 @@ func (c *Catalog) Decide(ctx context.Context, a Artifact, cap CapCheck) (Decisio
 		if err != nil {
 			return Decision{}, fmt.Errorf("catalog decide %s: %w", a.ID, err)
 		}
-		if code, _ := res[0].(int64); code == 2 {
+		switch code, _ := res[0].(int64); code {
+		case 2:
 			continue // the folder's oldest changed under us: read it again
+		case 3:
+			return Decision{}, fmt.Errorf("catalog decide %s: evict %s: %w", a.ID, victim, ErrPublishPending)
 		}
 		return decisionOf(res), nil
 	}

@@ -60,6 +60,7 @@ if ARGV[11] == '1' then
   local h = held(KEYS[2], ARGV[8], ARGV[9])
   if h then return {'held', h} end
   if ARGV[2] ~= '' and tonumber(ARGV[3]) < tonumber(ARGV[2]) then return {'within_minimum'} end
+  if string.find(f[6] or '', 'P', 1, true) then return {'publish_pending'} end
 end
 remove(KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[10], ARGV[1], tonumber(f[5] or '0'), ARGV[13])
 redis.call('HSET', KEYS[1], 'st', 'd', 'rs', ARGV[4], 'ru', ARGV[5], 'ac', ARGV[6], 'dt', ARGV[3])
@@ -113,6 +114,8 @@ func (c *Catalog) gate(ctx context.Context, domain, id string, check bool, pendi
 		switch DeleteOutcome(res[0]) {
 		case "moved":
 			continue
+		case "publish_pending":
+			return DeleteResult{}, fmt.Errorf("catalog delete %s: %w", id, ErrPublishPending)
 		case Held:
 			return DeleteResult{Outcome: Held, HoldID: res[1], Record: rec}, nil
 		case Deleted, AlreadyDeleted:

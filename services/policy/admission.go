@@ -130,7 +130,14 @@ func (s *Service) Admit(ctx context.Context, env *eventv1.Envelope, seq uint64) 
 		return err
 	}
 	if d.Repeat {
-		if err := s.dropUnreferenced(ctx, a); err != nil {
+		// A second event for an id the domain already has a decision for
+		// (a retry beyond the duplicate window) that points at another
+		// object: that object is referenced by nothing, and the effects the
+		// decision owes belong to the event that made it (its delivery is
+		// not acknowledged until they are done), so they are never carried
+		// out with this event's body.
+		other, err := s.dropUnreferenced(ctx, a)
+		if err != nil || other {
 			return err
 		}
 	}
@@ -161,18 +168,18 @@ func (s *Service) Admit(ctx context.Context, env *eventv1.Envelope, seq uint64) 
 // dropUnreferenced removes the media of an event whose artifact was decided
 // earlier with another object (a PBX that uploaded the same id again after
 // the duplicate window): the catalog never references this object.
-func (s *Service) dropUnreferenced(ctx context.Context, a catalog.Artifact) error {
+func (s *Service) dropUnreferenced(ctx context.Context, a catalog.Artifact) (bool, error) {
 	rec, err := s.catalog.Record(ctx, a.Domain, a.ID)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if a.ObjectKey == "" || a.ObjectKey == rec.ObjectKey {
-		return nil
+		return false, nil
 	}
 	if err := s.d.CDS.Delete(ctx, a.ObjectKey); err != nil {
-		return fmt.Errorf("remove unreferenced media %s: %w", a.ObjectKey, err)
+		return true, fmt.Errorf("remove unreferenced media %s: %w", a.ObjectKey, err)
 	}
-	return nil
+	return true, nil
 }
 
 // finishDecision carries out what an admission or refusal still owes.

@@ -100,8 +100,24 @@ func Lag(ctx context.Context, js jetstream.JetStream, n bus.Names, cat *catalog.
 // state Redis still holds. It reports why it rebuilt ("" when current).
 func (s *Service) CatchUp(ctx context.Context) (string, error) {
 	why, err := s.Lag(ctx)
-	if err != nil || why == "" {
+	if err != nil {
 		return "", err
+	}
+	if why == "" {
+		// Current. A Redis that holds no marker yet (a first start on
+		// empty streams) gets one, so that losing it later is noticed.
+		ap, err := s.catalog.Applied(ctx)
+		if err != nil || ap.Present {
+			return "", err
+		}
+		ingest, config, err := s.marks(ctx)
+		if err != nil {
+			return "", err
+		}
+		if err := s.catalog.MarkApplied(ctx, catalog.AppliedConfig, config); err != nil {
+			return "", err
+		}
+		return "", s.catalog.MarkApplied(ctx, catalog.AppliedIngest, ingest)
 	}
 	s.log.Warn("Redis is behind the streams; rebuilding before serving", "why", why)
 	if _, err := s.Rebuild(ctx); err != nil {

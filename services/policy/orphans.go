@@ -53,6 +53,10 @@ type SweepReport struct {
 // ErrNoLister is returned when the content store cannot list its objects.
 var ErrNoLister = errors.New("orphan sweep: the content store cannot list objects")
 
+// ErrStateBehind: Redis does not hold every applied event, so nothing may
+// be decided from what it lacks.
+var ErrStateBehind = errors.New("the catalog state is behind the streams")
+
 // SweepOrphans removes media objects no artifact references. An object is
 // removed only when all of these hold: it was written before the cutoff
 // (now minus the grace period, and no later than the grace period before
@@ -65,6 +69,13 @@ func (s *Service) SweepOrphans(ctx context.Context, now time.Time) (SweepReport,
 	lister, ok := s.d.CDS.(cds.Lister)
 	if !ok {
 		return SweepReport{}, ErrNoLister
+	}
+	// A missing record means "orphan" only when Redis holds every decision:
+	// after a Redis loss every object would look unreferenced.
+	if why, err := s.Lag(ctx); err != nil {
+		return SweepReport{}, fmt.Errorf("orphan sweep: %w", err)
+	} else if why != "" {
+		return SweepReport{}, fmt.Errorf("orphan sweep: %w: %s", ErrStateBehind, why)
 	}
 	cutoff, err := s.sweepCutoff(ctx, now)
 	if err != nil {
@@ -101,6 +112,11 @@ func (s *Service) SweepOrphans(ctx context.Context, now time.Time) (SweepReport,
 		case rec.ObjectKey == o.Key && rec.State == catalog.StateAdmitted:
 			rep.Referenced++
 			return nil
+		}
+		// Redis may have been emptied since the sweep began: the marker
+		// goes with the rest of its state.
+		if ap, err := s.catalog.Applied(ctx); err != nil || !ap.Present {
+			return fmt.Errorf("%w: Redis lost its state during the sweep", ErrStateBehind)
 		}
 		if err := s.d.CDS.Delete(ctx, o.Key); err != nil {
 			rep.Failed++

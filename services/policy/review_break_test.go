@@ -2,8 +2,10 @@ package policy_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -129,15 +131,13 @@ func TestBreakRepeatPublishesTheOtherUpload(t *testing.T) {
 	}
 }
 
-// TestBreakEvictionDropsTheVictimsOwedPublish shows that a cap eviction
-// overwrites the victim's owed effects. An SMS is admitted (pe=P) but its
-// admitted event fails to publish; before its redelivery, the next SMS of
-// a full folder evicts it (it is the oldest and past its minimum), and
-// the eviction writes pe=MT over the owed P. The victim's admitted event is
-// never published: consumers of the decision subjects get a tombstone for
-// an artifact they were never told about, and a rebuild differs from the
-// live state (the victim's record and id claim are missing, so another
-// domain can then claim the id).
+// TestBreakEvictionDropsTheVictimsOwedPublish: an SMS is admitted (pe=P)
+// but its admitted event fails to publish; before its redelivery, the next
+// SMS of a full folder would evict it. Evicting then would write pe=MT over
+// the owed P, so the victim's admission would never be published (a
+// tombstone for an artifact consumers never saw, and a rebuild without its
+// record and id claim). The eviction must wait until the victim's publish
+// is confirmed.
 func TestBreakEvictionDropsTheVictimsOwedPublish(t *testing.T) {
 	t.Parallel()
 	d, svc, f := faultySetup(t)
@@ -155,11 +155,19 @@ func TestBreakEvictionDropsTheVictimsOwedPublish(t *testing.T) {
 	if err := svc.Admit(ctx, victim, 1); err == nil {
 		t.Fatal("the victim's publish was to fail")
 	}
-	if err := svc.Admit(ctx, next, 2); err != nil {
-		t.Fatal(err)
+	// The eviction waits for the victim's admission to be published: the
+	// next SMS is retried, not decided over the victim's owed publish.
+	if err := svc.Admit(ctx, next, 2); !errors.Is(err, catalog.ErrPublishPending) || bus.IsPoison(err) {
+		t.Fatalf("the eviction of a victim whose admission is unpublished: %v, want a retry (ErrPublishPending)", err)
 	}
 	if err := svc.Admit(ctx, victim, 1); err != nil { // the redelivery
 		t.Fatal(err)
+	}
+	if err := svc.Admit(ctx, next, 2); err != nil { // the retry evicts now
+		t.Fatal(err)
+	}
+	if rec, err := catalog.New(d.Redis, d.Names.Namespace()).Record(ctx, "a.example", "sms-a"); err != nil || rec.State != catalog.StateDeleted {
+		t.Fatalf("sms-a after the retried eviction: %+v %v, want deleted", rec, err)
 	}
 	admitted := map[string]bool{}
 	if _, _, err := bus.Replay(ctx, d.JS, d.Names.IngestStream(), []string{d.Names.AdmittedSubject()}, func(_ context.Context, env *eventv1.Envelope, _ uint64) error {
@@ -207,20 +215,20 @@ func TestBreakDomainTokenOfAnotherReseller(t *testing.T) {
 	}
 }
 
-// TestBreakRebuildForgetsDomainOwners shows that a rebuild does not restore
-// the domain registry (cv:domains), although admission is now its only
-// writer and every decision event names the domain's reseller. After a
-// Redis loss CatchUp rebuilds everything else, and the first upload that
-// names the domain decides again whose it is: another reseller's PBX (or
-// any token of that reseller) takes over an existing domain, and its
-// reseller token then covers every recording of it, while the rightful
-// reseller's token covers nothing (AuthorizeDomain sees no owner).
+// TestBreakRebuildForgetsDomainOwners: a rebuild after a Redis loss must
+// restore the domain registry (cv:domains), or the first upload that names
+// a domain decides again whose it is and another reseller takes it over.
+// Provisioning is a config event, so the rebuild restores the owner, and
+// another reseller's event for the domain is refused.
 func TestBreakRebuildForgetsDomainOwners(t *testing.T) {
 	t.Parallel()
 	d, svc, _ := faultySetup(t)
 	ctx := context.Background()
+	if _, _, err := svc.ProvisionDomain(ctx, auth.Principal{Name: "ops", Level: auth.LevelSystem}, "z.example", "r1"); err != nil {
+		t.Fatal(err)
+	}
 	first := recordingEvent("z-rec-1", 10, time.Now().Add(-time.Hour))
-	first.Tenant.Domain = "z.example" // registered by its first admission only
+	first.Tenant.Domain = "z.example"
 	if err := svc.Admit(ctx, stored(t, d, first), 1); err != nil {
 		t.Fatal(err)
 	}
@@ -237,5 +245,41 @@ func TestBreakRebuildForgetsDomainOwners(t *testing.T) {
 	err := svc.Admit(ctx, stored(t, d, hijack), 2)
 	if owner, _ := cat.ResellerOf(ctx, "z.example"); owner != "r1" || err == nil {
 		t.Errorf("r2's upload to r1's z.example after a rebuild: admit err=%v, owner now %q", err, owner)
+	}
+}
+
+// TestBreakGateWaitsForOwedPublish: the deletion gate must not delete an
+// artifact whose admission is not published yet (its tombstone would come
+// first, or alone); it answers "retry" until the publish is confirmed, then
+// deletes.
+func TestBreakGateWaitsForOwedPublish(t *testing.T) {
+	t.Parallel()
+	d, svc, f := faultySetup(t)
+	ctx := context.Background()
+	ev := stored(t, d, recordingEvent("rec-gate", 10, time.Now().AddDate(-3, 0, 0)))
+	f.failPublish[d.Names.AdmittedSubject()] = 1
+	if err := svc.Admit(ctx, ev, 1); err == nil {
+		t.Fatal("the admission's publish was to fail")
+	}
+	req := policy.DeleteRequest{Domain: "a.example", ID: "rec-gate", Explicit: true, Reason: "tenant_delete", Actor: "a-admin"}
+	if res, err := svc.Delete(ctx, req); !errors.Is(err, catalog.ErrPublishPending) {
+		t.Fatalf("delete before the admission is published: %+v %v, want ErrPublishPending", res, err)
+	}
+	if err := svc.Admit(ctx, ev, 1); err != nil { // the redelivery publishes
+		t.Fatal(err)
+	}
+	res, err := svc.Delete(ctx, req)
+	if err != nil || res.Outcome != catalog.Deleted {
+		t.Fatalf("delete after the publish: %+v %v, want deleted", res, err)
+	}
+	var order []string
+	if _, _, err := bus.Replay(ctx, d.JS, d.Names.IngestStream(), d.Names.DecisionSubjects(), func(_ context.Context, env *eventv1.Envelope, _ uint64) error {
+		order = append(order, env.GetType())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(order, []string{"artifact.admitted", "artifact.deleted"}) {
+		t.Fatalf("decision events %v, want the admission then the tombstone", order)
 	}
 }

@@ -22,8 +22,15 @@ func TestGateDeletesWithoutUserOrCall(t *testing.T) {
 	if d, err := c.Decide(ctx, vm, catalog.CapCheck{}); err != nil || !d.Admitted() {
 		t.Fatalf("voicemail: %+v, %v", d, err)
 	}
+	// Its admission is published before anything may delete it.
+	if err := c.Done(ctx, "a.example", "vm-1", catalog.EffectPublish); err != nil {
+		t.Fatal(err)
+	}
 	if ok, err := c.AdmitRecording(ctx, rec("a.example", "rec-1", "", "", at, 20)); err != nil || !ok {
 		t.Fatalf("recording without user or call: %v, %v", ok, err)
+	}
+	if err := c.Done(ctx, "a.example", "rec-1", catalog.EffectPublish); err != nil {
+		t.Fatal(err)
 	}
 	for _, id := range []string{"vm-1", "rec-1"} {
 		res, err := c.Delete(ctx, catalog.DeleteRequest{Domain: "a.example", ID: id, Now: at.Add(time.Hour), Reason: "admin", Actor: "ops"})

@@ -19,12 +19,13 @@ type Authenticator interface {
 // HTTP requires a valid bearer token before next runs.
 func HTTP(a Authenticator, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := a.Authenticate(r.Context(), BearerToken(r.Header.Get("Authorization")))
+		token := BearerToken(r.Header.Get("Authorization"))
+		p, err := a.Authenticate(r.Context(), token)
 		if err != nil {
 			apierr.HTTP(w, r, err)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+		next.ServeHTTP(w, r.WithContext(withToken(WithPrincipal(r.Context(), p), token)))
 	})
 }
 
@@ -44,7 +45,7 @@ func grpcAuth(ctx context.Context, a Authenticator) (context.Context, error) {
 	if err != nil {
 		return nil, apierr.GRPC(err)
 	}
-	return WithPrincipal(ctx, p), nil
+	return withToken(WithPrincipal(ctx, p), token), nil
 }
 
 // UnaryInterceptor authenticates unary calls.

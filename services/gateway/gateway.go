@@ -24,6 +24,9 @@ type Config struct {
 	Platform platform.Config
 	HTTPAddr string `env:"CALLVAULT_HTTP_ADDR, default=127.0.0.1:8080"`
 	GRPCAddr string `env:"CALLVAULT_GRPC_ADDR, default=127.0.0.1:9090"`
+	// PolicyAddr is the policy service's gRPC address, which serves the
+	// domain routes of a standalone gateway (empty: they answer 503).
+	PolicyAddr string `env:"CALLVAULT_POLICY_ADDR"`
 }
 
 // Domains is the domain registry the gateway serves over REST. The policy

@@ -24,7 +24,11 @@ type Config struct {
 	Platform platform.Config
 	HTTPAddr string `env:"CALLVAULT_INGEST_HTTP_ADDR, default=127.0.0.1:8081"`
 	GRPCAddr string `env:"CALLVAULT_INGEST_GRPC_ADDR, default=127.0.0.1:9091"`
-	Limits   Limits
+	// PolicyAddr is the policy service's gRPC address, where a standalone
+	// ingest provisions the domains its system or reseller tokens may
+	// (empty: uploads to unprovisioned domains are refused).
+	PolicyAddr string `env:"CALLVAULT_POLICY_ADDR"`
+	Limits     Limits
 }
 
 // Limits bound what one upload may carry and how long its publish may

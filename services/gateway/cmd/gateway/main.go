@@ -5,6 +5,7 @@ import (
 	"context"
 
 	"github.com/callvault/callvault/pkg/platform"
+	"github.com/callvault/callvault/pkg/policyclient"
 	"github.com/callvault/callvault/services/gateway"
 )
 
@@ -12,7 +13,17 @@ func main() {
 	platform.Main("gateway", func(ctx context.Context) error {
 		var cfg gateway.Config
 		return platform.RunService(ctx, "gateway", &cfg, &cfg.Platform, func(d *platform.Deps) (platform.Service, error) {
-			return gateway.New(d, nil), nil // provisioning is served where policy runs
+			// The policy service owns the domain registry: reach it over
+			// gRPC when its address is set.
+			var domains gateway.Domains
+			if cfg.PolicyAddr != "" {
+				c, _, err := policyclient.Dial(cfg.PolicyAddr)
+				if err != nil {
+					return nil, err
+				}
+				domains = c
+			}
+			return gateway.New(d, domains), nil
 		}, func() (*string, *string) { return &cfg.HTTPAddr, &cfg.GRPCAddr })
 	})
 }

@@ -78,29 +78,40 @@ func (a *App) close() {
 // listeners, consumers (drained), connections, the embedded servers.
 func (a *App) Run(ctx context.Context) error {
 	defer a.close()
-	if err := os.MkdirAll(a.cfg.DataDir, 0o750); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	// The lock comes first: nothing may touch the JetStream store of a
+	// directory another process serves.
+	lock, err := LockDataDir(a.cfg.DataDir)
+	if err != nil {
+		return err
 	}
+	a.defer_(lock.Unlock)
 	tokenNote, err := a.bootstrapToken()
 	if err != nil {
 		return err
 	}
 	cfg := a.cfg
-	natsURL, natsNote := cfg.Platform.NATSURL, "external"
+	natsURL, natsNote, natsOpts := cfg.Platform.NATSURL, "external", cfg.Platform.NATSOptions()
 	if !cfg.ExternalNATS {
 		dir := filepath.Join(cfg.DataDir, "jetstream")
-		emb, err := bus.StartEmbedded(cfg.NATSListen, dir)
+		credsPath := CredentialsPath(cfg.DataDir)
+		creds, err := bus.LoadOrCreateCredentials(credsPath)
+		if err != nil {
+			return err
+		}
+		emb, err := bus.StartEmbedded(cfg.NATSListen, dir, creds)
 		if err != nil {
 			return err
 		}
 		a.defer_(emb.Shutdown)
-		natsURL, natsNote = emb.ClientURL(), "embedded JetStream in "+dir+", fsync before ack"
+		natsURL, natsOpts = emb.ClientURL(), creds.Options()
+		natsNote = "embedded JetStream in " + dir + ", fsync before ack; credentials in " + credsPath
 	}
+	natsShown := platform.RedactURL(natsURL)
 	names, err := bus.NewNames(cfg.Platform.Namespace)
 	if err != nil {
 		return err
 	}
-	nc, js, err := platform.ConnectNATS(ctx, natsURL, "callvault", a.log)
+	nc, js, err := platform.ConnectNATS(ctx, natsURL, "callvault", a.log, natsOpts...)
 	if err != nil {
 		return err
 	}
@@ -150,9 +161,9 @@ func (a *App) Run(ctx context.Context) error {
 	grp.Go(func() error { return server.Serve(gctx, a.log, cfg.HTTPAddr, mux, cfg.GRPCAddr, g, hs, ready) })
 	select {
 	case at := <-ready:
-		a.log.Info("callvault ready", "http", at[0], "grpc", at[1], "nats", natsURL, "cds", cdsNote)
+		a.log.Info("callvault ready", "http", at[0], "grpc", at[1], "nats", natsShown, "cds", cdsNote)
 		fmt.Fprintf(a.out, "callvault is up\n  HTTP API  http://%s\n  gRPC      %s (reflection and health on)\n  NATS      %s (%s)\n  Redis     %s\n  CDS       %s\n  token     %s\n",
-			at[0], at[1], natsURL, natsNote, redisNote, cdsNote, tokenNote)
+			at[0], at[1], natsShown, natsNote, redisNote, cdsNote, tokenNote)
 	case <-gctx.Done():
 	}
 	err = grp.Wait()
@@ -194,7 +205,7 @@ func (a *App) redis(ctx context.Context) (redis.UniversalClient, string, bool, e
 	if url != EmbeddedRedis {
 		rdb, err := platform.ConnectRedis(ctx, url)
 		if err == nil {
-			return rdb, url, false, nil
+			return rdb, platform.RedactURL(url), false, nil
 		}
 		a.log.Warn("no Redis answers at REDIS_URL; using an in-process Redis-protocol server, rebuilt from the streams at every start", "err", err)
 	}
@@ -223,15 +234,36 @@ func Rebuild(ctx context.Context, d *platform.Deps, pol *policy.Service) (tokens
 	return tokens, recordings, nil
 }
 
+// CredentialsPath is where the embedded NATS server's credentials live.
+func CredentialsPath(dataDir string) string { return filepath.Join(dataDir, "nats-credentials") }
+
+// CLINATS returns the URL and client options the operator commands use:
+// the embedded server of cfg.DataDir with its credentials file, or the
+// configured external NATS.
+func CLINATS(cfg Config) (string, []nats.Option, error) {
+	if cfg.ExternalNATS {
+		return cfg.Platform.NATSURL, cfg.Platform.NATSOptions(), nil
+	}
+	path := CredentialsPath(cfg.DataDir)
+	if _, err := os.Stat(path); err != nil {
+		return "", nil, fmt.Errorf("embedded nats credentials: %w (run the command with the -data-dir of the running serve)", err)
+	}
+	creds, err := bus.LoadOrCreateCredentials(path)
+	if err != nil {
+		return "", nil, err
+	}
+	return "nats://" + cfg.NATSListen, creds.Options(), nil
+}
+
 // DeadLetters lists dead letters for the operator CLI.
-func DeadLetters(ctx context.Context, natsURL, namespace string, from uint64, limit int) ([]bus.DeadLetter, error) {
+func DeadLetters(ctx context.Context, natsURL string, opts []nats.Option, namespace string, from uint64, limit int) ([]bus.DeadLetter, error) {
 	names, err := bus.NewNames(namespace)
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("callvault-cli"))
+	nc, err := nats.Connect(natsURL, append([]nats.Option{nats.Name("callvault-cli")}, opts...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", natsURL, err)
+		return nil, fmt.Errorf("connect %s: %w", platform.RedactURL(natsURL), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -203,7 +203,7 @@ func Assemble(ctx context.Context, cfg Config, log *slog.Logger, names bus.Names
 		return nil, err
 	}
 	reg := obs.NewRegistry()
-	h := obs.NewHealth()
+	h := obs.NewHealth(log)
 	h.Add("nats", func(context.Context) error {
 		if s := nc.Status(); s != nats.CONNECTED {
 			return fmt.Errorf("nats: %s", s)

@@ -148,7 +148,7 @@ func (a *App) Run(ctx context.Context) error {
 
 	mux := http.NewServeMux()
 	d.Health.Register(mux, d.Registry)
-	g, hs := platform.NewGRPCServer(d.Tokens)
+	g, hs := platform.NewGRPCServer(d.Tokens, a.log)
 	for _, s := range services {
 		s.RegisterHTTP(mux, d.Tokens)
 		s.RegisterGRPC(g)
@@ -158,7 +158,9 @@ func (a *App) Run(ctx context.Context) error {
 		grp.Go(func() error { return s.Run(gctx) })
 	}
 	ready := make(chan [2]string, 1)
-	grp.Go(func() error { return server.Serve(gctx, a.log, cfg.HTTPAddr, mux, cfg.GRPCAddr, g, hs, ready) })
+	grp.Go(func() error {
+		return server.Serve(gctx, a.log, cfg.HTTPAddr, platform.NewHTTPHandler(mux, a.log), cfg.GRPCAddr, g, hs, ready)
+	})
 	select {
 	case at := <-ready:
 		a.log.Info("callvault ready", "http", at[0], "grpc", at[1], "nats", natsShown, "cds", cdsNote)

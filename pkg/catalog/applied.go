@@ -25,9 +25,11 @@ const (
 
 func (k keys) applied() string { return k.ns + ":applied" }
 
+// markScript writes a mark that is absent even at 0, so that a Redis
+// rebuilt from streams with nothing to apply still reads as present.
 const markScript = `
-local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur or tonumber(ARGV[2]) > tonumber(cur) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 return 1
 `
 
@@ -62,3 +64,7 @@ func (c *Catalog) Applied(ctx context.Context) (Applied, error) {
 	}
 	return a, nil
 }
+
+// AppliedKey is the key of the applied marks: while it is absent, Redis
+// holds no callvault state.
+func (c *Catalog) AppliedKey() string { return c.k.applied() }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/callvault/callvault/pkg/auth"
 	"github.com/callvault/callvault/pkg/bus"
+	"github.com/callvault/callvault/pkg/catalog"
 	"github.com/callvault/callvault/pkg/cds"
 	"github.com/callvault/callvault/pkg/obs"
 )
@@ -230,4 +231,17 @@ func (d *Deps) Close() {
 	if d.Redis != nil {
 		_ = d.Redis.Close()
 	}
+}
+
+// RedisStateInterval is how often readiness re-checks Redis against the
+// streams.
+const RedisStateInterval = 10 * time.Second
+
+// RequireCurrentRedis makes readiness fail while Redis is behind the
+// streams, for a service that serves from Redis but does not rebuild it
+// (the policy service does). The check logs why; call it once at start.
+func (d *Deps) RequireCurrentRedis(log *slog.Logger) *catalog.LagCheck {
+	c := catalog.NewLagCheck(d.JS, d.Names, catalog.New(d.Redis, d.Names.Namespace()), log, RedisStateInterval)
+	d.Health.Add("redis-state", c.Check)
+	return c
 }

@@ -28,7 +28,6 @@ import (
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/platform"
 	"github.com/callvault/callvault/pkg/server"
-	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 	"github.com/callvault/callvault/services/culler"
 	"github.com/callvault/callvault/services/gateway"
 	"github.com/callvault/callvault/services/ingest"
@@ -115,7 +114,7 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rdb, redisNote, rebuild, err := a.redis(ctx)
+	rdb, redisNote, err := a.redis(ctx)
 	if err != nil {
 		nc.Close()
 		return err
@@ -137,13 +136,16 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	services := []platform.Service{ingest.New(d, cfg.Limits), pol, router.New(d), culler.New(d), gateway.New(d)}
-	if rebuild {
-		tokens, recs, err := Rebuild(ctx, d, pol)
-		if err != nil {
-			return err
-		}
-		redisNote += fmt.Sprintf(", rebuilt from the streams: %d tokens, %d recordings", tokens, recs)
-		a.log.Warn("catalog rebuilt into the in-process Redis", "tokens", tokens, "recordings", recs)
+	// Nothing is served from Redis before it has caught up with the
+	// streams: an in-process Redis starts empty, and so does a Redis that
+	// restarted without its data or a fresh one on the default port.
+	why, events, err := pol.CatchUp(ctx)
+	if err != nil {
+		return fmt.Errorf("redis is behind the streams (%s) and could not be rebuilt: %w", why, err)
+	}
+	if why != "" {
+		redisNote += fmt.Sprintf("; %s: rebuilt from the streams (%d decisions replayed, config and tokens re-applied)", why, events)
+		a.log.Warn("Redis rebuilt from the streams before serving", "why", why, "decisions", events)
 	}
 
 	mux := http.NewServeMux()
@@ -201,39 +203,35 @@ func (a *App) bootstrapToken() (string, error) {
 }
 
 // redis connects to REDIS_URL or falls back to an in-process server. The
-// fallback holds nothing at start, so the caller must rebuild.
-func (a *App) redis(ctx context.Context) (redis.UniversalClient, string, bool, error) {
+// fallback holds nothing at start; the catch-up before serving fills it.
+func (a *App) redis(ctx context.Context) (redis.UniversalClient, string, error) {
 	url := a.cfg.Platform.RedisURL
 	if url != EmbeddedRedis {
 		rdb, err := platform.ConnectRedis(ctx, url)
 		if err == nil {
-			return rdb, platform.RedactURL(url), false, nil
+			return rdb, platform.RedactURL(url), nil
 		}
 		a.log.Warn("no Redis answers at REDIS_URL; using an in-process Redis-protocol server, rebuilt from the streams at every start", "err", err)
 	}
 	m := miniredis.NewMiniRedis()
 	if err := m.StartAddr("127.0.0.1:0"); err != nil {
-		return nil, "", false, fmt.Errorf("in-process redis: %w", err)
+		return nil, "", fmt.Errorf("in-process redis: %w", err)
 	}
 	a.defer_(m.Close)
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	a.defer_(func() { _ = rdb.Close() })
-	return rdb, "in-process at " + m.Addr(), true, nil
+	return rdb, "in-process at " + m.Addr(), nil
 }
 
-// Rebuild replays the config stream (tokens) and the ingest stream (the
-// catalog) into Redis.
-func Rebuild(ctx context.Context, d *platform.Deps, pol *policy.Service) (tokens, recordings int, err error) {
-	tokens, _, err = bus.Replay(ctx, d.JS, d.Names.ConfigStream(), []string{d.Names.TokenSubject()},
-		func(ctx context.Context, env *eventv1.Envelope, _ uint64) error { return d.Tokens.Apply(ctx, env) })
+// Rebuild replays the streams into Redis: the policy service's rebuild,
+// which re-applies the config stream (tokens included) and the recorded
+// decisions. It returns the decisions replayed.
+func Rebuild(ctx context.Context, pol *policy.Service) (int, error) {
+	n, err := pol.Rebuild(ctx)
 	if err != nil {
-		return 0, 0, fmt.Errorf("rebuild tokens: %w", err)
+		return n, fmt.Errorf("rebuild: %w", err)
 	}
-	recordings, err = pol.Rebuild(ctx)
-	if err != nil {
-		return tokens, 0, fmt.Errorf("rebuild catalog: %w", err)
-	}
-	return tokens, recordings, nil
+	return n, nil
 }
 
 // CredentialsPath is where the embedded NATS server's credentials live.

@@ -239,7 +239,7 @@ func TestRebuildEqualsLive(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := callvault.Rebuild(ctx, d, svc); err != nil {
+	if _, err := callvault.Rebuild(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
 	rebuilt := dump(t, d)

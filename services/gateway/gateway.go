@@ -33,6 +33,7 @@ type Service struct {
 	tokens  *auth.Store
 	log     *slog.Logger
 	served  *prometheus.CounterVec
+	state   *catalog.LagCheck
 }
 
 // New returns the service.
@@ -48,11 +49,14 @@ func New(d *platform.Deps) *Service {
 		}, []string{"status"}),
 	}
 	d.Registry.MustRegister(s.served)
+	s.state = d.RequireCurrentRedis(s.log)
 	return s
 }
 
-// Run has no background work.
+// Run has no background work. It checks at start that Redis has caught
+// up with the streams, logging why not; readiness keeps checking.
 func (s *Service) Run(ctx context.Context) error {
+	_ = s.state.Check(ctx)
 	<-ctx.Done()
 	return nil
 }

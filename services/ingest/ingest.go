@@ -38,6 +38,7 @@ type Service struct {
 	names   bus.Names
 	store   cds.Store
 	catalog *catalog.Catalog
+	state   *catalog.LagCheck
 	limits  Limits
 	log     *slog.Logger
 	metrics *metrics
@@ -49,7 +50,7 @@ func New(d *platform.Deps, limits Limits) *Service {
 	if limits.MaxMediaBytes <= 0 {
 		limits.MaxMediaBytes = 1 << 30
 	}
-	return &Service{
+	s := &Service{
 		js:      d.JS,
 		names:   d.Names,
 		store:   d.CDS,
@@ -59,11 +60,15 @@ func New(d *platform.Deps, limits Limits) *Service {
 		metrics: newMetrics(d.Registry),
 		now:     time.Now,
 	}
+	s.state = d.RequireCurrentRedis(s.log)
+	return s
 }
 
-// Run has no background work yet: ingest is request driven. It returns
-// when ctx ends.
+// Run has no background work yet: ingest is request driven. It checks
+// at start that Redis (tokens, idempotency keys) has caught up with the
+// streams, logging why not, and returns when ctx ends.
 func (s *Service) Run(ctx context.Context) error {
+	_ = s.state.Check(ctx)
 	<-ctx.Done()
 	return nil
 }

@@ -136,11 +136,11 @@ func replayCatalog(ctx context.Context, cfg callvault.Config, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	tokens, recs, err := callvault.Rebuild(ctx, d, pol)
+	n, err := callvault.Rebuild(ctx, pol)
 	if err != nil {
 		return err
 	}
-	log.Info("replayed", "tokens", tokens, "recordings", recs)
-	fmt.Printf("replayed %d token events and %d recording events\n", tokens, recs)
+	log.Info("replayed", "decisions", n)
+	fmt.Printf("replayed the config stream and %d recorded decisions\n", n)
 	return nil
 }

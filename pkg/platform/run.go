@@ -27,6 +27,12 @@ type Service interface {
 	Run(ctx context.Context) error
 }
 
+// Preparer is a Service with work that must finish before any listener
+// serves: the policy service catches Redis up with the streams.
+type Preparer interface {
+	Prepare(ctx context.Context) error
+}
+
 // NewGRPCServer returns a gRPC server that authenticates every call but
 // health checks and reflection, and that answers internal errors with a
 // generic message and a correlation id, logging their text to log.
@@ -69,6 +75,18 @@ func RunService(ctx context.Context, name string, cfg any, pc *Config, build fun
 	if err != nil {
 		return err
 	}
+	return ServeService(ctx, log, d, svc, *httpAddr, *grpcAddr, nil)
+}
+
+// ServeService prepares svc (see Preparer), then serves it on HTTP and
+// gRPC and runs its background work until ctx ends. ready, when not nil,
+// receives the listen addresses once they accept.
+func ServeService(ctx context.Context, log *slog.Logger, d *Deps, svc Service, httpAddr, grpcAddr string, ready chan<- [2]string) error {
+	if p, ok := svc.(Preparer); ok {
+		if err := p.Prepare(ctx); err != nil {
+			return err
+		}
+	}
 	mux := http.NewServeMux()
 	d.Health.Register(mux, d.Registry)
 	svc.RegisterHTTP(mux, d.Tokens)
@@ -77,13 +95,16 @@ func RunService(ctx context.Context, name string, cfg any, pc *Config, build fun
 
 	grp, gctx := errgroup.WithContext(ctx)
 	grp.Go(func() error { return svc.Run(gctx) })
-	ready := make(chan [2]string, 1)
+	up := make(chan [2]string, 1)
 	grp.Go(func() error {
-		return server.Serve(gctx, log, *httpAddr, NewHTTPHandler(mux, log), *grpcAddr, g, hs, ready)
+		return server.Serve(gctx, log, httpAddr, NewHTTPHandler(mux, log), grpcAddr, g, hs, up)
 	})
 	select {
-	case at := <-ready:
+	case at := <-up:
 		log.Info("serving", "http", at[0], "grpc", at[1])
+		if ready != nil {
+			ready <- at
+		}
 	case <-gctx.Done():
 	}
 	return grp.Wait()

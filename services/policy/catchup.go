@@ -10,6 +10,7 @@ import (
 
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/catalog"
+	"github.com/callvault/callvault/pkg/platform"
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 )
 
@@ -78,6 +79,15 @@ func (s *Service) CatchUp(ctx context.Context) (why string, events int, err erro
 	s.log.Info("Redis caught up with the streams", "why", why, "decisions_replayed", n)
 	return why, n, nil
 }
+
+// Prepare catches Redis up before a standalone policy process serves its
+// gRPC API (platform.RunService calls it before listening).
+func (s *Service) Prepare(ctx context.Context) error {
+	_, _, err := s.CatchUp(ctx)
+	return err
+}
+
+var _ platform.Preparer = (*Service)(nil)
 
 // markFresh writes zero marks into a Redis that holds none while the
 // streams hold nothing to apply (a first start), so that from now on an

@@ -13,11 +13,16 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/catalog"
 	"github.com/callvault/callvault/pkg/obs"
 	"github.com/callvault/callvault/pkg/platform"
 	"github.com/callvault/callvault/pkg/testenv"
+	policyv1 "github.com/callvault/callvault/proto/callvault/policy/v1"
 	"github.com/callvault/callvault/services/policy"
 )
 
@@ -176,5 +181,47 @@ func TestNotReadyWhileRedisBehind(t *testing.T) {
 	}
 	if code, body := readyz(); code != http.StatusOK {
 		t.Fatalf("after the catch-up: %d %s\n%s", code, body, logs)
+	}
+}
+
+// A standalone policy process with an emptied Redis answers its first
+// call, made the moment it listens, from rebuilt state.
+func TestStandaloneServesOnlyAfterCatchUp(t *testing.T) {
+	t.Parallel()
+	d, svc := setup(t)
+	stop := runPolicy(t, svc)
+	const n = 200
+	publishRecordings(t, d, 0, n)
+	waitDecided(t, d)
+	stop()
+	flush(t, d)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan [2]string, 1)
+	go func() {
+		done <- platform.ServeService(ctx, testenv.Logger(), d, svc, "127.0.0.1:0", "127.0.0.1:0", ready)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	var at [2]string
+	select {
+	case at = <-ready:
+	case err := <-done:
+		t.Fatalf("serve ended: %v", err)
+	}
+	conn, err := grpc.NewClient(at[1], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+testenv.BootstrapToken)
+	id := fmt.Sprintf("rec-%d", n-1)
+	if _, err := policyv1.NewPolicyServiceClient(conn).Explain(cctx, &policyv1.ExplainRequest{Domain: "a.example", ArtifactId: id}); err != nil {
+		t.Fatalf("explain %s right after start: %v", id, err)
 	}
 }

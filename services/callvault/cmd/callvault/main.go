@@ -70,12 +70,12 @@ func realMain(ctx context.Context, args []string) error {
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		natsURL, opts, err := callvault.CLINATS(cfg)
-		if err != nil {
-			return err
-		}
-		if *url != "" {
-			natsURL = *url
+		natsURL, opts := *url, cfg.Platform.NATSOptions()
+		if natsURL == "" {
+			var err error
+			if natsURL, opts, err = callvault.CLINATS(cfg); err != nil {
+				return err
+			}
 		}
 		dls, err := callvault.DeadLetters(ctx, natsURL, opts, cfg.Platform.Namespace, *from, *limit)
 		if err != nil {

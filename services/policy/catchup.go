@@ -69,7 +69,14 @@ func (s *Service) CatchUp(ctx context.Context) (why string, events int, err erro
 		return "", 0, err
 	}
 	if why == "" {
-		return "", 0, s.markFresh(ctx)
+		fresh, err := s.markFresh(ctx)
+		if err != nil || fresh {
+			return "", 0, err
+		}
+		// The marks vanished since Lag read them: Redis was emptied just now.
+		if why, err = s.Lag(ctx); err != nil || why == "" {
+			return "", 0, err
+		}
 	}
 	s.log.Warn("Redis is behind the streams; rebuilding before serving", "why", why)
 	n, err := s.Rebuild(ctx)
@@ -91,16 +98,24 @@ var _ platform.Preparer = (*Service)(nil)
 
 // markFresh writes zero marks into a Redis that holds none while the
 // streams hold nothing to apply (a first start), so that from now on an
-// absent mark means lost state.
-func (s *Service) markFresh(ctx context.Context) error {
+// absent mark means lost state. It reports false when Redis has no marks
+// but the streams have events: Redis was emptied after Lag looked.
+func (s *Service) markFresh(ctx context.Context) (bool, error) {
 	ap, err := s.catalog.Applied(ctx)
 	if err != nil || ap.Present {
-		return err
+		return true, err
+	}
+	why, err := s.Lag(ctx)
+	if err != nil {
+		return true, err
+	}
+	if why != "" {
+		return false, nil
 	}
 	if err := s.catalog.MarkApplied(ctx, catalog.AppliedConfig, 0); err != nil {
-		return err
+		return true, err
 	}
-	return s.catalog.MarkApplied(ctx, catalog.AppliedIngest, 0)
+	return true, s.catalog.MarkApplied(ctx, catalog.AppliedIngest, 0)
 }
 
 // ensureState runs before every event is applied: a Redis that lost its

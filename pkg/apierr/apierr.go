@@ -116,6 +116,8 @@ type Problem struct {
 	Detail        string           `json:"detail,omitempty"`
 	Instance      string           `json:"instance,omitempty"`
 	InvalidParams []FieldViolation `json:"invalid_params,omitempty"`
+	// CorrelationID names the server's log line of an internal error.
+	CorrelationID string `json:"correlation_id,omitempty"`
 }
 
 // WriteProblem writes p as application/problem+json.
@@ -127,7 +129,9 @@ func WriteProblem(w http.ResponseWriter, p Problem) {
 }
 
 // HTTP writes err as a problem document with the matching status code.
-// Internal errors are reported without their text: it may name internals.
+// Internal and unavailable errors are reported without their text, which
+// may name internals: the text is logged (with the logger Middleware put
+// in the request's context) under a correlation id the client receives.
 func HTTP(w http.ResponseWriter, r *http.Request, err error) {
 	p := Problem{Instance: r.URL.Path}
 	var ve *ValidationError
@@ -149,9 +153,13 @@ func HTTP(w http.ResponseWriter, r *http.Request, err error) {
 		p.Type, p.Title, p.Status, p.Detail = "urn:callvault:problem:too-large", "Request too large", http.StatusRequestEntityTooLarge, err.Error()
 	case errors.Is(err, ErrUnavailable):
 		w.Header().Set("Retry-After", "5")
-		p.Type, p.Title, p.Status, p.Detail = "urn:callvault:problem:unavailable", "Temporarily unavailable", http.StatusServiceUnavailable, "a backing service did not answer; retry later"
+		p.Type, p.Title, p.Status = "urn:callvault:problem:unavailable", "Temporarily unavailable", http.StatusServiceUnavailable
+		p.CorrelationID = concealed(r.Context(), loggerFrom(r.Context()), r.Method+" "+r.URL.Path, err.Error())
+		p.Detail = UnavailableMessage + " (correlation id " + p.CorrelationID + ")"
 	default:
 		p.Type, p.Title, p.Status = "urn:callvault:problem:internal", "Internal error", http.StatusInternalServerError
+		p.CorrelationID = concealed(r.Context(), loggerFrom(r.Context()), r.Method+" "+r.URL.Path, err.Error())
+		p.Detail = InternalMessage + " (correlation id " + p.CorrelationID + ")"
 	}
 	WriteProblem(w, p)
 }

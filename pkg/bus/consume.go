@@ -149,6 +149,9 @@ func (c *Consumer) Ensure(ctx context.Context) (jetstream.Consumer, error) {
 func (c *Consumer) Run(ctx context.Context) error {
 	cons, err := c.Ensure(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started: a clean stop
+		}
 		return err
 	}
 	// Handlers run on a context that outlives ctx so a drain can finish the

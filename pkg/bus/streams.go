@@ -9,7 +9,11 @@ import (
 
 // StreamConfigs returns the configuration of every callvault stream. The
 // ingest and config streams keep everything (limits retention with no age):
-// they are the log that all derived state is rebuilt from.
+// they are the log that all derived state is rebuilt from. No stream allows
+// a purge or the deletion of a message: nothing in callvault removes stream
+// messages (deletions are tombstone events), so a client that could would
+// only be able to erase the record Redis is rebuilt from. The server never
+// lets these flags be cleared again once set.
 func StreamConfigs(n Names, o StreamOptions) []jetstream.StreamConfig {
 	if o.Replicas < 1 {
 		o.Replicas = 1
@@ -24,6 +28,8 @@ func StreamConfigs(n Names, o StreamOptions) []jetstream.StreamConfig {
 			Replicas:    o.Replicas,
 			Duplicates:  o.DuplicateWindow,
 			Discard:     jetstream.DiscardOld,
+			DenyDelete:  true,
+			DenyPurge:   true,
 		},
 		{
 			Name:        n.ConfigStream(),
@@ -33,6 +39,8 @@ func StreamConfigs(n Names, o StreamOptions) []jetstream.StreamConfig {
 			Storage:     jetstream.FileStorage,
 			Replicas:    o.Replicas,
 			Duplicates:  o.DuplicateWindow,
+			DenyDelete:  true,
+			DenyPurge:   true,
 		},
 		{
 			Name:        n.DeadLetterStream(),
@@ -41,6 +49,8 @@ func StreamConfigs(n Names, o StreamOptions) []jetstream.StreamConfig {
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
 			Replicas:    o.Replicas,
+			DenyDelete:  true,
+			DenyPurge:   true,
 		},
 	}
 }

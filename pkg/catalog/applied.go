@@ -25,6 +25,8 @@ const (
 
 func (k keys) applied() string { return k.ns + ":applied" }
 
+// markScript writes a mark that is absent even at 0, so that a Redis
+// rebuilt from streams with nothing to apply still reads as present.
 const markScript = `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur or tonumber(ARGV[2]) > tonumber(cur) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
@@ -63,3 +65,7 @@ func (c *Catalog) Applied(ctx context.Context) (Applied, error) {
 	}
 	return a, nil
 }
+
+// AppliedKey is the key of the applied marks: while it is absent, Redis
+// holds no callvault state.
+func (c *Catalog) AppliedKey() string { return c.k.applied() }

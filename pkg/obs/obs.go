@@ -37,14 +37,25 @@ func NewRegistry() *prometheus.Registry {
 // Check reports whether one dependency is usable.
 type Check func(ctx context.Context) error
 
-// Health serves liveness and readiness.
+// Health serves liveness and readiness. /readyz answers anyone, so it says
+// only "ready" or "not ready": why is logged, once each time it changes,
+// since check errors name hosts and internal state.
 type Health struct {
 	mu     sync.RWMutex
 	checks map[string]Check
+	log    *slog.Logger
+
+	lastMu sync.Mutex
+	last   string
 }
 
-// NewHealth returns a Health with no checks.
-func NewHealth() *Health { return &Health{checks: map[string]Check{}} }
+// NewHealth returns a Health with no checks that logs to log.
+func NewHealth(log *slog.Logger) *Health {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Health{checks: map[string]Check{}, log: log}
+}
 
 // Add registers a readiness check under name.
 func (h *Health) Add(name string, c Check) {
@@ -75,13 +86,9 @@ func (h *Health) Register(mux *http.ServeMux, reg *prometheus.Registry) {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		failed := h.Ready(r.Context())
+		h.logChange(failed)
 		if len(failed) > 0 {
-			names := make([]string, 0, len(failed))
-			for n := range failed {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failing": names, "errors": failed})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -93,4 +100,29 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// logChange logs the failing checks whenever the set of reasons changes,
+// so a probe every second does not repeat the same line.
+func (h *Health) logChange(failed map[string]string) {
+	names := make([]string, 0, len(failed))
+	for n := range failed {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, n := range names {
+		b.WriteString(n + ": " + failed[n] + "\n")
+	}
+	h.lastMu.Lock()
+	changed := b.String() != h.last
+	h.last = b.String()
+	h.lastMu.Unlock()
+	switch {
+	case !changed:
+	case len(failed) == 0:
+		h.log.Info("ready")
+	default:
+		h.log.Warn("not ready", "failing", names, "errors", failed)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	neturl "net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -26,7 +27,14 @@ import (
 
 // Config is shared by every service. Each is read from the environment.
 type Config struct {
-	NATSURL         string        `env:"CALLVAULT_NATS_URL, default=nats://127.0.0.1:4222"`
+	NATSURL string `env:"CALLVAULT_NATS_URL, default=nats://127.0.0.1:4222"`
+	// NATSCreds is a NATS credentials file (user JWT and nkey seed) for
+	// deployments with accounts; NATSUser and NATSPassword are the simpler
+	// alternative. Credentials in the URL work too, but are redacted
+	// wherever the URL is logged.
+	NATSCreds       string        `env:"CALLVAULT_NATS_CREDS"`
+	NATSUser        string        `env:"CALLVAULT_NATS_USER"`
+	NATSPassword    string        `env:"CALLVAULT_NATS_PASSWORD"`
 	RedisURL        string        `env:"REDIS_URL, default=redis://127.0.0.1:6379/0"`
 	Namespace       string        `env:"CALLVAULT_NAMESPACE, default=cv"`
 	StreamReplicas  int           `env:"CALLVAULT_STREAM_REPLICAS, default=1"`
@@ -62,11 +70,23 @@ type Deps struct {
 	Tokens   *auth.Store
 }
 
+// NATSOptions are the client options that authenticate as configured.
+func (c Config) NATSOptions() []nats.Option {
+	var opts []nats.Option
+	if c.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(c.NATSCreds))
+	}
+	if c.NATSUser != "" {
+		opts = append(opts, nats.UserInfo(c.NATSUser, c.NATSPassword))
+	}
+	return opts
+}
+
 // ConnectNATS connects to url, retrying until ctx ends, and returns the
 // JetStream context. With sync_interval always, async publishing needs a
-// longer stall wait than the default.
-func ConnectNATS(ctx context.Context, url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url,
+// longer stall wait than the default. extra carries the credentials.
+func ConnectNATS(ctx context.Context, url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	opts := append([]nats.Option{
 		nats.Name(name),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
@@ -77,15 +97,21 @@ func ConnectNATS(ctx context.Context, url, name string, log *slog.Logger) (*nats
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
-	)
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats error", "err", err) }),
+	}, extra...)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect nats %s: %w", url, err)
+		return nil, nil, fmt.Errorf("connect nats %s: %w", RedactURL(url), err)
 	}
 	for nc.Status() != nats.CONNECTED {
 		select {
 		case <-ctx.Done():
 			nc.Close()
-			return nil, nil, fmt.Errorf("connect nats %s: %w", url, ctx.Err())
+			err := ctx.Err()
+			if lerr := nc.LastError(); lerr != nil {
+				err = fmt.Errorf("%w (last error: %w)", err, lerr)
+			}
+			return nil, nil, fmt.Errorf("connect nats %s: %w", RedactURL(url), err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -107,7 +133,12 @@ func ConnectNATS(ctx context.Context, url, name string, log *slog.Logger) (*nats
 func ConnectRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
 	rdb, addr, err := NewRedisClient(url)
 	if err != nil {
-		return nil, err
+		// A parse error quotes the whole URL, password included.
+		var ue *neturl.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("redis url %s: %w", RedactURL(url), err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -221,7 +252,7 @@ func Open(ctx context.Context, cfg Config, service string, log *slog.Logger) (*D
 	if err != nil {
 		return nil, err
 	}
-	nc, js, err := ConnectNATS(ctx, cfg.NATSURL, "callvault-"+service, log)
+	nc, js, err := ConnectNATS(ctx, cfg.NATSURL, "callvault-"+service, log, cfg.NATSOptions()...)
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +278,7 @@ func Assemble(ctx context.Context, cfg Config, log *slog.Logger, names bus.Names
 		return nil, err
 	}
 	reg := obs.NewRegistry()
-	h := obs.NewHealth()
+	h := obs.NewHealth(log)
 	h.Add("nats", func(context.Context) error {
 		if s := nc.Status(); s != nats.CONNECTED {
 			return fmt.Errorf("nats: %s", s)
@@ -274,4 +305,17 @@ func (d *Deps) Close() {
 	if d.Redis != nil {
 		_ = d.Redis.Close()
 	}
+}
+
+// RedisStateInterval is how often readiness re-checks Redis against the
+// streams.
+const RedisStateInterval = 10 * time.Second
+
+// RequireCurrentRedis makes readiness fail while Redis is behind the
+// streams, for a service that serves from Redis but does not rebuild it
+// (the policy service does). The check logs why; call it once at start.
+func (d *Deps) RequireCurrentRedis(log *slog.Logger) *catalog.LagCheck {
+	c := catalog.NewLagCheck(d.JS, d.Names, catalog.New(d.Redis, d.Names.Namespace()), log, RedisStateInterval)
+	d.Health.Add("redis-state", c.Check)
+	return c
 }

@@ -28,7 +28,6 @@ import (
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/platform"
 	"github.com/callvault/callvault/pkg/server"
-	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 	"github.com/callvault/callvault/services/culler"
 	"github.com/callvault/callvault/services/gateway"
 	"github.com/callvault/callvault/services/ingest"
@@ -78,33 +77,44 @@ func (a *App) close() {
 // listeners, consumers (drained), connections, the embedded servers.
 func (a *App) Run(ctx context.Context) error {
 	defer a.close()
-	if err := os.MkdirAll(a.cfg.DataDir, 0o750); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	// The lock comes first: nothing may touch the JetStream store of a
+	// directory another process serves.
+	lock, err := LockDataDir(a.cfg.DataDir)
+	if err != nil {
+		return err
 	}
+	a.defer_(lock.Unlock)
 	tokenNote, err := a.bootstrapToken()
 	if err != nil {
 		return err
 	}
 	cfg := a.cfg
-	natsURL, natsNote := cfg.Platform.NATSURL, "external"
+	natsURL, natsNote, natsOpts := cfg.Platform.NATSURL, "external", cfg.Platform.NATSOptions()
 	if !cfg.ExternalNATS {
 		dir := filepath.Join(cfg.DataDir, "jetstream")
-		emb, err := bus.StartEmbedded(cfg.NATSListen, dir)
+		credsPath := CredentialsPath(cfg.DataDir)
+		creds, err := bus.LoadOrCreateCredentials(credsPath)
+		if err != nil {
+			return err
+		}
+		emb, err := bus.StartEmbedded(cfg.NATSListen, dir, creds)
 		if err != nil {
 			return err
 		}
 		a.defer_(emb.Shutdown)
-		natsURL, natsNote = emb.ClientURL(), "embedded JetStream in "+dir+", fsync before ack"
+		natsURL, natsOpts = emb.ClientURL(), creds.Options()
+		natsNote = "embedded JetStream in " + dir + ", fsync before ack; credentials in " + credsPath
 	}
+	natsShown := platform.RedactURL(natsURL)
 	names, err := bus.NewNames(cfg.Platform.Namespace)
 	if err != nil {
 		return err
 	}
-	nc, js, err := platform.ConnectNATS(ctx, natsURL, "callvault", a.log)
+	nc, js, err := platform.ConnectNATS(ctx, natsURL, "callvault", a.log, natsOpts...)
 	if err != nil {
 		return err
 	}
-	rdb, redisNote, rebuild, err := a.redis(ctx)
+	rdb, redisNote, err := a.redis(ctx)
 	if err != nil {
 		nc.Close()
 		return err
@@ -126,18 +136,21 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	services := []platform.Service{ingest.New(d, cfg.Limits, pol), pol, router.New(d), culler.New(d), gateway.New(d, pol)}
-	if rebuild {
-		tokens, recs, err := Rebuild(ctx, d, pol)
-		if err != nil {
-			return err
-		}
-		redisNote += fmt.Sprintf(", rebuilt from the streams: %d tokens, %d recordings", tokens, recs)
-		a.log.Warn("catalog rebuilt into the in-process Redis", "tokens", tokens, "recordings", recs)
+	// Nothing is served from Redis before it has caught up with the
+	// streams: an in-process Redis starts empty, and so does a Redis that
+	// restarted without its data or a fresh one on the default port.
+	why, events, err := pol.CatchUp(ctx)
+	if err != nil {
+		return fmt.Errorf("redis is behind the streams (%s) and could not be rebuilt: %w", why, err)
+	}
+	if why != "" {
+		redisNote += fmt.Sprintf("; %s: rebuilt from the streams (%d decisions replayed, config and tokens re-applied)", why, events)
+		a.log.Warn("Redis rebuilt from the streams before serving", "why", why, "decisions", events)
 	}
 
 	mux := http.NewServeMux()
 	d.Health.Register(mux, d.Registry)
-	g, hs := platform.NewGRPCServer(d.Tokens)
+	g, hs := platform.NewGRPCServer(d.Tokens, a.log)
 	for _, s := range services {
 		s.RegisterHTTP(mux, d.Tokens)
 		s.RegisterGRPC(g)
@@ -147,12 +160,14 @@ func (a *App) Run(ctx context.Context) error {
 		grp.Go(func() error { return s.Run(gctx) })
 	}
 	ready := make(chan [2]string, 1)
-	grp.Go(func() error { return server.Serve(gctx, a.log, cfg.HTTPAddr, mux, cfg.GRPCAddr, g, hs, ready) })
+	grp.Go(func() error {
+		return server.Serve(gctx, a.log, cfg.HTTPAddr, platform.NewHTTPHandler(mux, a.log), cfg.GRPCAddr, g, hs, ready)
+	})
 	select {
 	case at := <-ready:
-		a.log.Info("callvault ready", "http", at[0], "grpc", at[1], "nats", natsURL, "cds", cdsNote)
+		a.log.Info("callvault ready", "http", at[0], "grpc", at[1], "nats", natsShown, "cds", cdsNote)
 		fmt.Fprintf(a.out, "callvault is up\n  HTTP API  http://%s\n  gRPC      %s (reflection and health on)\n  NATS      %s (%s)\n  Redis     %s\n  CDS       %s\n  token     %s\n",
-			at[0], at[1], natsURL, natsNote, redisNote, cdsNote, tokenNote)
+			at[0], at[1], natsShown, natsNote, redisNote, cdsNote, tokenNote)
 	case <-gctx.Done():
 	}
 	err = grp.Wait()
@@ -188,50 +203,67 @@ func (a *App) bootstrapToken() (string, error) {
 }
 
 // redis connects to REDIS_URL or falls back to an in-process server. The
-// fallback holds nothing at start, so the caller must rebuild.
-func (a *App) redis(ctx context.Context) (redis.UniversalClient, string, bool, error) {
+// fallback holds nothing at start; the catch-up before serving fills it.
+func (a *App) redis(ctx context.Context) (redis.UniversalClient, string, error) {
 	url := a.cfg.Platform.RedisURL
 	if url != EmbeddedRedis {
 		rdb, err := platform.ConnectRedis(ctx, url)
 		if err == nil {
-			return rdb, url, false, nil
+			return rdb, platform.RedactURL(url), nil
 		}
 		a.log.Warn("no Redis answers at REDIS_URL; using an in-process Redis-protocol server, rebuilt from the streams at every start", "err", err)
 	}
 	m := miniredis.NewMiniRedis()
 	if err := m.StartAddr("127.0.0.1:0"); err != nil {
-		return nil, "", false, fmt.Errorf("in-process redis: %w", err)
+		return nil, "", fmt.Errorf("in-process redis: %w", err)
 	}
 	a.defer_(m.Close)
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	a.defer_(func() { _ = rdb.Close() })
-	return rdb, "in-process at " + m.Addr(), true, nil
+	return rdb, "in-process at " + m.Addr(), nil
 }
 
-// Rebuild replays the config stream (tokens) and the ingest stream (the
-// catalog) into Redis.
-func Rebuild(ctx context.Context, d *platform.Deps, pol *policy.Service) (tokens, recordings int, err error) {
-	tokens, _, err = bus.Replay(ctx, d.JS, d.Names.ConfigStream(), []string{d.Names.TokenSubject()},
-		func(ctx context.Context, env *eventv1.Envelope, _ uint64) error { return d.Tokens.Apply(ctx, env) })
+// Rebuild replays the streams into Redis: the policy service's rebuild,
+// which re-applies the config stream (tokens included) and the recorded
+// decisions. It returns the decisions replayed.
+func Rebuild(ctx context.Context, pol *policy.Service) (int, error) {
+	n, err := pol.Rebuild(ctx)
 	if err != nil {
-		return 0, 0, fmt.Errorf("rebuild tokens: %w", err)
+		return n, fmt.Errorf("rebuild: %w", err)
 	}
-	recordings, err = pol.Rebuild(ctx)
+	return n, nil
+}
+
+// CredentialsPath is where the embedded NATS server's credentials live.
+func CredentialsPath(dataDir string) string { return filepath.Join(dataDir, "nats-credentials") }
+
+// CLINATS returns the URL and client options the operator commands use:
+// the embedded server of cfg.DataDir with its credentials file, or the
+// configured external NATS.
+func CLINATS(cfg Config) (string, []nats.Option, error) {
+	if cfg.ExternalNATS {
+		return cfg.Platform.NATSURL, cfg.Platform.NATSOptions(), nil
+	}
+	path := CredentialsPath(cfg.DataDir)
+	if _, err := os.Stat(path); err != nil {
+		return "", nil, fmt.Errorf("embedded nats credentials: %w (run the command with the -data-dir of the running serve)", err)
+	}
+	creds, err := bus.LoadOrCreateCredentials(path)
 	if err != nil {
-		return tokens, 0, fmt.Errorf("rebuild catalog: %w", err)
+		return "", nil, err
 	}
-	return tokens, recordings, nil
+	return "nats://" + cfg.NATSListen, creds.Options(), nil
 }
 
 // DeadLetters lists dead letters for the operator CLI.
-func DeadLetters(ctx context.Context, natsURL, namespace string, from uint64, limit int) ([]bus.DeadLetter, error) {
+func DeadLetters(ctx context.Context, natsURL string, opts []nats.Option, namespace string, from uint64, limit int) ([]bus.DeadLetter, error) {
 	names, err := bus.NewNames(namespace)
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("callvault-cli"))
+	nc, err := nats.Connect(natsURL, append([]nats.Option{nats.Name("callvault-cli")}, opts...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", natsURL, err)
+		return nil, fmt.Errorf("connect %s: %w", platform.RedactURL(natsURL), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

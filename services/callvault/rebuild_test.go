@@ -241,7 +241,7 @@ func TestRebuildEqualsLive(t *testing.T) {
 		t.Fatalf("the workload should admit, refuse and delete: %v", states)
 	}
 	wipe(t, d)
-	if _, _, err := callvault.Rebuild(ctx, d, svc); err != nil {
+	if _, err := callvault.Rebuild(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
 	rebuilt := dump(t, d)

@@ -53,7 +53,7 @@ func newStack(t *testing.T) *stack {
 	ing := ingest.New(d, ingest.Limits{MaxMediaBytes: 1 << 20}, pol)
 	gw := gateway.New(d, pol)
 	mux := http.NewServeMux()
-	g, _ := platform.NewGRPCServer(d.Tokens)
+	g, _ := platform.NewGRPCServer(d.Tokens, d.Log)
 	for _, s := range []platform.Service{ing, pol, gw} {
 		s.RegisterHTTP(mux, d.Tokens)
 		s.RegisterGRPC(g)

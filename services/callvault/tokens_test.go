@@ -159,7 +159,7 @@ func TestTokenRevocation(t *testing.T) {
 
 	// A rebuild from the config stream keeps them revoked.
 	wipe(t, s.d)
-	if _, _, err := callvault.Rebuild(context.Background(), s.d, s.pol); err != nil {
+	if _, err := callvault.Rebuild(context.Background(), s.pol); err != nil {
 		t.Fatal(err)
 	}
 	refusedEverywhere(t, s, "revoked pbx token after a rebuild", pbx)

@@ -46,6 +46,7 @@ type Service struct {
 	tokens  *auth.Store
 	log     *slog.Logger
 	served  *prometheus.CounterVec
+	state   *catalog.LagCheck
 }
 
 // New returns the service; domains may be nil (see Domains).
@@ -62,11 +63,14 @@ func New(d *platform.Deps, domains Domains) *Service {
 		}, []string{"status"}),
 	}
 	d.Registry.MustRegister(s.served)
+	s.state = d.RequireCurrentRedis(s.log)
 	return s
 }
 
-// Run has no background work.
+// Run has no background work. It checks at start that Redis has caught
+// up with the streams, logging why not; readiness keeps checking.
 func (s *Service) Run(ctx context.Context) error {
+	_ = s.state.Check(ctx)
 	<-ctx.Done()
 	return nil
 }

@@ -52,6 +52,7 @@ type Service struct {
 	names   bus.Names
 	store   cds.Store
 	catalog *catalog.Catalog
+	state   *catalog.LagCheck
 	limits  Limits
 	publish Publish
 	log     *slog.Logger
@@ -64,7 +65,7 @@ func New(d *platform.Deps, limits Limits, domains Provisioner) *Service {
 	if limits.MaxMediaBytes <= 0 {
 		limits.MaxMediaBytes = 1 << 30
 	}
-	return &Service{
+	s := &Service{
 		domains: domains,
 		js:      d.JS,
 		names:   d.Names,
@@ -76,11 +77,15 @@ func New(d *platform.Deps, limits Limits, domains Provisioner) *Service {
 		metrics: newMetrics(d.Registry),
 		now:     time.Now,
 	}
+	s.state = d.RequireCurrentRedis(s.log)
+	return s
 }
 
-// Run has no background work yet: ingest is request driven. It returns
-// when ctx ends.
+// Run has no background work yet: ingest is request driven. It checks
+// at start that Redis (tokens, idempotency keys) has caught up with the
+// streams, logging why not, and returns when ctx ends.
 func (s *Service) Run(ctx context.Context) error {
+	_ = s.state.Check(ctx)
 	<-ctx.Done()
 	return nil
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/catalog"
+	"github.com/callvault/callvault/pkg/platform"
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 )
 
@@ -17,7 +19,7 @@ import (
 // change at once (so a caller reads its write); this consumer is what
 // guarantees that every published change is applied, whatever happened to
 // the process that published it.
-const ConfigConsumer = "policy-config"
+const ConfigConsumer = catalog.ConfigConsumer
 
 // applyConfigEvent applies one config event of any kind.
 func (s *Service) applyConfigEvent(ctx context.Context, env *eventv1.Envelope) error {
@@ -37,93 +39,116 @@ func (s *Service) handleConfig(ctx context.Context, m jetstream.Msg) error {
 	if err != nil {
 		return bus.Poison(fmt.Errorf("message metadata: %w", err))
 	}
+	if err := s.ensureState(ctx); err != nil {
+		return err
+	}
 	err = s.applyConfigEvent(ctx, env)
 	return settled(ctx, s.catalog, catalog.AppliedConfig, md.Sequence.Stream, err)
 }
 
-// Lag says why Redis is behind the streams ("" when it is not): it holds
-// no state while the streams hold events (a Redis restarted without its
-// data, or a fresh one on the default port), or it has applied less than
-// the consumers have acknowledged (a Redis restored from an old snapshot).
+// Lag says why Redis is behind the streams ("" when it is not); see
+// catalog.Lag.
 func (s *Service) Lag(ctx context.Context) (string, error) {
-	return Lag(ctx, s.d.JS, s.d.Names, s.catalog)
+	return catalog.Lag(ctx, s.d.JS, s.d.Names, s.catalog)
 }
 
 // Lag is the check behind Service.Lag, for services that only read.
 func Lag(ctx context.Context, js jetstream.JetStream, n bus.Names, cat *catalog.Catalog) (string, error) {
-	ap, err := cat.Applied(ctx)
-	if err != nil {
-		return "", err
-	}
-	var events uint64
-	for _, name := range []string{n.IngestStream(), n.ConfigStream()} {
-		st, err := js.Stream(ctx, name)
-		if err != nil {
-			return "", fmt.Errorf("stream %s: %w", name, err)
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return "", fmt.Errorf("stream %s: %w", name, err)
-		}
-		events += info.State.Msgs
-	}
-	if !ap.Present {
-		if events > 0 {
-			return fmt.Sprintf("Redis holds no callvault state but the streams hold %d events", events), nil
-		}
-		return "", nil
-	}
-	for _, c := range []struct {
-		stream, durable string
-		applied         uint64
-	}{{n.IngestStream(), AdmitConsumer, ap.Ingest}, {n.ConfigStream(), ConfigConsumer, ap.Config}} {
-		cons, err := js.Consumer(ctx, c.stream, c.durable)
-		if errors.Is(err, jetstream.ErrConsumerNotFound) {
-			continue
-		}
-		if err != nil {
-			return "", fmt.Errorf("consumer %s: %w", c.durable, err)
-		}
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return "", fmt.Errorf("consumer %s: %w", c.durable, err)
-		}
-		if c.applied < info.AckFloor.Stream {
-			return fmt.Sprintf("Redis has applied %s up to sequence %d but %s acknowledged %d", c.stream, c.applied, c.durable, info.AckFloor.Stream), nil
-		}
-	}
-	return "", nil
+	return catalog.Lag(ctx, js, n, cat)
 }
 
 // CatchUp rebuilds Redis from the streams when it is behind them, before
-// anything is served from it. The rebuild is idempotent over whatever
-// state Redis still holds. It reports why it rebuilt ("" when current).
-func (s *Service) CatchUp(ctx context.Context) (string, error) {
-	why, err := s.Lag(ctx)
+// anything is served from it or applied to it. The rebuild is idempotent
+// over whatever state Redis still holds. It reports why it rebuilt ("" when
+// current) and how many recorded decisions it replayed.
+func (s *Service) CatchUp(ctx context.Context) (why string, events int, err error) {
+	s.catchMu.Lock()
+	defer s.catchMu.Unlock()
+	why, err = s.Lag(ctx)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	if why == "" {
-		// Current. A Redis that holds no marker yet (a first start on
-		// empty streams) gets one, so that losing it later is noticed.
-		ap, err := s.catalog.Applied(ctx)
-		if err != nil || ap.Present {
-			return "", err
+		fresh, err := s.markFresh(ctx)
+		if err != nil || fresh {
+			return "", 0, err
 		}
-		ingest, config, err := s.marks(ctx)
-		if err != nil {
-			return "", err
+		// The marks vanished since Lag read them: Redis was emptied just now.
+		if why, err = s.Lag(ctx); err != nil || why == "" {
+			return "", 0, err
 		}
-		if err := s.catalog.MarkApplied(ctx, catalog.AppliedConfig, config); err != nil {
-			return "", err
-		}
-		return "", s.catalog.MarkApplied(ctx, catalog.AppliedIngest, ingest)
 	}
 	s.log.Warn("Redis is behind the streams; rebuilding before serving", "why", why)
-	if _, err := s.Rebuild(ctx); err != nil {
-		return why, fmt.Errorf("catch up: %w", err)
+	n, err := s.Rebuild(ctx)
+	if err != nil {
+		return why, n, fmt.Errorf("catch up: %w", err)
 	}
-	return why, nil
+	s.log.Info("Redis caught up with the streams", "why", why, "decisions_replayed", n)
+	return why, n, nil
+}
+
+// Prepare catches Redis up before a standalone policy process serves its
+// gRPC API (platform.RunService calls it before listening).
+func (s *Service) Prepare(ctx context.Context) error {
+	_, _, err := s.CatchUp(ctx)
+	return err
+}
+
+var _ platform.Preparer = (*Service)(nil)
+
+// markFresh writes zero marks into a Redis that holds none while the
+// streams hold nothing to apply (a first start), so that from now on an
+// absent mark means lost state. It reports false when Redis has no marks
+// but the streams have events: Redis was emptied after Lag looked.
+func (s *Service) markFresh(ctx context.Context) (bool, error) {
+	ap, err := s.catalog.Applied(ctx)
+	if err != nil || ap.Present {
+		return true, err
+	}
+	why, err := s.Lag(ctx)
+	if err != nil {
+		return true, err
+	}
+	if why != "" {
+		return false, nil
+	}
+	if err := s.catalog.MarkApplied(ctx, catalog.AppliedConfig, 0); err != nil {
+		return true, err
+	}
+	return true, s.catalog.MarkApplied(ctx, catalog.AppliedIngest, 0)
+}
+
+// ensureState runs before every event is applied: a Redis that lost its
+// data while the service ran (restarted without persistence, flushed)
+// holds no applied marks, and an event applied to it would be decided
+// against empty state. One EXISTS per event is the price of never doing so.
+func (s *Service) ensureState(ctx context.Context) error {
+	n, err := s.d.Redis.Exists(ctx, s.catalog.AppliedKey()).Result()
+	if err != nil {
+		return fmt.Errorf("check applied marks: %w", err)
+	}
+	if n == 1 {
+		return nil
+	}
+	_, _, err = s.CatchUp(ctx)
+	return err
+}
+
+// watchState re-checks every interval, so that a Redis emptied while no
+// events arrive is rebuilt too, before the next read finds it empty.
+func (s *Service) watchState(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if _, _, err := s.CatchUp(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("checking Redis against the streams", "err", err)
+			}
+		}
+	}
 }
 
 // marks are what a rebuild started now will have applied: every ingest

@@ -81,7 +81,7 @@ func TestOrphanSweep(t *testing.T) {
 	)
 	// The service caught Redis up with the streams when it started: the
 	// sweep refuses to judge from a Redis that is behind.
-	if _, err := svc.CatchUp(ctx); err != nil {
+	if _, _, err := svc.CatchUp(ctx); err != nil {
 		t.Fatal(err)
 	}
 	put(orphan, now.Add(-2*grace))

@@ -12,6 +12,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,7 +54,11 @@ type Settings struct {
 }
 
 // AdmitConsumer is the durable consumer that admits artifacts.
-const AdmitConsumer = "policy-admit"
+const AdmitConsumer = catalog.AdmitConsumer
+
+// StateCheckInterval is how often the service checks, while idle, that
+// Redis still holds its state.
+const StateCheckInterval = 10 * time.Second
 
 // Service is the policy service.
 type Service struct {
@@ -68,6 +74,8 @@ type Service struct {
 	admitted    *prometheus.CounterVec
 	orphanSweep OrphanSweep
 	orphans     *prometheus.CounterVec
+	// catchMu makes concurrent catch-ups (handlers, the watcher) one.
+	catchMu sync.Mutex
 }
 
 // New returns the service; an unknown preset is an error.
@@ -132,7 +140,10 @@ func New(d *platform.Deps, set Settings) (*Service, error) {
 // Run catches Redis up with the streams if it is behind them, then runs
 // the admission and config consumers until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	if _, err := s.CatchUp(ctx); err != nil {
+	if _, _, err := s.CatchUp(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -141,6 +152,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if every := s.orphanSweep.Interval; every > 0 {
 		g.Go(func() error { return s.sweepOrphansEvery(gctx, every) })
 	}
+	g.Go(func() error { return s.watchState(gctx, StateCheckInterval) })
 	return g.Wait()
 }
 
@@ -160,6 +172,9 @@ func (s *Service) handle(ctx context.Context, m jetstream.Msg) error {
 	md, err := m.Metadata()
 	if err != nil {
 		return bus.Poison(fmt.Errorf("message metadata: %w", err))
+	}
+	if err := s.ensureState(ctx); err != nil {
+		return err
 	}
 	err = s.Admit(ctx, env, md.Sequence.Stream)
 	return settled(ctx, s.catalog, catalog.AppliedIngest, md.Sequence.Stream, err)

@@ -169,7 +169,7 @@ func TestRecordingPath(t *testing.T) {
 	// Restart in the middle: stop gracefully, start on the same data dir.
 	s.stop()
 	s.start()
-	if !strings.Contains(strings.Join(s.banner(), "\n"), "2 recordings") {
+	if b := strings.Join(s.banner(), "\n"); !strings.Contains(b, "holds no callvault state") || !strings.Contains(b, "2 decisions replayed") {
 		t.Errorf("restart banner does not report the rebuilt catalog:\n%s", strings.Join(s.banner(), "\n"))
 	}
 	if ids := s.listIDs(s.token, "domain=a.example", 2); !slices.Equal(ids, []string{"rec-grpc-1", "rec-http-1"}) {

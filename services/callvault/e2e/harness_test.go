@@ -71,6 +71,7 @@ type server struct {
 	http    string
 	grpc    string
 	token   string
+	nats    string
 	cmd     *exec.Cmd
 	stdout  *syncBuffer
 	stderr  *syncBuffer
@@ -98,12 +99,12 @@ func (s *syncBuffer) String() string {
 // entries override the defaults.
 func newServer(t *testing.T, extra ...string) *server {
 	t.Helper()
-	s := &server{t: t, dataDir: t.TempDir(), http: freePort(t), grpc: freePort(t), token: "e2e-bootstrap-token-" + randHex(t, 8)}
+	s := &server{t: t, dataDir: t.TempDir(), http: freePort(t), grpc: freePort(t), nats: freePort(t), token: "e2e-bootstrap-token-" + randHex(t, 8)}
 	s.env = append(os.Environ(),
 		"CALLVAULT_DATA_DIR="+s.dataDir,
 		"CALLVAULT_HTTP_ADDR="+s.http,
 		"CALLVAULT_GRPC_ADDR="+s.grpc,
-		"CALLVAULT_NATS_LISTEN="+freePort(t),
+		"CALLVAULT_NATS_LISTEN="+s.nats,
 		"CALLVAULT_BOOTSTRAP_TOKEN="+s.token,
 		"REDIS_URL=embedded",
 		"CALLVAULT_LOG_LEVEL=info",

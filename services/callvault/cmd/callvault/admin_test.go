@@ -31,7 +31,7 @@ func TestAdminCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, _ := platform.NewGRPCServer(d.Tokens)
+	g, _ := platform.NewGRPCServer(d.Tokens, d.Log)
 	pol.RegisterGRPC(g)
 	gateway.New(d, pol).RegisterGRPC(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -24,7 +24,7 @@ const usage = `usage: callvault <command> [flags]
 
 commands:
   serve            run every service in one process (the default)
-  dlq list         print dead letters as JSON lines
+  dlq list         print dead letters as JSON lines (-data-dir of the serve)
   replay catalog   rebuild the Redis catalog and tokens from the streams
   domain add D     provision domain D (-reseller R; a reseller token may omit it)
   domain list      list the provisioned domains the token covers (-reseller R)
@@ -71,7 +71,8 @@ func realMain(ctx context.Context, args []string) error {
 		return callvault.New(cfg, log, os.Stdout).Run(ctx)
 	case "dlq":
 		fs := flag.NewFlagSet("dlq", flag.ContinueOnError)
-		url := fs.String("nats-url", "nats://"+cfg.NATSListen, "NATS URL")
+		url := fs.String("nats-url", "", "NATS URL (default: the embedded server of -data-dir)")
+		fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory of the running serve")
 		from := fs.Uint64("from", 1, "first sequence")
 		limit := fs.Int("limit", 100, "how many")
 		if len(args) == 0 || args[0] != "list" {
@@ -80,7 +81,14 @@ func realMain(ctx context.Context, args []string) error {
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		dls, err := callvault.DeadLetters(ctx, *url, cfg.Platform.Namespace, *from, *limit)
+		natsURL, opts := *url, cfg.Platform.NATSOptions()
+		if natsURL == "" {
+			var err error
+			if natsURL, opts, err = callvault.CLINATS(cfg); err != nil {
+				return err
+			}
+		}
+		dls, err := callvault.DeadLetters(ctx, natsURL, opts, cfg.Platform.Namespace, *from, *limit)
 		if err != nil {
 			return err
 		}
@@ -94,6 +102,11 @@ func realMain(ctx context.Context, args []string) error {
 	case "replay":
 		if len(args) == 0 || args[0] != "catalog" {
 			return errors.New("replay: want 'replay catalog'")
+		}
+		fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+		fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory of the running serve")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
 		}
 		return replayCatalog(ctx, cfg, log)
 	case "domain", "token":
@@ -113,11 +126,11 @@ func replayCatalog(ctx context.Context, cfg callvault.Config, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	url := cfg.Platform.NATSURL
-	if !cfg.ExternalNATS {
-		url = "nats://" + cfg.NATSListen
+	url, opts, err := callvault.CLINATS(cfg)
+	if err != nil {
+		return err
 	}
-	nc, js, err := platform.ConnectNATS(ctx, url, "callvault-cli", log)
+	nc, js, err := platform.ConnectNATS(ctx, url, "callvault-cli", log, opts...)
 	if err != nil {
 		return err
 	}
@@ -136,11 +149,11 @@ func replayCatalog(ctx context.Context, cfg callvault.Config, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	tokens, recs, err := callvault.Rebuild(ctx, d, pol)
+	n, err := callvault.Rebuild(ctx, pol)
 	if err != nil {
 		return err
 	}
-	log.Info("replayed", "tokens", tokens, "recordings", recs)
-	fmt.Printf("replayed %d token events and %d recording events\n", tokens, recs)
+	log.Info("replayed", "decisions", n)
+	fmt.Printf("replayed the config stream and %d recorded decisions\n", n)
 	return nil
 }

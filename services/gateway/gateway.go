@@ -40,7 +40,7 @@ type Domains interface {
 
 // Service is the gateway.
 type Service struct {
-	catalog *catalog.Catalog
+	catalog catalog.Reader
 	domains Domains
 	store   cds.Store
 	tokens  *auth.Store
@@ -53,7 +53,7 @@ type Service struct {
 func New(d *platform.Deps, domains Domains) *Service {
 	s := &Service{
 		domains: domains,
-		catalog: catalog.New(d.Redis, d.Names.Namespace()),
+		catalog: catalog.NewReader(d.Redis, d.Names.Namespace()),
 		store:   d.CDS,
 		tokens:  d.Tokens,
 		log:     d.Log.With("service", "gateway"),

@@ -51,7 +51,7 @@ type Service struct {
 	js      jetstream.JetStream
 	names   bus.Names
 	store   cds.Store
-	catalog *catalog.Catalog
+	catalog catalog.Reader
 	state   *catalog.LagCheck
 	limits  Limits
 	publish Publish
@@ -70,7 +70,7 @@ func New(d *platform.Deps, limits Limits, domains Provisioner) *Service {
 		js:      d.JS,
 		names:   d.Names,
 		store:   d.CDS,
-		catalog: catalog.New(d.Redis, d.Names.Namespace()),
+		catalog: catalog.NewReader(d.Redis, d.Names.Namespace()),
 		limits:  limits,
 		publish: limits.Publish.withDefaults(),
 		log:     d.Log.With("service", "ingest"),

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # buf breaking: the protos of the working tree against those of the last
 # landed commit. The base is, in order: CALLVAULT_PROTO_BASE if set; the
-# merge-base with origin/main (a clone); the merge-base with a local main
-# branch (a repository without a remote); HEAD~ when neither exists. A base
+# commit named in proto/LANDED (the last commit of the last landed issue,
+# moved forward when an issue lands); the merge-base with origin/main (a
+# clone); the merge-base with a local main branch (a repository without a
+# remote); HEAD~ when none exists. A base
 # without proto/buf.yaml (the history does not reach one) is skipped with a
 # message, never silently.
 set -euo pipefail
@@ -10,6 +12,9 @@ cd "$(dirname "$0")/.."
 BUF=${BUF:-buf}
 
 base=${CALLVAULT_PROTO_BASE:-}
+if [[ -z "$base" && -s proto/LANDED ]]; then
+	base=$(git rev-parse -q --verify "$(tr -d '[:space:]' <proto/LANDED)^{commit}" || true)
+fi
 if [[ -z "$base" ]]; then
 	for ref in origin/main main; do
 		if git rev-parse -q --verify "$ref^{commit}" >/dev/null; then

@@ -96,8 +96,10 @@ func (s *Service) trackKey(kind retention.Kind, domain, user, folder string, at 
 	}
 }
 
-// rebuildBatch is how many decisions one pipeline applies.
-const rebuildBatch = 1024
+// rebuildBatch is how many decisions one pipeline applies: large enough
+// that a domain's admissions share a script call (about ten per domain
+// with 200 domains), small enough to keep a batch's scripts short.
+const rebuildBatch = 2048
 
 // RebuildCatalog applies the recorded decisions of the ingest stream in
 // stream order: admissions, refusals and tombstones, as they happened.

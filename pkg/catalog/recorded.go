@@ -14,7 +14,8 @@ import (
 // KEYS: 1 usage, 2 daily, then per admission 6: art, idx, uidx (or art),
 // call (or art), track, evicted (or art). ARGV per admission: the shared
 // admission arguments (1-9), 10 evicted id, 11 accepted at (ms), 12 the
-// number of field arguments, then the fields.
+// number of field arguments, then the fields, ending with the state (and
+// the evicted id) as admitLua writes them.
 const applyManyScript = removeLua + `
 local usage, daily, counters, expires = {}, {}, {}, {}
 local total, written = 0, 0
@@ -31,15 +32,7 @@ while a <= #ARGV do
         redis.call('HSET', victim, 'st', 'd', 'rs', 'cap_evicted', 'ru', 'folder cap: the oldest makes room for ' .. id, 'ac', 'policy', 'dt', ARGV[a + 10])
       end
     end
-    local f = {}
-    for i = a + 12, a + 11 + nf do f[#f + 1] = ARGV[i] end
-    f[#f + 1] = 'st'
-    f[#f + 1] = 'a'
-    if evicted ~= '' then
-      f[#f + 1] = 'ev'
-      f[#f + 1] = evicted
-    end
-    redis.call('HSET', art, unpack(f))
+    redis.call('HSET', art, unpack(ARGV, a + 12, a + 11 + nf))
     redis.call('ZADD', idx, score, id)
     if ARGV[a + 4] == '1' then redis.call('ZADD', uidx, score, id) end
     if ARGV[a + 5] == '1' then redis.call('SADD', call, id) end
@@ -263,7 +256,7 @@ func (c *Catalog) applyManyRun(ctx context.Context, pipe redis.Pipeliner, domain
 	keys = append(keys, c.k.usage(domain), c.k.daily(domain))
 	n := 0
 	for _, ad := range group {
-		n += 12 + len(ad.Artifact.fields)
+		n += 16 + len(ad.Artifact.fields)
 	}
 	args := make([]any, 0, n)
 	for _, ad := range group {
@@ -271,8 +264,13 @@ func (c *Catalog) applyManyRun(ctx context.Context, pipe redis.Pipeliner, domain
 		sk := c.scriptKeys(a, ad.EvictedID) // art, idx, uidx, call, usage, track, daily, holds, victim
 		keys = append(keys, sk[0], sk[1], sk[2], sk[3], sk[5], sk[8])
 		args = append(args, a.admitArgs()...)
-		args = append(args, ad.EvictedID, a.AcceptedAt.UnixMilli(), len(a.fields))
+		extra := []any{"st", string(StateAdmitted)}
+		if ad.EvictedID != "" {
+			extra = append(extra, "ev", ad.EvictedID)
+		}
+		args = append(args, ad.EvictedID, a.AcceptedAt.UnixMilli(), len(a.fields)+len(extra))
 		args = append(args, a.fields...)
+		args = append(args, extra...)
 	}
 	c.applyMany.Run(ctx, pipe, keys, args...)
 }

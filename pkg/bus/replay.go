@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
@@ -141,6 +142,9 @@ func replay(ctx context.Context, js jetstream.JetStream, stream string, subjects
 			if ctx.Err() != nil {
 				return applied, skipped, ctx.Err()
 			}
+			if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, nats.ErrConnectionClosed) {
+				return applied, skipped, err // waiting will not bring it back
+			}
 			if bounded.Err() != nil {
 				return applied, skipped, fmt.Errorf("%w (%s): read %d of %d messages up to seq %d: %w",
 					ErrReplayTimeout, cfg.timeout, applied+skipped, t.want, t.last, err)
@@ -195,7 +199,10 @@ type reader struct {
 
 func (r *reader) next(ctx context.Context) (jetstream.Msg, error) {
 	if r.it == nil {
-		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: r.subjects}
+		// A consumer the server lost is recreated inside Next; a few
+		// attempts, then Next fails and the replay decides: wait on
+		// within its bound, or give up.
+		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: r.subjects, MaxResetAttempts: 2}
 		if r.after > 0 {
 			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, r.after+1
 		}
@@ -209,7 +216,12 @@ func (r *reader) next(ctx context.Context) (jetstream.Msg, error) {
 		}
 		r.it = it
 	}
-	return r.it.Next(jetstream.NextContext(ctx))
+	// Next does not watch ctx while it recreates the consumer: stopping
+	// the iterator when ctx ends cuts that short.
+	it := r.it
+	release := context.AfterFunc(ctx, it.Stop)
+	defer release()
+	return it.Next(jetstream.NextContext(ctx))
 }
 
 func (r *reader) stop() {

@@ -283,3 +283,25 @@ func TestReplayOfAnEmptyFilterReturnsAtOnce(t *testing.T) {
 		t.Fatalf("replay = %d, %v; want 0, nil", n, err)
 	}
 }
+
+// TestReplayOfADeletedStreamFails deletes the stream during the
+// replay: the replay fails with the stream's absence rather than waiting
+// for its bound.
+func TestReplayOfADeletedStreamFails(t *testing.T) {
+	t.Parallel()
+	js, names := setup(t)
+	publishN(t, js, names.RecordingSubject(), "rec", 5_000)
+	seen := 0
+	_, _, err := bus.Replay(context.Background(), js, names.IngestStream(), nil, func(ctx context.Context, _ *eventv1.Envelope, _ uint64) error {
+		seen++
+		if seen == 10 {
+			if err := js.DeleteStream(ctx, names.IngestStream()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, bus.ReplayTimeout(time.Hour))
+	if err == nil {
+		t.Fatal("replay of a deleted stream succeeded")
+	}
+}

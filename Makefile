@@ -71,10 +71,11 @@ test-go: ## go test every module against the running test servers
 test: ## everything CI runs: tools, proto-check, builds, vet, staticcheck, all tests on real servers
 	bash scripts/test.sh
 
-bench: ## catalog benchmarks on the real Redis: admissions/s (single, pipelined) and memory per recording
+bench: ## catalog benchmarks on the real Redis: admissions/s (single, pipelined), memory per recording, rebuild rate against a raw read
 	bash scripts/testenv.sh start >/dev/null
 	source .test-env/env && cd pkg && GOWORK=off go test -run '^$$' -bench 'Memory' -benchtime 1x -count 1 ./catalog/
 	source .test-env/env && cd pkg && GOWORK=off go test -run '^$$' -bench 'Admit' -benchtime 3s -count 1 ./catalog/
+	source .test-env/env && cd services/policy && GOWORK=off go test -run '^$$' -bench 'Rebuild' -benchtime 1x -count 1 .
 
 clean: ## remove build output and the local data directory
 	rm -rf bin data

@@ -121,7 +121,7 @@ func retryOnReload(f func() error) error {
 }
 
 func (c *Catalog) loadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{c.decide, c.conflict, c.done, c.gateS, c.apply, c.refused} {
+	for _, s := range []*redis.Script{c.decide, c.conflict, c.done, c.gateS, c.apply, c.refused, c.applyMany} {
 		if err := s.Load(ctx, c.rdb).Err(); err != nil {
 			return fmt.Errorf("catalog: load script: %w", err)
 		}

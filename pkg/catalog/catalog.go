@@ -40,9 +40,9 @@ type Recording struct {
 
 // Catalog reads and writes the artifact index.
 type Catalog struct {
-	rdb                                                 redis.UniversalClient
-	k                                                   keys
-	decide, conflict, done, gateS, apply, refused, mark *redis.Script
+	rdb                                                            redis.UniversalClient
+	k                                                              keys
+	decide, conflict, done, gateS, apply, refused, mark, applyMany *redis.Script
 }
 
 // New returns a catalog whose keys start with ns.
@@ -50,7 +50,7 @@ func New(rdb redis.UniversalClient, ns string) *Catalog {
 	return &Catalog{rdb: rdb, k: keys{ns: ns},
 		decide: redis.NewScript(decideScript), conflict: redis.NewScript(conflictScript), done: redis.NewScript(doneScript),
 		gateS: redis.NewScript(gateScript), apply: redis.NewScript(applyScript), refused: redis.NewScript(refusedScript),
-		mark: redis.NewScript(markScript)}
+		mark: redis.NewScript(markScript), applyMany: redis.NewScript(applyManyScript)}
 }
 
 // AdmitRecording decides r with no cap: the path of tests and tools that

@@ -330,6 +330,11 @@ func (c *Catalog) Record(ctx context.Context, domain, id string) (Record, error)
 	if len(m) == 0 {
 		return Record{}, fmt.Errorf("catalog record %s: %w", id, ErrNoRecord)
 	}
+	return recordOf(domain, id, m), nil
+}
+
+// recordOf parses the hash of a decision record.
+func recordOf(domain, id string, m map[string]string) Record {
 	st := State(m["st"])
 	if st == "" {
 		st = StateAdmitted
@@ -343,7 +348,7 @@ func (c *Catalog) Record(ctx context.Context, domain, id string) (Record, error)
 	if m["dt"] != "" {
 		r.DeletedAt = time.UnixMilli(num("dt")).UTC()
 	}
-	return r, nil
+	return r
 }
 
 // doneScript removes one effect from the pending list once it is done.

@@ -96,8 +96,10 @@ func (s *Service) trackKey(kind retention.Kind, domain, user, folder string, at 
 	}
 }
 
-// rebuildBatch is how many decisions one pipeline applies.
-const rebuildBatch = 512
+// rebuildBatch is how many decisions one pipeline applies: large enough
+// that a domain's admissions share a script call (about ten per domain
+// with 200 domains), small enough to keep a batch's scripts short.
+const rebuildBatch = 2048
 
 // RebuildCatalog applies the recorded decisions of the ingest stream in
 // stream order: admissions, refusals and tombstones, as they happened.
@@ -105,59 +107,138 @@ const rebuildBatch = 512
 // so the result is what the live consumers wrote, whatever today's policy
 // says. Ingest events with no decision yet are left to the admission
 // consumer, which has not acknowledged them.
+//
+// Reading and writing overlap: while one batch is written to Redis in a
+// single pipeline, the next is read and decoded. Batches are written one
+// at a time, in order.
 func (s *Service) RebuildCatalog(ctx context.Context) (int, error) {
-	var adm []catalog.Admission
-	var ref []catalog.Refusal
-	flush := func() error {
-		if err := s.catalog.ApplyAdmissions(ctx, adm); err != nil {
-			return err
-		}
-		if err := s.catalog.ApplyRefusals(ctx, ref); err != nil {
-			return err
-		}
-		adm, ref = adm[:0], ref[:0]
-		return nil
-	}
+	w := s.startRebuildWriter(ctx)
+	batch := w.buffer()
 	n, skipped, err := bus.Replay(ctx, s.d.JS, s.d.Names.IngestStream(), s.d.Names.DecisionSubjects(), func(ctx context.Context, env *eventv1.Envelope, _ uint64) error {
-		switch b := env.GetBody().(type) {
-		case *eventv1.Envelope_Admitted:
-			in := &eventv1.Envelope{Id: bus.ArtifactID(env), AcceptedAt: b.Admitted.GetIngestAcceptedAt(), Tenant: env.GetTenant()}
-			switch r := b.Admitted.GetArtifact().(type) {
-			case *eventv1.ArtifactAdmitted_Recording:
-				in.Body = &eventv1.Envelope_Recording{Recording: r.Recording}
-			case *eventv1.ArtifactAdmitted_Message:
-				in.Body = &eventv1.Envelope_Message{Message: r.Message}
-			}
-			a, _, err := s.artifactOf(in, b.Admitted.GetIngestSequence())
-			if err != nil {
-				return err
-			}
-			adm = append(adm, catalog.Admission{Artifact: a, EvictedID: b.Admitted.GetEvictedArtifactId()})
-		case *eventv1.Envelope_Refusal:
-			r := b.Refusal
-			ref = append(ref, catalog.Refusal{
-				Domain: env.GetTenant().GetDomain(), ID: r.GetArtifactId(), Kind: catalogKind(r.GetKind()), ObjectKey: r.GetMedia().GetKey(),
-				Reason: r.GetReason(), Size: r.GetMedia().GetSizeBytes(), Seq: r.GetIngestSequence(), AcceptedAt: r.GetIngestAcceptedAt().AsTime(),
-			})
-		case *eventv1.Envelope_Deletion:
-			if err := flush(); err != nil {
-				return err
-			}
-			d := b.Deletion
-			return s.catalog.ApplyDeleted(ctx, env.GetTenant().GetDomain(), d.GetArtifactId(), env.GetAcceptedAt().AsTime(), d.GetReason(), d.GetRule(), d.GetActor())
+		r, ok, err := s.recordedOf(env)
+		if err != nil || !ok {
+			return err
 		}
-		if len(adm)+len(ref) >= rebuildBatch {
-			return flush()
+		batch = append(batch, r)
+		if len(batch) < rebuildBatch {
+			return nil
 		}
+		if err := w.send(batch); err != nil {
+			return err
+		}
+		batch = w.buffer()
 		return nil
 	})
 	if err == nil {
-		err = flush()
+		err = w.send(batch)
+	}
+	if werr := w.wait(err != nil); err == nil {
+		err = werr
 	}
 	if skipped > 0 {
 		s.log.Warn("rebuild skipped undecodable events", "count", skipped)
 	}
 	return n, err
+}
+
+// recordedOf is the catalog's form of a decision event; ok is false for
+// an event that records no decision.
+func (s *Service) recordedOf(env *eventv1.Envelope) (catalog.Recorded, bool, error) {
+	switch b := env.GetBody().(type) {
+	case *eventv1.Envelope_Admitted:
+		in := &eventv1.Envelope{Id: bus.ArtifactID(env), AcceptedAt: b.Admitted.GetIngestAcceptedAt(), Tenant: env.GetTenant()}
+		switch r := b.Admitted.GetArtifact().(type) {
+		case *eventv1.ArtifactAdmitted_Recording:
+			in.Body = &eventv1.Envelope_Recording{Recording: r.Recording}
+		case *eventv1.ArtifactAdmitted_Message:
+			in.Body = &eventv1.Envelope_Message{Message: r.Message}
+		}
+		a, _, err := s.artifactOf(in, b.Admitted.GetIngestSequence())
+		if err != nil {
+			return catalog.Recorded{}, false, err
+		}
+		return catalog.Recorded{Op: catalog.OpAdmission, Admission: catalog.Admission{Artifact: a, EvictedID: b.Admitted.GetEvictedArtifactId()}}, true, nil
+	case *eventv1.Envelope_Refusal:
+		r := b.Refusal
+		return catalog.Recorded{Op: catalog.OpRefusal, Refusal: catalog.Refusal{
+			Domain: env.GetTenant().GetDomain(), ID: r.GetArtifactId(), Kind: catalogKind(r.GetKind()), ObjectKey: r.GetMedia().GetKey(),
+			Reason: r.GetReason(), Size: r.GetMedia().GetSizeBytes(), Seq: r.GetIngestSequence(), AcceptedAt: r.GetIngestAcceptedAt().AsTime(),
+		}}, true, nil
+	case *eventv1.Envelope_Deletion:
+		d := b.Deletion
+		return catalog.Recorded{Op: catalog.OpDeletion, Deletion: catalog.Deletion{
+			Domain: env.GetTenant().GetDomain(), ID: d.GetArtifactId(), At: env.GetAcceptedAt().AsTime(),
+			Reason: d.GetReason(), Rule: d.GetRule(), Actor: d.GetActor(),
+		}}, true, nil
+	}
+	return catalog.Recorded{}, false, nil
+}
+
+// rebuildWriter applies batches of recorded decisions in order on a
+// goroutine of its own, so that the replay reads on meanwhile.
+type rebuildWriter struct {
+	batches chan []catalog.Recorded
+	free    chan []catalog.Recorded
+	done    chan struct{}
+	cancel  context.CancelFunc
+	err     error
+}
+
+func (s *Service) startRebuildWriter(ctx context.Context) *rebuildWriter {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &rebuildWriter{
+		batches: make(chan []catalog.Recorded, 1), free: make(chan []catalog.Recorded, 3),
+		done: make(chan struct{}), cancel: cancel,
+	}
+	go func() {
+		defer close(w.done)
+		for b := range w.batches {
+			if err := s.catalog.ApplyRecorded(ctx, b); err != nil {
+				w.err = err
+				return
+			}
+			select {
+			case w.free <- b[:0]:
+			default:
+			}
+		}
+	}()
+	return w
+}
+
+// buffer returns an empty batch, reusing one already written.
+func (w *rebuildWriter) buffer() []catalog.Recorded {
+	select {
+	case b := <-w.free:
+		return b
+	default:
+		return make([]catalog.Recorded, 0, rebuildBatch)
+	}
+}
+
+// send queues a batch; it fails once a batch could not be written.
+func (w *rebuildWriter) send(b []catalog.Recorded) error {
+	if len(b) == 0 {
+		return nil
+	}
+	select {
+	case w.batches <- b:
+		return nil
+	case <-w.done:
+		return w.err
+	}
+}
+
+// wait returns once every queued batch is written (or, with abandon, once
+// the one being written is), with the first write error.
+func (w *rebuildWriter) wait(abandon bool) error {
+	if abandon {
+		w.cancel()
+	}
+	close(w.batches)
+	<-w.done
+	w.cancel()
+	return w.err
 }
 
 // catalogKind is the catalog kind of a data kind.

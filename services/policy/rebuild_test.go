@@ -1,0 +1,120 @@
+package policy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/callvault/callvault/pkg/bus"
+	"github.com/callvault/callvault/pkg/catalog"
+	"github.com/callvault/callvault/pkg/cds"
+	"github.com/callvault/callvault/pkg/platform"
+	"github.com/callvault/callvault/pkg/testenv"
+	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
+	"github.com/callvault/callvault/services/policy"
+)
+
+var errInjected = errors.New("injected redis failure")
+
+// failingPipelines fails every pipeline after the first ok ones.
+type failingPipelines struct {
+	ok   int64
+	seen atomic.Int64
+}
+
+func (f *failingPipelines) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (f *failingPipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (f *failingPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if f.seen.Add(1) > f.ok {
+			return errInjected
+		}
+		return next(ctx, cmds)
+	}
+}
+
+var _ redis.Hook = (*failingPipelines)(nil)
+
+// publishAdmitted publishes n admission decisions of recordings.
+func publishAdmitted(t *testing.T, d *platform.Deps, n int) {
+	t.Helper()
+	at := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("rec-%d", i)
+		rec := recordingEvent(id, 100, at.Add(time.Duration(i)*time.Second))
+		env := &eventv1.Envelope{
+			Id: "admitted:a.example/" + id, ArtifactId: id, Type: "artifact.admitted", SchemaVersion: bus.SchemaVersion,
+			AcceptedAt: rec.GetAcceptedAt(), Tenant: rec.GetTenant(), Source: "policy",
+			Body: &eventv1.Envelope_Admitted{Admitted: &eventv1.ArtifactAdmitted{
+				Kind: eventv1.DataKind_DATA_KIND_RECORDING_AUTOMATIC, IngestSequence: uint64(i + 1), IngestAcceptedAt: rec.GetAcceptedAt(),
+				Artifact: &eventv1.ArtifactAdmitted_Recording{Recording: rec.GetRecording()},
+			}},
+		}
+		data, err := proto.Marshal(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.JS.PublishAsync(d.Names.AdmittedSubject(), data, jetstream.WithMsgID(env.GetId())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-d.JS.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		t.Fatal("publishing did not complete")
+	}
+}
+
+// TestRebuildCatalogReportsAFailedWrite makes Redis fail the writes of
+// the second batch while the replay reads on: the rebuild returns that
+// failure instead of a success.
+func TestRebuildCatalogReportsAFailedWrite(t *testing.T) {
+	t.Parallel()
+	store, err := cds.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := testenv.Deps(t, store)
+	publishAdmitted(t, d, 6000)
+
+	opts := *d.Redis.(*redis.Client).Options()
+	faulty := redis.NewClient(&opts)
+	t.Cleanup(func() { _ = faulty.Close() })
+	faulty.AddHook(&failingPipelines{ok: 1})
+	fd := *d
+	fd.Redis, fd.Registry = faulty, prometheus.NewRegistry()
+	svc, err := policy.New(&fd, policy.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.RebuildCatalog(context.Background()); !errors.Is(err, errInjected) {
+		t.Fatalf("rebuild returned %v, want the injected failure", err)
+	}
+
+	// The same rebuild on the real client writes every recording.
+	svc, err = policy.New(d, policy.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := svc.RebuildCatalog(context.Background())
+	if err != nil || n != 6000 {
+		t.Fatalf("rebuild = %d, %v; want 6000", n, err)
+	}
+	u, err := catalog.New(d.Redis, d.Names.Namespace()).Usage(context.Background(), "a.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := u[catalog.KindRecording]; got.Count != 6000 || got.Bytes != 600_000 {
+		t.Fatalf("usage = %+v, want 6000 recordings of 600,000 bytes", got)
+	}
+}

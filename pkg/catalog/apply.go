@@ -18,8 +18,8 @@ const applyScript = removeLua + admitLua + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return '0' end
 local id, category = ARGV[1], ARGV[4]
 if ARGV[10] ~= '' then
-  local v = redis.call('HMGET', KEYS[9], 'st', 'size')
-  if v[1] == 'a' then
+  local v = redis.call('HMGET', KEYS[9], 'st', 'size', 'id')
+  if v[3] and (not v[1] or v[1] == 'a') then
     remove(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[7], ARGV[10], tonumber(v[2] or '0'), category)
     redis.call('HSET', KEYS[9], 'st', 'd', 'rs', 'cap_evicted', 'ru', 'folder cap: the oldest makes room for ' .. id, 'ac', 'policy', 'dt', ARGV[11])
   end

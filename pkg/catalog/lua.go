@@ -41,14 +41,15 @@ end
 `
 
 // admitLua defines admit(KEYS, id, score, size, category, trackType,
-// expireAt, day, fields): writes an admitted artifact, its indexes, its
+// expireAt, day, fields): writes an admitted artifact (an artifact hash
+// without a state field is admitted: storing "st=a" on every recording
+// would cost a hash entry each, so only refusals and deletions store it), its indexes, its
 // cap-tracking entry and usage, and returns the domain's new total bytes.
 // KEYS: 1 art, 2 idx, 3 uidx (or absent), 4 call (or absent), 5 usage,
 // 6 track, 7 daily.
 const admitLua = `
 local function admit(id, score, size, category, hasUser, hasCall, trackType, expireAt, day, fields, pending, evicted)
   redis.call('HSET', KEYS[1], unpack(fields))
-  redis.call('HSET', KEYS[1], 'st', 'a')
   if pending ~= '' then redis.call('HSET', KEYS[1], 'pe', pending) end
   if evicted ~= '' then redis.call('HSET', KEYS[1], 'ev', evicted) end
   redis.call('ZADD', KEYS[2], score, id)

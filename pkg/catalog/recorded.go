@@ -26,8 +26,8 @@ while a <= #ARGV do
   local art, idx, uidx, call, track, victim = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
   if redis.call('EXISTS', art) == 0 then
     if evicted ~= '' then
-      local v = redis.call('HMGET', victim, 'st', 'size')
-      if v[1] == 'a' then
+      local v = redis.call('HMGET', victim, 'st', 'size', 'id')
+      if v[3] and (not v[1] or v[1] == 'a') then
         remove(idx, uidx, call, KEYS[1], track, trackType, evicted, tonumber(v[2] or '0'), category)
         redis.call('HSET', victim, 'st', 'd', 'rs', 'cap_evicted', 'ru', 'folder cap: the oldest makes room for ' .. id, 'ac', 'policy', 'dt', ARGV[a + 10])
       end
@@ -264,7 +264,7 @@ func (c *Catalog) applyManyRun(ctx context.Context, pipe redis.Pipeliner, domain
 		sk := c.scriptKeys(a, ad.EvictedID) // art, idx, uidx, call, usage, track, daily, holds, victim
 		keys = append(keys, sk[0], sk[1], sk[2], sk[3], sk[5], sk[8])
 		args = append(args, a.admitArgs()...)
-		extra := []any{"st", string(StateAdmitted)}
+		var extra []any
 		if ad.EvictedID != "" {
 			extra = append(extra, "ev", ad.EvictedID)
 		}

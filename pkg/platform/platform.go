@@ -138,6 +138,11 @@ func ConnectRedis(ctx context.Context, url string) (redis.UniversalClient, error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
+		if strings.Contains(url, "@") {
+			// go-redis quotes what it misread, which may be the tail of
+			// the password (a "/" or "?" in it ends the host early).
+			err = errors.New("does not parse")
+		}
 		return nil, fmt.Errorf("redis url %s: %w", RedactURL(url), err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)

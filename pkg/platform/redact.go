@@ -29,6 +29,12 @@ func redactOne(raw string) string {
 		return redacted
 	}
 	if u.User == nil {
+		if strings.Contains(raw, "@") {
+			// A password holding "/", "?" or "#" after digits parses as
+			// host:port plus a path, query or fragment: the parser found
+			// no user, but the text before "@" is one.
+			return u.Scheme + "://" + redacted
+		}
 		return raw
 	}
 	if _, has := u.User.Password(); has {

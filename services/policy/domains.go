@@ -59,7 +59,10 @@ func (s *Service) ProvisionDomain(ctx context.Context, p auth.Principal, domain,
 		return catalog.Domain{}, false, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
 	d := catalog.Domain{Domain: domain, Reseller: reseller, ProvisionedBy: p.Name, ProvisionedAt: time.Now().UTC().Truncate(time.Millisecond)}
-	msgID := "domain-" + domain + "-" + reseller
+	// "/" occurs in no domain or reseller name, so the id names exactly
+	// one (domain, reseller) pair: a retry of this request is deduplicated,
+	// never another pair's provisioning.
+	msgID := "domain:" + domain + "/" + reseller
 	env := &eventv1.Envelope{
 		Id: msgID, AcceptedAt: timestamppb.Now(), Source: "policy", Type: typeDomainProvisioned, SchemaVersion: configSchema,
 		Tenant: &eventv1.Tenant{Reseller: reseller, Domain: domain},

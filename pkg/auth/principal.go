@@ -6,6 +6,7 @@ package auth
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // Level is how much of the tenant tree a token covers.
@@ -26,6 +27,9 @@ type Principal struct {
 	Reseller string
 	Domain   string
 	User     string
+	// ExpiresAt is when the token that authenticated expires (zero:
+	// never). A token it issues expires no later.
+	ExpiresAt time.Time
 }
 
 // Covers reports whether p may read and write artifacts of the given

@@ -83,13 +83,22 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 		return Principal{}, apierr.ErrUnauthenticated
 	}
 	sum := sha256.Sum256([]byte(token))
-	if s.hasBoot && subtle.ConstantTimeCompare(sum[:], s.bootstrap[:]) == 1 {
-		return Principal{Name: "bootstrap", Level: LevelSystem}, nil
-	}
-	m, err := s.rdb.HGetAll(ctx, s.key(hex.EncodeToString(sum[:]))).Result()
-	if err != nil {
+	// One round trip: the token and whether Redis holds current state. A
+	// Redis emptied or being rebuilt answers nothing (503), so a valid
+	// token is never refused and a revoked one never accepted from it.
+	pipe := s.rdb.Pipeline()
+	current := pipe.Exists(ctx, bus.AppliedKey(s.ns))
+	get := pipe.HGetAll(ctx, s.key(hex.EncodeToString(sum[:])))
+	if _, err := pipe.Exec(ctx); err != nil {
 		return Principal{}, fmt.Errorf("authenticate: %w: %w", apierr.ErrUnavailable, err)
 	}
+	if current.Val() == 0 {
+		return Principal{}, fmt.Errorf("authenticate: %w: Redis holds no current state; it is being rebuilt from the streams", apierr.ErrUnavailable)
+	}
+	if s.hasBoot && subtle.ConstantTimeCompare(sum[:], s.bootstrap[:]) == 1 {
+		return Principal{Name: BootstrapName, Level: LevelSystem}, nil
+	}
+	m := get.Val()
 	if len(m) == 0 || m["name"] == "" {
 		return Principal{}, apierr.ErrUnauthenticated
 	}
@@ -97,14 +106,22 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 	if info.Revoked || (!info.ExpiresAt.IsZero() && !s.now().Before(info.ExpiresAt)) {
 		return Principal{}, apierr.ErrUnauthenticated
 	}
-	return info.Scope, nil
+	p := info.Scope
+	p.ExpiresAt = info.ExpiresAt
+	return p, nil
 }
+
+// BootstrapName is the name of the configured bootstrap token; no stored
+// token may take it, so the audit trail never confuses the two.
+const BootstrapName = "bootstrap"
 
 // ValidateScope checks a requested token scope field by field.
 func ValidateScope(p Principal) error {
 	v := &apierr.ValidationError{}
 	if p.Name == "" || len(p.Name) > 64 {
 		v.Add("name", "must be 1-64 characters")
+	} else if strings.EqualFold(p.Name, BootstrapName) {
+		v.Add("name", "is reserved for the bootstrap token")
 	}
 	need := map[Level][3]bool{ // reseller, domain, user required
 		LevelSystem:   {false, false, false},
@@ -170,6 +187,16 @@ func (s *Store) Issue(ctx context.Context, issuer Principal, scope Principal, ex
 	now := s.now().UTC().Truncate(time.Millisecond)
 	if !expires.IsZero() && !expires.After(now) {
 		return "", TokenInfo{}, apierr.Invalid("expires_at", "must be in the future")
+	}
+	// A token never outlives the token that issued it: an expiring grant
+	// cannot mint a lasting one.
+	if !issuer.ExpiresAt.IsZero() {
+		switch {
+		case expires.IsZero():
+			expires = issuer.ExpiresAt
+		case expires.After(issuer.ExpiresAt):
+			return "", TokenInfo{}, apierr.Invalid("expires_at", "must not be later than the issuing token's expiry, %s", issuer.ExpiresAt.UTC().Format(time.RFC3339))
+		}
 	}
 	if !issuer.CoversScope(scope) {
 		return "", TokenInfo{}, fmt.Errorf("issue token: %w: %s may not issue a token for %s", apierr.ErrForbidden, issuer, scope)

@@ -102,3 +102,8 @@ type StreamOptions struct {
 	// consumers dedupe by artifact id beyond it.
 	DuplicateWindow time.Duration
 }
+
+// AppliedKey is the Redis hash recording the last stream sequence applied
+// to Redis, per stream. Its absence means Redis holds no current callvault
+// state (emptied, or being rebuilt): nothing is answered from it then.
+func AppliedKey(ns string) string { return ns + ":applied" }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/callvault/callvault/pkg/bus"
 )
 
 // Applied says how far Redis has applied each stream: the highest ingest
@@ -23,7 +25,7 @@ const (
 	AppliedConfig = "config"
 )
 
-func (k keys) applied() string { return k.ns + ":applied" }
+func (k keys) applied() string { return bus.AppliedKey(k.ns) }
 
 // markScript writes a mark that is absent even at 0, so that a Redis
 // rebuilt from streams with nothing to apply still reads as present.
@@ -69,3 +71,14 @@ func (c *Catalog) Applied(ctx context.Context) (Applied, error) {
 // AppliedKey is the key of the applied marks: while it is absent, Redis
 // holds no callvault state.
 func (c *Catalog) AppliedKey() string { return c.k.applied() }
+
+// ClearApplied removes the marks, so that every reader refuses to answer
+// (503) until a rebuild that is starting now has finished and marked
+// again: a half-rebuilt Redis would otherwise accept a token whose
+// revocation it has not replayed yet.
+func (c *Catalog) ClearApplied(ctx context.Context) error {
+	if err := c.rdb.Del(ctx, c.k.applied()).Err(); err != nil {
+		return fmt.Errorf("catalog clear applied: %w", err)
+	}
+	return nil
+}

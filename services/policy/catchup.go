@@ -79,7 +79,7 @@ func (s *Service) CatchUp(ctx context.Context) (why string, events int, err erro
 		}
 	}
 	s.log.Warn("Redis is behind the streams; rebuilding before serving", "why", why)
-	n, err := s.Rebuild(ctx)
+	n, err := s.rebuild(ctx)
 	if err != nil {
 		return why, n, fmt.Errorf("catch up: %w", err)
 	}

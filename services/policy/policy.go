@@ -200,8 +200,20 @@ func settled(ctx context.Context, cat *catalog.Catalog, stream string, seq uint6
 // acknowledged when the rebuild began (each has its decision in the
 // stream). It returns the decision events applied.
 func (s *Service) Rebuild(ctx context.Context) (int, error) {
+	s.catchMu.Lock()
+	defer s.catchMu.Unlock()
+	return s.rebuild(ctx)
+}
+
+// rebuild is Rebuild with catchMu held. It first removes the applied
+// marks, so nothing is answered from Redis while it is half rebuilt (a
+// token whose revocation is not replayed yet would be accepted).
+func (s *Service) rebuild(ctx context.Context) (int, error) {
 	ingest, config, err := s.marks(ctx)
 	if err != nil {
+		return 0, err
+	}
+	if err := s.catalog.ClearApplied(ctx); err != nil {
 		return 0, err
 	}
 	if _, err := s.RebuildConfig(ctx); err != nil {

@@ -206,7 +206,7 @@ func (c *Catalog) applyRecorded(ctx context.Context, batch []Recorded) error {
 			if f.Reason != ErrIDConflict {
 				pipe.HSetNX(ctx, c.k.ids(f.ID), f.ID, f.Domain)
 			}
-			c.refused.Run(ctx, pipe, []string{c.k.artifact(f.Domain, f.ID)}, f.ID, f.Reason, f.Kind, f.ObjectKey, f.Size, f.Seq, f.AcceptedAt.UnixMilli())
+			c.runRefused(ctx, pipe, f)
 		case OpDeletion:
 			m, err := reads[i].Result()
 			i++

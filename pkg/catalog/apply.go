@@ -32,9 +32,15 @@ return tostring(admit(id, ARGV[2], tonumber(ARGV[3]), category, ARGV[5], ARGV[6]
 // refusedScript writes a recorded refusal (replay).
 const refusedScript = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'st', 'r', 'rs', ARGV[2], 'id', ARGV[1], 'kind', ARGV[3], 'key', ARGV[4], 'size', ARGV[5], 'seq', ARGV[6], 'accepted_at', ARGV[7])
+redis.call('HSET', KEYS[1], 'st', 'r', 'rs', ARGV[2], 'id', ARGV[1], 'kind', ARGV[3], ARGV[4], ARGV[5], 'size', ARGV[6], 'seq', ARGV[7], 'accepted_at', ARGV[8])
 return 1
 `
+
+// runRefused queues the refused script for a recorded refusal.
+func (c *Catalog) runRefused(ctx context.Context, pipe redis.Pipeliner, r Refusal) {
+	keyField, keyValue := storedKey(r.Kind, r.Domain, r.ID, r.ObjectKey)
+	c.refused.Run(ctx, pipe, []string{c.k.artifact(r.Domain, r.ID)}, r.ID, r.Reason, r.Kind, keyField, keyValue, r.Size, r.Seq, r.AcceptedAt.UnixMilli())
+}
 
 // Admission is one recorded admission decision, as replay applies it.
 type Admission struct {
@@ -85,7 +91,7 @@ func (c *Catalog) applyRefusals(ctx context.Context, batch []Refusal) error {
 		if r.Reason != ErrIDConflict {
 			pipe.HSetNX(ctx, c.k.ids(r.ID), r.ID, r.Domain)
 		}
-		c.refused.Run(ctx, pipe, []string{c.k.artifact(r.Domain, r.ID)}, r.ID, r.Reason, r.Kind, r.ObjectKey, r.Size, r.Seq, r.AcceptedAt.UnixMilli())
+		c.runRefused(ctx, pipe, r)
 	}
 	return c.execScripts(ctx, pipe, "apply refusals")
 }

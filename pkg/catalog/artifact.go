@@ -24,13 +24,14 @@ func (c *Catalog) RecordingArtifact(r Recording) Artifact {
 // A user's box (voicemail and received faxes) and each SMS folder are
 // tracked as sorted sets by time.
 func (c *Catalog) MessageArtifact(m Message) Artifact {
+	keyField, keyValue := storedKey(m.Kind, m.Domain, m.ID, m.ObjectKey)
 	a := Artifact{
 		ID: m.ID, Reseller: m.Reseller, Domain: m.Domain, User: m.User, Kind: m.Kind, Category: m.Category(),
 		Score: m.ReceivedAt.UnixMilli(), Size: m.Size, ObjectKey: m.ObjectKey, Seq: m.StreamSeq, AcceptedAt: m.AcceptedAt,
 		fields: []any{
 			"id", m.ID, "kind", m.Kind, "folder", m.Folder, "reseller", m.Reseller, "domain", m.Domain, "user", m.User,
 			"started_at", m.ReceivedAt.UnixMilli(), "from", m.From, "to", m.To, "size", m.Size, "sha256", m.SHA256,
-			"key", m.ObjectKey, "content_type", m.ContentType, "accepted_at", m.AcceptedAt.UnixMilli(), "seq", m.StreamSeq,
+			keyField, keyValue, "content_type", m.ContentType, "accepted_at", m.AcceptedAt.UnixMilli(), "seq", m.StreamSeq,
 		},
 	}
 	switch {

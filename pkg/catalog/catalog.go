@@ -92,6 +92,7 @@ func (c *Catalog) AdmitRecordings(ctx context.Context, recs []Recording) ([]bool
 }
 
 func recordingFields(r Recording) []any {
+	keyField, keyValue := storedKey(KindRecording, r.Domain, r.ID, r.ObjectKey)
 	return []any{
 		"id", r.ID,
 		"kind", KindRecording,
@@ -105,7 +106,7 @@ func recordingFields(r Recording) []any {
 		"content_type", r.ContentType,
 		"size", r.Size,
 		"sha256", r.SHA256,
-		"key", r.ObjectKey,
+		keyField, keyValue,
 		"accepted_at", r.AcceptedAt.UnixMilli(),
 		"seq", r.StreamSeq,
 	}
@@ -131,7 +132,7 @@ func parseRecording(m map[string]string) (Recording, error) {
 		ContentType: m["content_type"],
 		Size:        num("size"),
 		SHA256:      m["sha256"],
-		ObjectKey:   m["key"],
+		ObjectKey:   objectKeyOf(m, KindRecording, m["domain"], m["id"]),
 		AcceptedAt:  time.UnixMilli(num("accepted_at")).UTC(),
 		StreamSeq:   uint64(num("seq")),
 	}, nil

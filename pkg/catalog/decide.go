@@ -121,8 +121,8 @@ end
 local id, size, category = ARGV[1], tonumber(ARGV[3]), ARGV[4]
 local mode, limit = ARGV[10], tonumber(ARGV[11])
 local function refuse(reason)
-  redis.call('HSET', KEYS[1], 'st', 'r', 'rs', reason, 'pe', 'MP', 'id', id, 'kind', ARGV[14], 'key', ARGV[15],
-    'size', ARGV[3], 'seq', ARGV[16], 'accepted_at', ARGV[17])
+  redis.call('HSET', KEYS[1], 'st', 'r', 'rs', reason, 'pe', 'MP', 'id', id, 'kind', ARGV[14], ARGV[15], ARGV[16],
+    'size', ARGV[3], 'seq', ARGV[17], 'accepted_at', ARGV[18])
   return {1, 'r', reason, 'MP', '', '0'}
 end
 local evicted = ''
@@ -141,12 +141,12 @@ elseif mode == 'set_evict' then
     local vsize = tonumber(v[3] or '0')
     remove(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], 'set', oldest[1], vsize, category)
     redis.call('HSET', KEYS[9], 'st', 'd', 'pe', 'MT', 'rs', 'cap_evicted', 'ru', 'folder cap: the oldest makes room for ' .. id,
-      'ac', 'policy', 'dt', ARGV[17])
+      'ac', 'policy', 'dt', ARGV[18])
     evicted = oldest[1]
   end
 end
 local fields = {}
-for i = 18, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 19, #ARGV do fields[#fields + 1] = ARGV[i] end
 local total = admit(id, ARGV[2], size, category, ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], fields, 'P', evicted)
 return {1, 'a', '', 'P', evicted, tostring(total)}
 `
@@ -237,7 +237,8 @@ func (c *Catalog) Decide(ctx context.Context, a Artifact, cap CapCheck) (Decisio
 				victim = ids[0]
 			}
 		}
-		args := append(a.admitArgs(), string(cap.Mode), cap.Limit, evictBefore, victim, a.Kind, a.ObjectKey, a.Seq, a.AcceptedAt.UnixMilli())
+		keyField, keyValue := storedKey(a.Kind, a.Domain, a.ID, a.ObjectKey)
+		args := append(a.admitArgs(), string(cap.Mode), cap.Limit, evictBefore, victim, a.Kind, keyField, keyValue, a.Seq, a.AcceptedAt.UnixMilli())
 		res, err := c.decide.Run(ctx, c.rdb, c.scriptKeys(a, victim), append(args, a.fields...)...).Slice()
 		if err != nil {
 			return Decision{}, fmt.Errorf("catalog decide %s: %w", a.ID, err)
@@ -271,13 +272,14 @@ if st then
   local f = redis.call('HMGET', KEYS[1], 'rs', 'pe', 'ev')
   return {0, st, f[1] or '', f[2] or '', f[3] or '', '0'}
 end
-redis.call('HSET', KEYS[1], 'st', 'r', 'rs', 'id_conflict', 'pe', 'MP', 'id', ARGV[1], 'kind', ARGV[2], 'key', ARGV[3],
-  'size', ARGV[4], 'seq', ARGV[5], 'accepted_at', ARGV[6])
+redis.call('HSET', KEYS[1], 'st', 'r', 'rs', 'id_conflict', 'pe', 'MP', 'id', ARGV[1], 'kind', ARGV[2], ARGV[3], ARGV[4],
+  'size', ARGV[5], 'seq', ARGV[6], 'accepted_at', ARGV[7])
 return {1, 'r', 'id_conflict', 'MP', '', '0'}
 `
 
 func (c *Catalog) decideConflict(ctx context.Context, a Artifact) (Decision, error) {
-	res, err := c.conflict.Run(ctx, c.rdb, []string{c.k.artifact(a.Domain, a.ID)}, a.ID, a.Kind, a.ObjectKey, a.Size, a.Seq, a.AcceptedAt.UnixMilli()).Slice()
+	keyField, keyValue := storedKey(a.Kind, a.Domain, a.ID, a.ObjectKey)
+	res, err := c.conflict.Run(ctx, c.rdb, []string{c.k.artifact(a.Domain, a.ID)}, a.ID, a.Kind, keyField, keyValue, a.Size, a.Seq, a.AcceptedAt.UnixMilli()).Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("catalog decide %s: %w", a.ID, err)
 	}
@@ -342,7 +344,7 @@ func recordOf(domain, id string, m map[string]string) Record {
 	num := func(f string) int64 { v, _ := strconv.ParseInt(m[f], 10, 64); return v }
 	r := Record{
 		ID: id, Domain: domain, User: m["user"], CallID: m["call_id"], Kind: m["kind"], Folder: m["folder"], Mode: m["mode"], Reseller: m["reseller"], State: st, Reason: m["rs"], Rule: m["ru"],
-		Actor: m["ac"], Pending: m["pe"], EvictedID: m["ev"], ObjectKey: m["key"], Size: num("size"),
+		Actor: m["ac"], Pending: m["pe"], EvictedID: m["ev"], ObjectKey: objectKeyOf(m, m["kind"], domain, id), Size: num("size"),
 		StartedAt: time.UnixMilli(num("started_at")).UTC(),
 	}
 	if m["dt"] != "" {

@@ -157,3 +157,20 @@ func (c *Catalog) gateKeys(rec Record) ([]string, string, string) {
 	}
 	return []string{art, c.k.holds(rec.Domain), c.k.index(rec.Domain, rec.Kind), uidx, call, c.k.usage(rec.Domain), track}, trackType, category
 }
+
+// gateKeysOf is gateKeys for an artifact being admitted: the keys its
+// deletion touches once it is written.
+func (c *Catalog) gateKeysOf(a Artifact) ([]string, string, string) {
+	art, none := c.k.artifact(a.Domain, a.ID), c.k.absent(a.Domain)
+	uidx, call, track, trackType := none, none, none, ""
+	if a.User != "" {
+		uidx = c.k.userIndex(a.Domain, a.User, a.Kind)
+	}
+	if a.CallID != "" {
+		call = c.k.call(a.Domain, a.CallID)
+	}
+	if a.trackType == trackSet {
+		track, trackType = a.trackKey, trackSet
+	}
+	return []string{art, c.k.holds(a.Domain), c.k.index(a.Domain, a.Kind), uidx, call, c.k.usage(a.Domain), track}, trackType, a.Category
+}

@@ -102,9 +102,11 @@ const (
 // ApplyRecorded writes recorded decisions of every kind in stream order,
 // as ApplyAdmissions, ApplyRefusals and ApplyDeleted would one by one, in
 // two round trips per batch: one reads the records the deletions remove,
-// one pipeline writes everything. A deletion of an artifact decided
-// earlier in the same batch starts a new pipeline, so that it reads the
-// record that decision wrote. Applying a batch twice changes nothing.
+// one pipeline writes everything. A deletion of an artifact admitted
+// earlier in the same batch takes the keys it touches from that
+// admission; one of an artifact refused earlier in the batch starts a new
+// pipeline, so that it reads the record the refusal wrote. Applying a
+// batch twice changes nothing.
 func (c *Catalog) ApplyRecorded(ctx context.Context, batch []Recorded) error {
 	for len(batch) > 0 {
 		n := segment(batch)
@@ -117,24 +119,22 @@ func (c *Catalog) ApplyRecorded(ctx context.Context, batch []Recorded) error {
 }
 
 // segment returns how many decisions from the start of batch can share a
-// pipeline: up to the first deletion of an artifact decided before it in
-// the batch.
+// pipeline: up to the first deletion of an artifact refused before it in
+// the batch. A deletion of an artifact admitted before it in the batch
+// needs no read: the admission says which keys the deletion touches.
 func segment(batch []Recorded) int {
-	var decided map[[2]string]bool
+	var refused map[[2]string]bool
 	for i, r := range batch {
 		switch r.Op {
 		case OpAdmission:
-			if decided == nil {
-				decided = map[[2]string]bool{}
-			}
-			decided[[2]string{r.Admission.Artifact.Domain, r.Admission.Artifact.ID}] = true
+			delete(refused, [2]string{r.Admission.Artifact.Domain, r.Admission.Artifact.ID})
 		case OpRefusal:
-			if decided == nil {
-				decided = map[[2]string]bool{}
+			if refused == nil {
+				refused = map[[2]string]bool{}
 			}
-			decided[[2]string{r.Refusal.Domain, r.Refusal.ID}] = true
+			refused[[2]string{r.Refusal.Domain, r.Refusal.ID}] = true
 		case OpDeletion:
-			if decided[[2]string{r.Deletion.Domain, r.Deletion.ID}] && i > 0 {
+			if refused[[2]string{r.Deletion.Domain, r.Deletion.ID}] && i > 0 {
 				return i
 			}
 		}
@@ -186,11 +186,13 @@ func (c *Catalog) applyRecorded(ctx context.Context, batch []Recorded) error {
 			groups[domain] = g[:0]
 		}
 	}
+	admitted := map[[2]string]Artifact{}
 	i := 0
 	for _, r := range batch {
 		switch r.Op {
 		case OpAdmission:
 			a := r.Admission.Artifact
+			admitted[[2]string{a.Domain, a.ID}] = a
 			pipe.HSetNX(ctx, c.k.ids(a.ID), a.ID, a.Domain)
 			g, ok := groups[a.Domain]
 			if !ok {
@@ -206,7 +208,7 @@ func (c *Catalog) applyRecorded(ctx context.Context, batch []Recorded) error {
 			if f.Reason != ErrIDConflict {
 				pipe.HSetNX(ctx, c.k.ids(f.ID), f.ID, f.Domain)
 			}
-			c.refused.Run(ctx, pipe, []string{c.k.artifact(f.Domain, f.ID)}, f.ID, f.Reason, f.Kind, f.ObjectKey, f.Size, f.Seq, f.AcceptedAt.UnixMilli())
+			c.runRefused(ctx, pipe, f)
 		case OpDeletion:
 			m, err := reads[i].Result()
 			i++
@@ -214,16 +216,28 @@ func (c *Catalog) applyRecorded(ctx context.Context, batch []Recorded) error {
 				return fmt.Errorf("catalog apply deletion %s: %w", r.Deletion.ID, err)
 			}
 			d := r.Deletion
-			if len(m) == 0 {
-				continue // never admitted here: nothing to delete
-			}
-			rec := recordOf(d.Domain, d.ID, m)
-			if rec.State != StateAdmitted {
-				continue // already deleted, or refused
+			var keys []string
+			var trackType, category, kind, user, callID string
+			if a, ok := admitted[[2]string{d.Domain, d.ID}]; ok {
+				// Admitted earlier in this batch: the read saw the record
+				// before it, the admission names the keys. Should Redis
+				// hold another record of the id, the script answers
+				// "moved" and the deletion is applied again below.
+				keys, trackType, category = c.gateKeysOf(a)
+				kind, user, callID = a.Kind, a.User, a.CallID
+			} else {
+				if len(m) == 0 {
+					continue // never admitted here: nothing to delete
+				}
+				rec := recordOf(d.Domain, d.ID, m)
+				if rec.State != StateAdmitted {
+					continue // already deleted, or refused
+				}
+				keys, trackType, category = c.gateKeys(rec)
+				kind, user, callID = rec.Kind, rec.User, rec.CallID
 			}
 			flushGroup(d.Domain)
-			keys, trackType, category := c.gateKeys(rec)
-			cmd := c.gateS.Run(ctx, pipe, keys, d.ID, "", d.At.UnixMilli(), d.Reason, d.Rule, d.Actor, rec.Kind, rec.User, rec.CallID,
+			cmd := c.gateS.Run(ctx, pipe, keys, d.ID, "", d.At.UnixMilli(), d.Reason, d.Rule, d.Actor, kind, user, callID,
 				trackType, flag(false), "", category)
 			gates = append(gates, gated{d: d, cmd: cmd})
 		}

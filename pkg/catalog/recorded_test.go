@@ -83,6 +83,9 @@ func recordedWorkload(c *catalog.Catalog) [][]catalog.Recorded {
 		adm(vm("d0.example", "vm3", base.Add(2*time.Minute)), "vm1"),
 		catalog.Recorded{Op: catalog.OpRefusal, Refusal: catalog.Refusal{Domain: "d1.example", ID: "big", Kind: catalog.KindRecording, ObjectKey: "recordings/big", Reason: "monthly_cap", Size: 9, Seq: 40, AcceptedAt: base}},
 		del("d2.example", "r02", base.Add(time.Hour)),
+		del("d0.example", "vm2", base.Add(time.Hour)),
+		catalog.Recorded{Op: catalog.OpRefusal, Refusal: catalog.Refusal{Domain: "d2.example", ID: "big2", Kind: catalog.KindRecording, ObjectKey: "recordings/d2.example/2026/01/02/big2-a1b2c3d4e5f6", Reason: "monthly_cap", Size: 9, Seq: 41, AcceptedAt: base}},
+		del("d2.example", "big2", base.Add(time.Hour)),
 		adm(c.RecordingArtifact(rec("d2.example", "r99", "101", "call-99", base, 7)), ""),
 	)
 	second = append(second,
@@ -146,7 +149,8 @@ func TestApplyRecordedEqualsOneByOne(t *testing.T) {
 	for _, state := range []struct {
 		domain, id string
 		want       catalog.State
-	}{{"d0.example", "vm1", catalog.StateDeleted}, {"d2.example", "r02", catalog.StateDeleted}, {"d1.example", "r04", catalog.StateDeleted}, {"d1.example", "big", catalog.StateRefused}, {"d0.example", "vm3", catalog.StateAdmitted}} {
+	}{{"d0.example", "vm1", catalog.StateDeleted}, {"d2.example", "r02", catalog.StateDeleted}, {"d1.example", "r04", catalog.StateDeleted}, {"d1.example", "big", catalog.StateRefused}, {"d0.example", "vm3", catalog.StateAdmitted},
+		{"d0.example", "vm2", catalog.StateDeleted}, {"d2.example", "big2", catalog.StateRefused}} {
 		r, err := batched.Record(ctx, state.domain, state.id)
 		if err != nil || r.State != state.want {
 			t.Errorf("%s/%s: state %q (%v), want %q", state.domain, state.id, r.State, err, state.want)

@@ -30,17 +30,29 @@ func (k keys) applied() string { return bus.AppliedKey(k.ns) }
 // markScript writes a mark that is absent even at 0, so that a Redis
 // rebuilt from streams with nothing to apply still reads as present.
 const markScript = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur or tonumber(ARGV[2]) > tonumber(cur) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 return 1
 `
 
 // MarkApplied records that stream has been applied up to seq (it never
-// moves back). Marking 0 records that Redis holds callvault state that is
-// current with an empty stream.
+// moves back). It only moves marks that exist: a Redis emptied while an
+// event was being applied must stay without marks (and so refuse to
+// answer) until a rebuild has restored it, not be marked current by the
+// event that happened to finish.
 func (c *Catalog) MarkApplied(ctx context.Context, stream string, seq uint64) error {
 	if err := c.mark.Run(ctx, c.rdb, []string{c.k.applied()}, stream, seq).Err(); err != nil {
 		return fmt.Errorf("catalog mark %s applied: %w", stream, err)
+	}
+	return nil
+}
+
+// MarkCurrent writes both marks at once: after a rebuild, or at a first
+// start on empty streams. It is the only way the marks come into being.
+func (c *Catalog) MarkCurrent(ctx context.Context, ingest, config uint64) error {
+	if err := c.rdb.HSet(ctx, c.k.applied(), AppliedIngest, ingest, AppliedConfig, config).Err(); err != nil {
+		return fmt.Errorf("catalog mark current: %w", err)
 	}
 	return nil
 }

@@ -112,10 +112,7 @@ func (s *Service) markFresh(ctx context.Context) (bool, error) {
 	if why != "" {
 		return false, nil
 	}
-	if err := s.catalog.MarkApplied(ctx, catalog.AppliedConfig, 0); err != nil {
-		return true, err
-	}
-	return true, s.catalog.MarkApplied(ctx, catalog.AppliedIngest, 0)
+	return true, s.catalog.MarkCurrent(ctx, 0, 0)
 }
 
 // ensureState runs before every event is applied: a Redis that lost its

@@ -223,10 +223,7 @@ func (s *Service) rebuild(ctx context.Context) (int, error) {
 	if err != nil {
 		return n, err
 	}
-	if err := s.catalog.MarkApplied(ctx, catalog.AppliedConfig, config); err != nil {
-		return n, err
-	}
-	return n, s.catalog.MarkApplied(ctx, catalog.AppliedIngest, ingest)
+	return n, s.catalog.MarkCurrent(ctx, ingest, config)
 }
 
 var errIncomplete = errors.New("incomplete recording event")

@@ -1,0 +1,292 @@
+package catalog
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// decisionKeyKinds are the kinds of domain keys the recorded decisions
+// write: ClearDecisions removes them. The domain's holds, policy, bundle
+// and usage alert keys belong to the configuration (or to live admission
+// alone) and stay.
+var decisionKeyKinds = []string{"art:", "idx:", "user:", "call:", "box:", "sms:", "month:"}
+
+// isDecisionKey reports whether key (of the namespace) is written by a
+// recorded decision: an artifact record, an index, a call set, a
+// cap-tracking set or counter, the usage or daily counters of a domain, or
+// a bucket of the id registry.
+func (k keys) isDecisionKey(key string) bool {
+	rest, ok := strings.CutPrefix(key, k.ns+":")
+	if !ok {
+		return false
+	}
+	if strings.HasPrefix(rest, "ids:{") {
+		return true
+	}
+	if !strings.HasPrefix(rest, "{") {
+		return false
+	}
+	i := strings.Index(rest, "}:")
+	if i < 0 {
+		return false
+	}
+	rest = rest[i+2:]
+	if rest == "usage" || rest == "daily" {
+		return true
+	}
+	for _, p := range decisionKeyKinds {
+		if strings.HasPrefix(rest, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// ClearDecisions removes every key the recorded decisions write (see
+// isDecisionKey), on every node of a cluster, so that a replay can start
+// from an empty catalog.
+func (c *Catalog) ClearDecisions(ctx context.Context) error {
+	clear := func(ctx context.Context, node redis.UniversalClient) error {
+		var batch []string
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			pipe := c.rdb.Pipeline()
+			for _, k := range batch {
+				pipe.Unlink(ctx, k)
+			}
+			batch = batch[:0]
+			_, err := pipe.Exec(ctx)
+			return err
+		}
+		iter := node.Scan(ctx, 0, c.k.ns+":*", 5000).Iterator()
+		for iter.Next(ctx) {
+			if k := iter.Val(); c.k.isDecisionKey(k) {
+				batch = append(batch, k)
+				if len(batch) >= 1000 {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return err
+		}
+		return flush()
+	}
+	var err error
+	switch r := c.rdb.(type) {
+	case *redis.ClusterClient:
+		err = r.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return clear(ctx, node) })
+	default:
+		err = clear(ctx, c.rdb)
+	}
+	if err != nil {
+		return fmt.Errorf("catalog clear decisions: %w", err)
+	}
+	return nil
+}
+
+// Replay applies recorded decisions, in stream order, to a catalog that
+// held none when it began (after ClearDecisions): it knows every record it
+// wrote, so it needs no read and no script. Plain commands in one pipeline
+// per batch leave the same keys and values as ApplyRecorded would: the
+// same records, indexes, call sets and cap-tracking sets, and counters
+// that add up to the same sums (written once per batch). A Replay is used
+// by one goroutine at a time.
+type Replay struct {
+	c       *Catalog
+	records map[string]*replayed // by artifact key
+	claimed map[string]struct{}  // ids registered
+}
+
+// replayed is what a Replay wrote for one artifact: its state and, while
+// it is admitted, what its removal undoes.
+type replayed struct {
+	state    State
+	size     int64
+	kind     string
+	user     string
+	callID   string
+	category string
+	track    string // the cap-tracking set, "" for none (or a counter)
+}
+
+// NewReplay starts a replay into a catalog cleared of decisions.
+func (c *Catalog) NewReplay() *Replay {
+	return &Replay{c: c, records: map[string]*replayed{}, claimed: map[string]struct{}{}}
+}
+
+// replayBatch is what one batch adds up before writing it.
+type replayBatch struct {
+	pipe     redis.Pipeliner
+	usage    map[string]map[string]int64 // usage key -> field -> delta
+	daily    map[string]map[string]int64 // daily key -> day -> bytes
+	counters map[string]int64            // monthly counter -> admissions
+	expires  map[string]int64            // monthly counter -> expiry (s)
+	ids      map[string][]any            // registry bucket -> id, domain, ...
+}
+
+func (b *replayBatch) add(m map[string]map[string]int64, key, field string, n int64) {
+	f := m[key]
+	if f == nil {
+		f = map[string]int64{}
+		m[key] = f
+	}
+	f[field] += n
+}
+
+// Apply writes one batch of recorded decisions in one pipeline.
+func (r *Replay) Apply(ctx context.Context, batch []Recorded) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	c := r.c
+	b := &replayBatch{
+		pipe: c.rdb.Pipeline(), usage: map[string]map[string]int64{}, daily: map[string]map[string]int64{},
+		counters: map[string]int64{}, expires: map[string]int64{}, ids: map[string][]any{},
+	}
+	for _, rec := range batch {
+		switch rec.Op {
+		case OpAdmission:
+			r.admit(ctx, b, rec.Admission)
+		case OpRefusal:
+			r.refuse(ctx, b, rec.Refusal)
+		case OpDeletion:
+			r.delete(ctx, b, rec.Deletion)
+		}
+	}
+	for key, fields := range b.ids {
+		b.pipe.HSet(ctx, key, fields...)
+	}
+	for key, fields := range b.usage {
+		for f, n := range fields {
+			b.pipe.HIncrBy(ctx, key, f, n)
+		}
+	}
+	for key, days := range b.daily {
+		for day, n := range days {
+			b.pipe.HIncrBy(ctx, key, day, n)
+		}
+	}
+	for key, n := range b.counters {
+		b.pipe.IncrBy(ctx, key, n)
+		b.pipe.ExpireAt(ctx, key, time.Unix(b.expires[key], 0))
+	}
+	if _, err := b.pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("catalog replay: %w", err)
+	}
+	return nil
+}
+
+// claim registers id for domain unless an earlier decision did.
+func (r *Replay) claim(b *replayBatch, id, domain string) {
+	if _, ok := r.claimed[id]; ok {
+		return
+	}
+	r.claimed[id] = struct{}{}
+	key := r.c.k.ids(id)
+	b.ids[key] = append(b.ids[key], id, domain)
+}
+
+// remove takes id out of the given index, user index, call set and
+// cap-tracking set and out of the usage of category, as removeLua does.
+func (r *Replay) remove(ctx context.Context, b *replayBatch, domain, id, kind, user, callID, track, category string, size int64) {
+	k := r.c.k
+	b.pipe.ZRem(ctx, k.index(domain, kind), id)
+	if user != "" {
+		b.pipe.ZRem(ctx, k.userIndex(domain, user, kind), id)
+	}
+	if callID != "" {
+		b.pipe.SRem(ctx, k.call(domain, callID), id)
+	}
+	if track != "" {
+		b.pipe.ZRem(ctx, track, id)
+	}
+	usage := k.usage(domain)
+	b.add(b.usage, usage, category+":bytes", -size)
+	b.add(b.usage, usage, category+":count", -1)
+	b.add(b.usage, usage, "total:bytes", -size)
+}
+
+func (r *Replay) admit(ctx context.Context, b *replayBatch, ad Admission) {
+	a, k := ad.Artifact, r.c.k
+	r.claim(b, a.ID, a.Domain)
+	art := k.artifact(a.Domain, a.ID)
+	if _, ok := r.records[art]; ok {
+		return // decided before: the record stands
+	}
+	track := ""
+	if a.trackType == trackSet {
+		track = a.trackKey
+	}
+	fields := a.fields
+	if ev := ad.EvictedID; ev != "" {
+		fields = append(fields[:len(fields):len(fields)], "ev", ev)
+		victim := k.artifact(a.Domain, ev)
+		// As applyManyScript: the victim leaves the keys of the artifact
+		// that evicted it (the same folder), with its own size.
+		if v, ok := r.records[victim]; ok && v.state == StateAdmitted {
+			r.remove(ctx, b, a.Domain, ev, a.Kind, a.User, a.CallID, track, a.Category, v.size)
+			b.pipe.HSet(ctx, victim, "st", string(StateDeleted), "rs", "cap_evicted", "ru", "folder cap: the oldest makes room for "+a.ID,
+				"ac", "policy", "dt", a.AcceptedAt.UnixMilli())
+			v.state = StateDeleted
+		}
+	}
+	b.pipe.HSet(ctx, art, fields...)
+	z := redis.Z{Score: float64(a.Score), Member: a.ID}
+	b.pipe.ZAdd(ctx, k.index(a.Domain, a.Kind), z)
+	if a.User != "" {
+		b.pipe.ZAdd(ctx, k.userIndex(a.Domain, a.User, a.Kind), z)
+	}
+	if a.CallID != "" {
+		b.pipe.SAdd(ctx, k.call(a.Domain, a.CallID), a.ID)
+	}
+	usage := k.usage(a.Domain)
+	b.add(b.usage, usage, a.Category+":bytes", a.Size)
+	b.add(b.usage, usage, a.Category+":count", 1)
+	b.add(b.usage, usage, "total:bytes", a.Size)
+	b.add(b.daily, k.daily(a.Domain), a.AcceptedAt.UTC().Format("20060102"), a.Size)
+	switch a.trackType {
+	case trackSet:
+		b.pipe.ZAdd(ctx, a.trackKey, z)
+	case trackCounter:
+		b.counters[a.trackKey]++
+		b.expires[a.trackKey] = monthExpiry(a.AcceptedAt)
+	}
+	r.records[art] = &replayed{state: StateAdmitted, size: a.Size, kind: a.Kind, user: a.User, callID: a.CallID, category: a.Category, track: track}
+}
+
+func (r *Replay) refuse(ctx context.Context, b *replayBatch, f Refusal) {
+	if f.Reason != ErrIDConflict {
+		r.claim(b, f.ID, f.Domain)
+	}
+	art := r.c.k.artifact(f.Domain, f.ID)
+	if _, ok := r.records[art]; ok {
+		return
+	}
+	keyField, keyValue := storedKey(f.Kind, f.Domain, f.ID, f.ObjectKey)
+	b.pipe.HSet(ctx, art, "st", string(StateRefused), "rs", f.Reason, "id", f.ID, "kind", f.Kind, keyField, keyValue, "size", f.Size,
+		"seq", f.Seq, "accepted_at", f.AcceptedAt.UnixMilli())
+	r.records[art] = &replayed{state: StateRefused}
+}
+
+// delete applies a tombstone as the gate does with no checks: an artifact
+// this replay did not admit (never admitted, refused, already deleted) is
+// left alone.
+func (r *Replay) delete(ctx context.Context, b *replayBatch, d Deletion) {
+	art := r.c.k.artifact(d.Domain, d.ID)
+	v, ok := r.records[art]
+	if !ok || v.state != StateAdmitted {
+		return
+	}
+	r.remove(ctx, b, d.Domain, d.ID, v.kind, v.user, v.callID, v.track, v.category, v.size)
+	b.pipe.HSet(ctx, art, "st", string(StateDeleted), "rs", d.Reason, "ru", d.Rule, "ac", d.Actor, "dt", d.At.UnixMilli())
+	v.state = StateDeleted
+}

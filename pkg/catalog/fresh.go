@@ -131,6 +131,35 @@ type replayBatch struct {
 	counters map[string]int64            // monthly counter -> admissions
 	expires  map[string]int64            // monthly counter -> expiry (s)
 	ids      map[string][]any            // registry bucket -> id, domain, ...
+	// Members added to sorted sets and sets, one command per key: each
+	// member is added once in a replay, so one removed in the same batch
+	// is simply dropped.
+	zadds map[string][]redis.Z
+	sadds map[string][]any
+}
+
+func (b *replayBatch) zadd(key string, z redis.Z) { b.zadds[key] = append(b.zadds[key], z) }
+
+func (b *replayBatch) zrem(ctx context.Context, key, id string) {
+	zs := b.zadds[key]
+	for i, z := range zs {
+		if z.Member == id {
+			b.zadds[key] = append(zs[:i], zs[i+1:]...)
+			return
+		}
+	}
+	b.pipe.ZRem(ctx, key, id)
+}
+
+func (b *replayBatch) srem(ctx context.Context, key, id string) {
+	ms := b.sadds[key]
+	for i, m := range ms {
+		if m == id {
+			b.sadds[key] = append(ms[:i], ms[i+1:]...)
+			return
+		}
+	}
+	b.pipe.SRem(ctx, key, id)
 }
 
 func (b *replayBatch) add(m map[string]map[string]int64, key, field string, n int64) {
@@ -144,13 +173,22 @@ func (b *replayBatch) add(m map[string]map[string]int64, key, field string, n in
 
 // Apply writes one batch of recorded decisions in one pipeline.
 func (r *Replay) Apply(ctx context.Context, batch []Recorded) error {
-	if len(batch) == 0 {
-		return nil
-	}
+	return r.Prepare(ctx, batch).Exec(ctx)
+}
+
+// ReplayWrite is one batch of a Replay, ready to be written.
+type ReplayWrite struct{ pipe redis.Pipeliner }
+
+// Prepare turns one batch of recorded decisions into the pipeline that
+// writes it, reading nothing: the next batch can be prepared while this
+// one is written. Batches must be written in the order they were
+// prepared.
+func (r *Replay) Prepare(ctx context.Context, batch []Recorded) *ReplayWrite {
 	c := r.c
 	b := &replayBatch{
 		pipe: c.rdb.Pipeline(), usage: map[string]map[string]int64{}, daily: map[string]map[string]int64{},
 		counters: map[string]int64{}, expires: map[string]int64{}, ids: map[string][]any{},
+		zadds: map[string][]redis.Z{}, sadds: map[string][]any{},
 	}
 	for _, rec := range batch {
 		switch rec.Op {
@@ -160,6 +198,16 @@ func (r *Replay) Apply(ctx context.Context, batch []Recorded) error {
 			r.refuse(ctx, b, rec.Refusal)
 		case OpDeletion:
 			r.delete(ctx, b, rec.Deletion)
+		}
+	}
+	for key, zs := range b.zadds {
+		if len(zs) > 0 {
+			b.pipe.ZAdd(ctx, key, zs...)
+		}
+	}
+	for key, ms := range b.sadds {
+		if len(ms) > 0 {
+			b.pipe.SAdd(ctx, key, ms...)
 		}
 	}
 	for key, fields := range b.ids {
@@ -179,7 +227,15 @@ func (r *Replay) Apply(ctx context.Context, batch []Recorded) error {
 		b.pipe.IncrBy(ctx, key, n)
 		b.pipe.ExpireAt(ctx, key, time.Unix(b.expires[key], 0))
 	}
-	if _, err := b.pipe.Exec(ctx); err != nil {
+	return &ReplayWrite{pipe: b.pipe}
+}
+
+// Exec writes the batch.
+func (w *ReplayWrite) Exec(ctx context.Context) error {
+	if w.pipe.Len() == 0 {
+		return nil
+	}
+	if _, err := w.pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("catalog replay: %w", err)
 	}
 	return nil
@@ -199,15 +255,15 @@ func (r *Replay) claim(b *replayBatch, id, domain string) {
 // cap-tracking set and out of the usage of category, as removeLua does.
 func (r *Replay) remove(ctx context.Context, b *replayBatch, domain, id, kind, user, callID, track, category string, size int64) {
 	k := r.c.k
-	b.pipe.ZRem(ctx, k.index(domain, kind), id)
+	b.zrem(ctx, k.index(domain, kind), id)
 	if user != "" {
-		b.pipe.ZRem(ctx, k.userIndex(domain, user, kind), id)
+		b.zrem(ctx, k.userIndex(domain, user, kind), id)
 	}
 	if callID != "" {
-		b.pipe.SRem(ctx, k.call(domain, callID), id)
+		b.srem(ctx, k.call(domain, callID), id)
 	}
 	if track != "" {
-		b.pipe.ZRem(ctx, track, id)
+		b.zrem(ctx, track, id)
 	}
 	usage := k.usage(domain)
 	b.add(b.usage, usage, category+":bytes", -size)
@@ -241,12 +297,12 @@ func (r *Replay) admit(ctx context.Context, b *replayBatch, ad Admission) {
 	}
 	b.pipe.HSet(ctx, art, fields...)
 	z := redis.Z{Score: float64(a.Score), Member: a.ID}
-	b.pipe.ZAdd(ctx, k.index(a.Domain, a.Kind), z)
+	b.zadd(k.index(a.Domain, a.Kind), z)
 	if a.User != "" {
-		b.pipe.ZAdd(ctx, k.userIndex(a.Domain, a.User, a.Kind), z)
+		b.zadd(k.userIndex(a.Domain, a.User, a.Kind), z)
 	}
 	if a.CallID != "" {
-		b.pipe.SAdd(ctx, k.call(a.Domain, a.CallID), a.ID)
+		b.sadds[k.call(a.Domain, a.CallID)] = append(b.sadds[k.call(a.Domain, a.CallID)], a.ID)
 	}
 	usage := k.usage(a.Domain)
 	b.add(b.usage, usage, a.Category+":bytes", a.Size)
@@ -255,7 +311,7 @@ func (r *Replay) admit(ctx context.Context, b *replayBatch, ad Admission) {
 	b.add(b.daily, k.daily(a.Domain), a.AcceptedAt.UTC().Format("20060102"), a.Size)
 	switch a.trackType {
 	case trackSet:
-		b.pipe.ZAdd(ctx, a.trackKey, z)
+		b.zadd(a.trackKey, z)
 	case trackCounter:
 		b.counters[a.trackKey]++
 		b.expires[a.trackKey] = monthExpiry(a.AcceptedAt)

@@ -112,6 +112,9 @@ const rebuildBatch = 2048
 // single pipeline, the next is read and decoded. Batches are written one
 // at a time, in order.
 func (s *Service) RebuildCatalog(ctx context.Context) (int, error) {
+	if err := s.catalog.ClearDecisions(ctx); err != nil {
+		return 0, err
+	}
 	w := s.startRebuildWriter(ctx)
 	batch := w.buffer()
 	n, skipped, err := bus.Replay(ctx, s.d.JS, s.d.Names.IngestStream(), s.d.Names.DecisionSubjects(), func(ctx context.Context, env *eventv1.Envelope, _ uint64) error {
@@ -192,16 +195,41 @@ func (s *Service) startRebuildWriter(ctx context.Context) *rebuildWriter {
 	}
 	go func() {
 		defer close(w.done)
-		for b := range w.batches {
-			if err := s.catalog.ApplyRecorded(ctx, b); err != nil {
-				w.err = err
-				return
+		// One goroutine prepares the pipeline of a batch while another
+		// writes the one before it, in order.
+		replay := s.catalog.NewReplay()
+		writes, failed := make(chan *catalog.ReplayWrite, 1), make(chan error, 1)
+		go func() {
+			defer close(failed)
+			for wr := range writes {
+				if err := wr.Exec(ctx); err != nil {
+					failed <- err
+					for range writes {
+					}
+					return
+				}
 			}
+		}()
+		var err error
+		for b := range w.batches {
+			wr := replay.Prepare(ctx, b)
 			select {
 			case w.free <- b[:0]:
 			default:
 			}
+			select {
+			case writes <- wr:
+			case err = <-failed:
+			}
+			if err != nil {
+				break
+			}
 		}
+		close(writes)
+		if e, ok := <-failed; ok && err == nil {
+			err = e
+		}
+		w.err = err
 	}()
 	return w
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -48,49 +49,88 @@ func (k keys) isDecisionKey(key string) bool {
 
 // ClearDecisions removes every key the recorded decisions write (see
 // isDecisionKey), on every node of a cluster, so that a replay can start
-// from an empty catalog.
-func (c *Catalog) ClearDecisions(ctx context.Context) error {
-	clear := func(ctx context.Context, node redis.UniversalClient) error {
-		var batch []string
-		flush := func() error {
-			if len(batch) == 0 {
-				return nil
+// from an empty catalog. A record that still owes an effect (a decision
+// not published yet, a deletion whose tombstone is not in the stream) is
+// not in the streams, so clearing would lose it: then nothing is removed
+// and cleared is false, and the caller replays over what Redis holds.
+func (c *Catalog) ClearDecisions(ctx context.Context) (cleared bool, err error) {
+	owes := false
+	check := func(ctx context.Context, keys []string) error {
+		pipe := c.rdb.Pipeline()
+		cmds := make([]*redis.BoolCmd, 0, len(keys))
+		for _, k := range keys {
+			if strings.Contains(k, "}:art:") {
+				cmds = append(cmds, pipe.HExists(ctx, k, "pe"))
 			}
-			pipe := c.rdb.Pipeline()
-			for _, k := range batch {
-				pipe.Unlink(ctx, k)
-			}
-			batch = batch[:0]
-			_, err := pipe.Exec(ctx)
+		}
+		if len(cmds) == 0 {
+			return nil
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
 			return err
 		}
+		for _, cmd := range cmds {
+			if cmd.Val() {
+				owes = true
+			}
+		}
+		return nil
+	}
+	unlink := func(ctx context.Context, keys []string) error {
+		pipe := c.rdb.Pipeline()
+		for _, k := range keys {
+			pipe.Unlink(ctx, k)
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	if err := c.eachDecisionKeys(ctx, check); err != nil {
+		return false, fmt.Errorf("catalog clear decisions: %w", err)
+	}
+	if owes {
+		return false, nil
+	}
+	if err := c.eachDecisionKeys(ctx, unlink); err != nil {
+		return false, fmt.Errorf("catalog clear decisions: %w", err)
+	}
+	return true, nil
+}
+
+// eachDecisionKeys calls f with the decision keys of the namespace, up to
+// 1,000 at a time, scanning every master of a cluster.
+func (c *Catalog) eachDecisionKeys(ctx context.Context, f func(context.Context, []string) error) error {
+	var mu sync.Mutex // the masters of a cluster are scanned at once
+	locked := func(ctx context.Context, keys []string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return f(ctx, keys)
+	}
+	scan := func(ctx context.Context, node redis.UniversalClient) error {
+		var batch []string
 		iter := node.Scan(ctx, 0, c.k.ns+":*", 5000).Iterator()
 		for iter.Next(ctx) {
 			if k := iter.Val(); c.k.isDecisionKey(k) {
 				batch = append(batch, k)
 				if len(batch) >= 1000 {
-					if err := flush(); err != nil {
+					if err := locked(ctx, batch); err != nil {
 						return err
 					}
+					batch = batch[:0]
 				}
 			}
 		}
 		if err := iter.Err(); err != nil {
 			return err
 		}
-		return flush()
+		if len(batch) == 0 {
+			return nil
+		}
+		return locked(ctx, batch)
 	}
-	var err error
-	switch r := c.rdb.(type) {
-	case *redis.ClusterClient:
-		err = r.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return clear(ctx, node) })
-	default:
-		err = clear(ctx, c.rdb)
+	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return scan(ctx, node) })
 	}
-	if err != nil {
-		return fmt.Errorf("catalog clear decisions: %w", err)
-	}
-	return nil
+	return scan(ctx, c.rdb)
 }
 
 // Replay applies recorded decisions, in stream order, to a catalog that

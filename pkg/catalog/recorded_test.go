@@ -191,8 +191,8 @@ func TestReplayEqualsApplyRecorded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := fresh.ClearDecisions(ctx); err != nil {
-		t.Fatal(err)
+	if cleared, err := fresh.ClearDecisions(ctx); err != nil || !cleared {
+		t.Fatalf("clear = %v, %v; want cleared", cleared, err)
 	}
 	replay := fresh.NewReplay()
 	for _, b := range recordedWorkload(fresh) {
@@ -215,5 +215,27 @@ func TestReplayEqualsApplyRecorded(t *testing.T) {
 		if _, ok := want[k]; !ok {
 			t.Errorf("%s = %q only in the replayed catalog", k, v)
 		}
+	}
+}
+
+// TestClearDecisionsKeepsOwedEffects: a record that still owes an effect
+// is in no stream, so the decisions are not cleared at all.
+func TestClearDecisionsKeepsOwedEffects(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	ns := testenv.Namespace(t)
+	rdb := testenv.Redis(t, ns)
+	c := catalog.New(rdb, ns)
+	if err := rdb.HSet(ctx, ns+":{d0.example}:art:a1", "id", "a1", "st", "d", "pe", "MT").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, ns+":{d0.example}:usage", "total:bytes", "5").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if cleared, err := c.ClearDecisions(ctx); err != nil || cleared {
+		t.Fatalf("clear = %v, %v; want not cleared", cleared, err)
+	}
+	if n, err := rdb.Exists(ctx, ns+":{d0.example}:art:a1", ns+":{d0.example}:usage").Result(); err != nil || n != 2 {
+		t.Fatalf("keys left = %d, %v; want both", n, err)
 	}
 }

@@ -112,10 +112,14 @@ const rebuildBatch = 2048
 // single pipeline, the next is read and decoded. Batches are written one
 // at a time, in order.
 func (s *Service) RebuildCatalog(ctx context.Context) (int, error) {
-	if err := s.catalog.ClearDecisions(ctx); err != nil {
+	cleared, err := s.catalog.ClearDecisions(ctx)
+	if err != nil {
 		return 0, err
 	}
-	w := s.startRebuildWriter(ctx)
+	if !cleared {
+		s.log.Warn("Redis holds decisions that still owe effects; rebuilding over what it holds")
+	}
+	w := s.startRebuildWriter(ctx, cleared)
 	batch := w.buffer()
 	n, skipped, err := bus.Replay(ctx, s.d.JS, s.d.Names.IngestStream(), s.d.Names.DecisionSubjects(), func(ctx context.Context, env *eventv1.Envelope, _ uint64) error {
 		r, ok, err := s.recordedOf(env)
@@ -187,7 +191,7 @@ type rebuildWriter struct {
 	err     error
 }
 
-func (s *Service) startRebuildWriter(ctx context.Context) *rebuildWriter {
+func (s *Service) startRebuildWriter(ctx context.Context, cleared bool) *rebuildWriter {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &rebuildWriter{
 		batches: make(chan []catalog.Recorded, 1), free: make(chan []catalog.Recorded, 3),
@@ -212,6 +216,14 @@ func (s *Service) startRebuildWriter(ctx context.Context) *rebuildWriter {
 		}()
 		var err error
 		for b := range w.batches {
+			if !cleared {
+				// Over a catalog that was not cleared: the scripts read
+				// what Redis holds.
+				if err = s.catalog.ApplyRecorded(ctx, b); err != nil {
+					break
+				}
+				continue
+			}
 			wr := replay.Prepare(ctx, b)
 			select {
 			case w.free <- b[:0]:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"mime/multipart"
 	"net"
@@ -187,11 +188,18 @@ func (s *stack) uploadGRPC(token string, u upload) error {
 	md := &ingestv1.RecordingMetadata{Id: u.id, CallId: "call-" + u.id, Reseller: u.reseller, Domain: u.domain, User: u.user,
 		Mode: eventv1.RecordingMode_RECORDING_MODE_AUTOMATIC, StartedAt: timestamppb.New(time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)),
 		DurationS: 42, ContentType: "audio/wav"}
-	if err := st.Send(&ingestv1.UploadRecordingRequest{Part: &ingestv1.UploadRecordingRequest_Metadata{Metadata: md}}); err != nil {
-		return err
-	}
-	if err := st.Send(&ingestv1.UploadRecordingRequest{Part: &ingestv1.UploadRecordingRequest_Chunk{Chunk: []byte("RIFF-" + u.id)}}); err != nil {
-		return err
+	// A Send answered io.EOF means the server has already ended the call
+	// (a refused token, say): its status comes from CloseAndRecv.
+	for _, req := range []*ingestv1.UploadRecordingRequest{
+		{Part: &ingestv1.UploadRecordingRequest_Metadata{Metadata: md}},
+		{Part: &ingestv1.UploadRecordingRequest_Chunk{Chunk: []byte("RIFF-" + u.id)}},
+	} {
+		if err := st.Send(req); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return err
+		}
 	}
 	_, err = st.CloseAndRecv()
 	return err

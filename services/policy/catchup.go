@@ -58,9 +58,8 @@ func Lag(ctx context.Context, js jetstream.JetStream, n bus.Names, cat *catalog.
 }
 
 // CatchUp rebuilds Redis from the streams when it is behind them, before
-// anything is served from it or applied to it. The rebuild starts from an
-// empty catalog, or replays over what Redis holds when a record there
-// still owes an effect (see RebuildCatalog). It reports why it rebuilt ("" when
+// anything is served from it or applied to it. The rebuild is idempotent
+// over whatever state Redis still holds. It reports why it rebuilt ("" when
 // current) and how many recorded decisions it replayed.
 func (s *Service) CatchUp(ctx context.Context) (why string, events int, err error) {
 	s.catchMu.Lock()

@@ -97,8 +97,8 @@ func (s *Service) trackKey(kind retention.Kind, domain, user, folder string, at 
 }
 
 // rebuildBatch is how many decisions one pipeline applies: large enough
-// that a domain's index entries of a batch go in one command (about ten
-// per domain with 200 domains); 8,192 measured no faster.
+// that a domain's admissions share a script call (about ten per domain
+// with 200 domains), small enough to keep a batch's scripts short.
 const rebuildBatch = 2048
 
 // RebuildCatalog applies the recorded decisions of the ingest stream in
@@ -108,24 +108,11 @@ const rebuildBatch = 2048
 // says. Ingest events with no decision yet are left to the admission
 // consumer, which has not acknowledged them.
 //
-// It first clears the catalog keys the decisions write and replays into
-// the empty catalog with plain commands (catalog.Replay), unless a record
-// still owes an effect: that decision is in no stream, so the catalog is
-// kept and the decisions are applied over it by the scripts
-// (catalog.ApplyRecorded), which read what Redis holds.
-//
 // Reading and writing overlap: while one batch is written to Redis in a
-// single pipeline, the next is read and decoded and the one after it
-// prepared. Batches are written one at a time, in order.
+// single pipeline, the next is read and decoded. Batches are written one
+// at a time, in order.
 func (s *Service) RebuildCatalog(ctx context.Context) (int, error) {
-	cleared, err := s.catalog.ClearDecisions(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if !cleared {
-		s.log.Warn("Redis holds decisions that still owe effects; rebuilding over what it holds")
-	}
-	w := s.startRebuildWriter(ctx, cleared)
+	w := s.startRebuildWriter(ctx)
 	batch := w.buffer()
 	n, skipped, err := bus.Replay(ctx, s.d.JS, s.d.Names.IngestStream(), s.d.Names.DecisionSubjects(), func(ctx context.Context, env *eventv1.Envelope, _ uint64) error {
 		r, ok, err := s.recordedOf(env)
@@ -197,7 +184,7 @@ type rebuildWriter struct {
 	err     error
 }
 
-func (s *Service) startRebuildWriter(ctx context.Context, cleared bool) *rebuildWriter {
+func (s *Service) startRebuildWriter(ctx context.Context) *rebuildWriter {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &rebuildWriter{
 		batches: make(chan []catalog.Recorded, 1), free: make(chan []catalog.Recorded, 3),
@@ -205,49 +192,16 @@ func (s *Service) startRebuildWriter(ctx context.Context, cleared bool) *rebuild
 	}
 	go func() {
 		defer close(w.done)
-		// One goroutine prepares the pipeline of a batch while another
-		// writes the one before it, in order.
-		replay := s.catalog.NewReplay()
-		writes, failed := make(chan *catalog.ReplayWrite, 1), make(chan error, 1)
-		go func() {
-			defer close(failed)
-			for wr := range writes {
-				if err := wr.Exec(ctx); err != nil {
-					failed <- err
-					for range writes {
-					}
-					return
-				}
-			}
-		}()
-		var err error
 		for b := range w.batches {
-			if !cleared {
-				// Over a catalog that was not cleared: the scripts read
-				// what Redis holds.
-				if err = s.catalog.ApplyRecorded(ctx, b); err != nil {
-					break
-				}
-				continue
+			if err := s.catalog.ApplyRecorded(ctx, b); err != nil {
+				w.err = err
+				return
 			}
-			wr := replay.Prepare(ctx, b)
 			select {
 			case w.free <- b[:0]:
 			default:
 			}
-			select {
-			case writes <- wr:
-			case err = <-failed:
-			}
-			if err != nil {
-				break
-			}
 		}
-		close(writes)
-		if e, ok := <-failed; ok && err == nil {
-			err = e
-		}
-		w.err = err
 	}()
 	return w
 }

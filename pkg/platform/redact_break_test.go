@@ -8,7 +8,7 @@ import (
 	"github.com/callvault/callvault/pkg/platform"
 )
 
-// TestBreakRedactURLPasswordWithDelimiter shows that a password holding a
+// TestBreakRedactURLPasswordWithDelimiter guards a defect an attack found (fixed): a password holding a
 // URL delimiter ("/", "?", "#") after a run of digits is printed whole. The
 // URL still parses, but as host "default" with port "2024" and no user, so
 // RedactURL finds no password and returns the URL unchanged, and

@@ -8,7 +8,7 @@ import (
 	"github.com/callvault/callvault/pkg/testenv"
 )
 
-// TestBreakEmptiedRedisIsServed shows that the gateway answers from a Redis
+// TestBreakEmptiedRedisIsServed guards a defect an attack found (fixed): the gateway answers from a Redis
 // that lost its data while the service runs. Only readiness looks at the
 // applied marks; the request path does not, and the policy service rebuilds
 // at the next event or within StateCheckInterval (10 s). Meanwhile a valid

@@ -9,7 +9,7 @@ import (
 	"github.com/callvault/callvault/pkg/testenv"
 )
 
-// TestBreakExpiringTokenMintsLongerLivedTokens shows that expiry does not
+// TestBreakExpiringTokenMintsLongerLivedTokens guards a defect an attack found (fixed): expiry does not
 // bound what a token can issue: a domain admin token valid for one hour
 // (say, handed to a contractor) mints a domain admin token that never
 // expires, and so keeps its access for good. Principal carries no expiry,

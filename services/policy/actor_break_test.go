@@ -12,7 +12,7 @@ import (
 	"github.com/callvault/callvault/services/policy"
 )
 
-// TestBreakActorNamesAreForgeable shows that the audit trail names callers
+// TestBreakActorNamesAreForgeable guards a defect an attack found (fixed): the audit trail names callers
 // by a free-text token name that any issuer chooses. A reseller mints a
 // domain token named "bootstrap"; the hold it places is recorded as placed
 // by "bootstrap" (in Redis and in the config event), exactly as a hold of

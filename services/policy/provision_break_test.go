@@ -10,7 +10,7 @@ import (
 	"github.com/callvault/callvault/services/policy"
 )
 
-// TestBreakProvisionMessageIDCollides shows that the provisioning event's
+// TestBreakProvisionMessageIDCollides guards a defect an attack found (fixed): the provisioning event's
 // Nats-Msg-Id, "domain-" + domain + "-" + reseller, is ambiguous: domain
 // and reseller names may both contain "-", so ("pbx.example-acme", "east")
 // and ("pbx.example", "acme-east") share the id "domain-pbx.example-acme-east".

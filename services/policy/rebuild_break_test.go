@@ -19,7 +19,7 @@ import (
 	"github.com/callvault/callvault/services/policy"
 )
 
-// TestBreakRevokedTokenLivesDuringRebuild shows that a rebuild of an
+// TestBreakRevokedTokenLivesDuringRebuild guards a defect an attack found (fixed): a rebuild of an
 // emptied Redis brings a revoked token back to life for a while. The config
 // stream is replayed in place, in order: the token's issue is applied, then
 // every config event after it, and only then its revocation. Authenticate

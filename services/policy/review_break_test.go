@@ -20,7 +20,7 @@ import (
 	"github.com/callvault/callvault/services/policy"
 )
 
-// TestBreakSweepAfterRedisLoss shows that the orphan sweep trusts an empty
+// TestBreakSweepAfterRedisLoss guards a defect an attack found (fixed): the orphan sweep trusts an empty
 // Redis. Redis is derived and may restart without its data while the
 // policy service keeps running (CatchUp only runs before Run starts
 // consuming). The next sweep then finds no decision record for any object
@@ -73,7 +73,7 @@ func TestBreakSweepAfterRedisLoss(t *testing.T) {
 	}
 }
 
-// TestBreakRepeatPublishesTheOtherUpload shows that a redelivered or later
+// TestBreakRepeatPublishesTheOtherUpload guards a defect an attack found (fixed): a redelivered or later
 // ingest event of an id already decided with another object finishes the
 // decision's owed publish with its own body. Two events of one id and
 // domain with different objects reach the stream when admission lags past
@@ -187,7 +187,7 @@ func TestBreakEvictionDropsTheVictimsOwedPublish(t *testing.T) {
 	diffDumps(t, "live vs rebuilt", live, catalogDump(t, d))
 }
 
-// TestBreakDomainTokenOfAnotherReseller shows that a domain token is judged
+// TestBreakDomainTokenOfAnotherReseller guards a defect an attack found (fixed): a domain token is judged
 // by its domain name alone. A reseller may issue a domain token for a
 // domain nobody has registered yet (the gateway only checks the reseller
 // of record when there is one). When that domain later becomes another

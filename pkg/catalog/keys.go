@@ -24,8 +24,8 @@ func (k keys) userIndex(domain, user, kind string) string {
 func (k keys) call(domain, callID string) string { return k.ns + ":{" + domain + "}:call:" + callID }
 func (k keys) usage(domain string) string        { return k.ns + ":{" + domain + "}:usage" }
 func (k keys) daily(domain string) string        { return k.ns + ":{" + domain + "}:daily" }
-func (k keys) domains() string                   { return k.ns + ":domains" }
-func (k keys) domainMeta() string                { return k.ns + ":domains:meta" }
+func (k keys) domains() string                   { return k.ns + ":{domains}" }
+func (k keys) domainMeta() string                { return k.ns + ":{domains}:meta" }
 func (k keys) ids(id string) string {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))

@@ -247,7 +247,7 @@ func TestRegistryFailureRefuses(t *testing.T) {
 	s.waitListed(adm, "", "a-1")
 
 	faults := testenv.InjectRedisFaults(t, s.d.Redis)
-	faults.Fail(s.d.Names.Namespace() + ":domains")
+	faults.Fail(s.d.Names.Namespace() + ":{domains}")
 	cat := catalogv1.NewCatalogServiceClient(s.conn)
 	for name, tok := range map[string]string{"system": system, "reseller": r1, "domain admin": adm} {
 		if _, code := s.listed(tok, "domain=a.example"); code != http.StatusServiceUnavailable {

@@ -183,7 +183,7 @@ func (r *rig) catalogKeys(t *testing.T) []string {
 	var keys []string
 	iter := r.d.Redis.Scan(context.Background(), 0, ns+":*", 1000).Iterator()
 	for iter.Next(context.Background()) {
-		if k := iter.Val(); !strings.HasPrefix(k, ns+":token:") && k != ns+":domains" && k != ns+":domains:meta" && k != ns+":applied" {
+		if k := iter.Val(); !strings.HasPrefix(k, ns+":token:") && k != ns+":{domains}" && k != ns+":{domains}:meta" && k != ns+":applied" {
 			keys = append(keys, iter.Val())
 		}
 	}

@@ -144,7 +144,7 @@ func TestDomainChecksFailClosed(t *testing.T) {
 	d, svc := setup(t)
 	ctx := context.Background()
 	faults := testenv.InjectRedisFaults(t, d.Redis)
-	faults.Fail(d.Names.Namespace() + ":domains")
+	faults.Fail(d.Names.Namespace() + ":{domains}")
 	if _, _, err := svc.ProvisionDomain(ctx, system, "z.example", "r1"); !errors.Is(err, apierr.ErrUnavailable) {
 		t.Fatalf("provisioning without the registry = %v, want unavailable", err)
 	}

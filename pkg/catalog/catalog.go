@@ -163,25 +163,6 @@ func (c *Catalog) DomainOf(ctx context.Context, id string) (string, error) {
 	return d, nil
 }
 
-// ClaimID reserves id for domain and returns the domain that owns it: the
-// given one, or another domain that claimed it first. Ids are global, so a
-// second tenant can never shadow or read another's artifact by reusing one.
-func (c *Catalog) ClaimID(ctx context.Context, id, domain string) (string, error) {
-	key := c.k.ids(id)
-	set, err := c.rdb.HSetNX(ctx, key, id, domain).Result()
-	if err != nil {
-		return "", fmt.Errorf("catalog claim %s: %w", id, err)
-	}
-	if set {
-		return domain, nil
-	}
-	owner, err := c.rdb.HGet(ctx, key, id).Result()
-	if err != nil {
-		return "", fmt.Errorf("catalog claim %s: %w", id, err)
-	}
-	return owner, nil
-}
-
 // ResellerOf returns the reseller a domain is provisioned under.
 func (c *Catalog) ResellerOf(ctx context.Context, domain string) (string, error) {
 	r, err := c.rdb.HGet(ctx, c.k.domains(), domain).Result()
@@ -192,19 +173,6 @@ func (c *Catalog) ResellerOf(ctx context.Context, domain string) (string, error)
 		return "", fmt.Errorf("catalog domain %s: %w", domain, err)
 	}
 	return r, nil
-}
-
-// RegisterDomain records the reseller of a domain if it is new and returns
-// the reseller on record.
-func (c *Catalog) RegisterDomain(ctx context.Context, domain, reseller string) (string, error) {
-	set, err := c.rdb.HSetNX(ctx, c.k.domains(), domain, reseller).Result()
-	if err != nil {
-		return "", fmt.Errorf("catalog register %s: %w", domain, err)
-	}
-	if set {
-		return reseller, nil
-	}
-	return c.ResellerOf(ctx, domain)
 }
 
 // Usage is what a domain stores, per category.

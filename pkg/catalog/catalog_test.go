@@ -288,7 +288,7 @@ func TestClaimID(t *testing.T) {
 		{"rec-2", "a.example", "b.example"},
 	}
 	for _, s := range steps { // in order: each step depends on the ones before
-		owner, err := c.ClaimID(ctxT(t), s.id, s.domain)
+		owner, err := catalog.ClaimID(c, ctxT(t), s.id, s.domain)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -315,7 +315,7 @@ func TestClaimIDConcurrent(t *testing.T) {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { owners[i], errs[i] = c.ClaimID(ctx, "rec-race", fmt.Sprintf("d%02d.example", i)) })
+		wg.Go(func() { owners[i], errs[i] = catalog.ClaimID(c, ctx, "rec-race", fmt.Sprintf("d%02d.example", i)) })
 	}
 	wg.Wait()
 	winner, err := c.DomainOf(ctxT(t), "rec-race")
@@ -344,7 +344,7 @@ func TestAdmitRecordingRegisters(t *testing.T) {
 	}
 }
 
-func TestRegisterDomain(t *testing.T) {
+func TestApplyDomainKeepsTheFirstReseller(t *testing.T) {
 	t.Parallel()
 	c := newCatalog(t)
 	steps := []struct{ domain, reseller, want string }{
@@ -354,12 +354,12 @@ func TestRegisterDomain(t *testing.T) {
 		{"b.example", "r1", "r2"},
 	}
 	for _, s := range steps {
-		got, err := c.RegisterDomain(ctxT(t), s.domain, s.reseller)
+		got, err := c.ApplyDomain(ctxT(t), catalog.Domain{Domain: s.domain, Reseller: s.reseller, ProvisionedBy: "test", ProvisionedAt: time.Now()})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got != s.want {
-			t.Fatalf("RegisterDomain(%s, %s) = %s, want %s", s.domain, s.reseller, got, s.want)
+			t.Fatalf("ApplyDomain(%s, %s) = %s, want %s", s.domain, s.reseller, got, s.want)
 		}
 	}
 	for domain, want := range map[string]string{"a.example": "r1", "b.example": "r2"} {

@@ -48,7 +48,7 @@ func setupWith(t *testing.T, set policy.Settings) (*platform.Deps, *policy.Servi
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := catalog.New(d.Redis, d.Names.Namespace()).RegisterDomain(context.Background(), "a.example", "r1"); err != nil {
+	if _, err := catalog.New(d.Redis, d.Names.Namespace()).ApplyDomain(context.Background(), catalog.Domain{Domain: "a.example", Reseller: "r1", ProvisionedBy: "test", ProvisionedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	return d, svc

@@ -22,9 +22,9 @@ func TestBreak3ReservedBootstrapNameLookAlikes(t *testing.T) {
 		" bootstrap",
 		"bootstrap\n",
 		"bootstrap\t",
-		"boot\u200bstrap", // zero-width space
+		"boot\u200bstrap",     // zero-width space
 		"b\u043e\u043etstrap", // Cyrillic o
-		"bootstrap\u00a0", // no-break space
+		"bootstrap\u00a0",     // no-break space
 	} {
 		err := auth.ValidateScope(auth.Principal{Name: name, Level: auth.LevelSystem})
 		if err == nil {

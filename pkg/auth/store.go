@@ -118,8 +118,10 @@ const BootstrapName = "bootstrap"
 // ValidateScope checks a requested token scope field by field.
 func ValidateScope(p Principal) error {
 	v := &apierr.ValidationError{}
-	if p.Name == "" || len(p.Name) > 64 {
-		v.Add("name", "must be 1-64 characters")
+	// Names are visible ASCII, so none can pass for another in a log or a
+	// listing (no spaces, controls or look-alike letters).
+	if err := tenant.CheckName(p.Name); err != nil {
+		v.Add("name", "%v", err)
 	} else if strings.EqualFold(p.Name, BootstrapName) {
 		v.Add("name", "is reserved for the bootstrap token")
 	}

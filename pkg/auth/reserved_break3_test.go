@@ -6,7 +6,7 @@ import (
 	"github.com/callvault/callvault/pkg/auth"
 )
 
-// TestBreak3ReservedBootstrapNameLookAlikes guards a defect an attack found (fixed):: the name "bootstrap" is
+// TestBreak3ReservedBootstrapNameLookAlikes guards a defect an attack found (fixed): the name "bootstrap" is
 // reserved so that no stored token appears under it in the audit trail,
 // but only a case-insensitive exact match is refused. Token names are
 // otherwise unchecked, so a name that reads as "bootstrap" in a log or a

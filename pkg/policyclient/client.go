@@ -91,16 +91,26 @@ func fromStatus(err error) error {
 		}
 		return &v
 	case codes.NotFound:
-		return fmt.Errorf("%w: %s", apierr.ErrNotFound, msg)
+		return remoteError{apierr.ErrNotFound, msg}
 	case codes.Unauthenticated:
-		return fmt.Errorf("%w: %s", apierr.ErrUnauthenticated, msg)
+		return remoteError{apierr.ErrUnauthenticated, msg}
 	case codes.PermissionDenied:
-		return fmt.Errorf("%w: %s", apierr.ErrForbidden, msg)
+		return remoteError{apierr.ErrForbidden, msg}
 	case codes.AlreadyExists:
-		return fmt.Errorf("%w: %s", apierr.ErrConflict, msg)
+		return remoteError{apierr.ErrConflict, msg}
 	}
 	return fmt.Errorf("%w: policy answered %s", apierr.ErrUnavailable, st.Code())
 }
+
+// remoteError is policy's answer as policy worded it (its message already
+// names the kind of refusal), matching the sentinel it stands for.
+type remoteError struct {
+	kind error
+	msg  string
+}
+
+func (e remoteError) Error() string { return e.msg }
+func (e remoteError) Unwrap() error { return e.kind }
 
 // Dial connects to the policy service's gRPC address. The connection is
 // plaintext: deployments run it on a private network or behind their

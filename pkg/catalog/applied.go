@@ -89,6 +89,7 @@ func (c *Catalog) AppliedKey() string { return c.k.applied() }
 // again: a half-rebuilt Redis would otherwise accept a token whose
 // revocation it has not replayed yet.
 func (c *Catalog) ClearApplied(ctx context.Context) error {
+	c.nums.Clear()
 	if err := c.rdb.Del(ctx, c.k.applied()).Err(); err != nil {
 		return fmt.Errorf("catalog clear applied: %w", err)
 	}

@@ -9,91 +9,316 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// applyScript writes a recorded admission (replay): no cap is checked and
-// nothing is owed. An artifact the admission evicted is removed and
-// marked deleted in the same step, as it was live.
-// KEYS as the decide script; ARGV: the shared admission arguments (1-9),
-// 10 evicted id, 11 accepted at (ms), 12 pending, then the fields.
-const applyScript = removeLua + admitLua + `
-if redis.call('EXISTS', KEYS[1]) == 1 then return '0' end
-local id, category = ARGV[1], ARGV[4]
-if ARGV[10] ~= '' then
-  local v = redis.call('HMGET', KEYS[9], 'st', 'size', 'id')
-  if v[3] and (not v[1] or v[1] == 'a') then
-    remove(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[7], ARGV[10], tonumber(v[2] or '0'), category)
-    redis.call('HSET', KEYS[9], 'st', 'd', 'rs', 'cap_evicted', 'ru', 'folder cap: the oldest makes room for ' .. id, 'ac', 'policy', 'dt', ARGV[11])
-  end
-end
-local fields = {}
-for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
-return tostring(admit(id, ARGV[2], tonumber(ARGV[3]), category, ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], fields, ARGV[12], ARGV[10]))
-`
-
-// refusedScript writes a recorded refusal (replay).
-const refusedScript = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'st', 'r', 'rs', ARGV[2], 'id', ARGV[1], 'kind', ARGV[3], ARGV[4], ARGV[5], 'size', ARGV[6], 'seq', ARGV[7], 'accepted_at', ARGV[8])
-return 1
-`
-
-// runRefused queues the refused script for a recorded refusal.
-func (c *Catalog) runRefused(ctx context.Context, pipe redis.Pipeliner, r Refusal) {
-	keyField, keyValue := storedKey(r.Kind, r.Domain, r.ID, r.ObjectKey)
-	c.refused.Run(ctx, pipe, []string{c.k.artifact(r.Domain, r.ID)}, r.ID, r.Reason, r.Kind, keyField, keyValue, r.Size, r.Seq, r.AcceptedAt.UnixMilli())
-}
+// Replay writes recorded decisions as the live scripts did, without
+// deciding anything: no cap is checked and nothing is owed.
 
 // Admission is one recorded admission decision, as replay applies it.
 type Admission struct {
 	Artifact  Artifact
 	EvictedID string
+	// CallLevel is the call index level the live admission used.
+	CallLevel int
 }
 
-// Refusal is one recorded refusal.
+// Refusal is one recorded refusal: what its record keeps, and the
+// artifact's own time, which its id's claim names.
 type Refusal struct {
 	Domain, ID, Kind, ObjectKey, Reason string
 	Size                                int64
 	Seq                                 uint64
 	AcceptedAt                          time.Time
+	At                                  time.Time
 }
+
+// Deletion is one recorded deletion (a tombstone), as replay applies it.
+type Deletion struct {
+	Domain, ID, Reason, Rule, Actor string
+	At                              time.Time
+}
+
+// Recorded is one recorded decision of any kind, for ApplyRecorded: an
+// admission, a refusal or a deletion, as Op says.
+type Recorded struct {
+	Op        RecordedOp
+	Admission Admission
+	Refusal   Refusal
+	Deletion  Deletion
+}
+
+// RecordedOp says which decision a Recorded holds.
+type RecordedOp uint8
+
+// The decisions a Recorded can hold.
+const (
+	OpAdmission RecordedOp = iota + 1
+	OpRefusal
+	OpDeletion
+)
+
+// applyManyScript writes recorded admissions of one domain, as the decide
+// script wrote them one after the other, in one call: usage, daily bytes
+// and monthly counters are added up and written once. An artifact an
+// admission evicted is removed and marked deleted in the same step, as
+// it was live.
+// KEYS: 1 usage, 2 daily, 3 call count, then per admission 6: bucket,
+// bitmap, user index, call bucket, track, the victim's bucket.
+// ARGV per admission (16): field, record, bit, user score, call field,
+// hour, size, category, track type, score, counter expiry, day, victim
+// field, victim's encoded id, accepted at (ms), id.
+const applyManyScript = recLua + indexLua + `
+local usage, daily, counters, expires = {}, {}, {}, {}
+local total, written = 0, 0
+local a, k = 1, 4
+while a <= #ARGV do
+  local bucket, field = KEYS[k], ARGV[a]
+  if redis.call('HEXISTS', bucket, field) == 0 then
+    local rec, size, category, trackType, track = ARGV[a + 1], tonumber(ARGV[a + 6]), ARGV[a + 7], ARGV[a + 8], KEYS[k + 4]
+    local u = usage[category]
+    if not u then
+      u = {0, 0}
+      usage[category] = u
+    end
+    if ARGV[a + 12] ~= '' then
+      local vraw = redis.call('HGET', KEYS[k + 5], ARGV[a + 12])
+      if vraw then
+        local v = cmsgpack.unpack(vraw)
+        if string.sub(v[1], 1, 1) == 'a' then
+          redis.call('ZREM', track, ARGV[a + 12])
+          u[1], u[2], total = u[1] - v[5], u[2] - 1, total - v[5]
+          redis.call('HSET', KEYS[k + 5], ARGV[a + 12], markDeleted(v, '', 'cap_evicted', 'folder cap: the oldest makes room for ' .. ARGV[a + 15], 'policy', ARGV[a + 14]))
+        end
+      end
+      local t = cmsgpack.unpack(rec)
+      t[17] = ARGV[a + 13]
+      rec = pk(t)
+    end
+    index(bucket, field, rec, KEYS[k + 1], ARGV[a + 2], KEYS[k + 2], ARGV[a + 3], KEYS[k + 3], ARGV[a + 4], ARGV[a + 5], KEYS[3], track, trackType, ARGV[a + 9])
+    u[1], u[2], total = u[1] + size, u[2] + 1, total + size
+    daily[ARGV[a + 11]] = (daily[ARGV[a + 11]] or 0) + size
+    if trackType == 'counter' then
+      counters[track] = (counters[track] or 0) + 1
+      expires[track] = ARGV[a + 10]
+    end
+    written = written + 1
+  end
+  a = a + 16
+  k = k + 6
+end
+if written > 0 then
+  for category, u in pairs(usage) do
+    redis.call('HINCRBY', KEYS[1], category .. ':bytes', u[1])
+    redis.call('HINCRBY', KEYS[1], category .. ':count', u[2])
+  end
+  redis.call('HINCRBY', KEYS[1], 'total:bytes', total)
+  for day, n in pairs(daily) do redis.call('HINCRBY', KEYS[2], day, n) end
+  for key, n in pairs(counters) do
+    redis.call('INCRBY', key, n)
+    redis.call('EXPIREAT', key, tonumber(expires[key]))
+  end
+end
+return written
+`
+
+// refusedScript writes a recorded refusal.
+const refusedScript = recLua + `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+local t = cmsgpack.unpack(ARGV[2])
+t[16] = ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], pk(t))
+return 1
+`
+
+// applyGroup is the most admissions of one domain one applyMany call
+// writes.
+const applyGroup = 128
 
 // ApplyAdmissions writes recorded admissions in one pipeline, in order.
-// Each claims its id as the live admission did. A record that exists is
-// left alone, so applying twice changes nothing.
 func (c *Catalog) ApplyAdmissions(ctx context.Context, batch []Admission) error {
-	if len(batch) == 0 {
-		return nil
+	rs := make([]Recorded, len(batch))
+	for i, a := range batch {
+		rs[i] = Recorded{Op: OpAdmission, Admission: a}
 	}
-	return retryOnReload(func() error { return c.applyAdmissions(ctx, batch) })
-}
-
-func (c *Catalog) applyAdmissions(ctx context.Context, batch []Admission) error {
-	pipe := c.rdb.Pipeline()
-	for _, ad := range batch {
-		a := ad.Artifact
-		pipe.HSetNX(ctx, c.k.ids(a.ID), a.ID, a.Domain)
-		args := append(a.admitArgs(), ad.EvictedID, a.AcceptedAt.UnixMilli(), "")
-		c.apply.Run(ctx, pipe, c.scriptKeys(a, ad.EvictedID), append(args, a.fields...)...)
-	}
-	return c.execScripts(ctx, pipe, "apply admissions")
+	return c.ApplyRecorded(ctx, rs)
 }
 
 // ApplyRefusals writes recorded refusals in one pipeline.
 func (c *Catalog) ApplyRefusals(ctx context.Context, batch []Refusal) error {
+	rs := make([]Recorded, len(batch))
+	for i, r := range batch {
+		rs[i] = Recorded{Op: OpRefusal, Refusal: r}
+	}
+	return c.ApplyRecorded(ctx, rs)
+}
+
+// ApplyRecorded writes recorded decisions of every kind in stream order,
+// as the live scripts wrote them one by one, in two round trips per batch
+// (three when it deletes what an earlier batch admitted): the claims and
+// records the deletions remove are read, then one pipeline writes
+// everything. A deletion of an artifact admitted earlier in the same
+// batch takes its keys from that admission. Applying a batch twice
+// changes nothing.
+func (c *Catalog) ApplyRecorded(ctx context.Context, batch []Recorded) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	return retryOnReload(func() error { return c.applyRefusals(ctx, batch) })
+	return retryOnReload(func() error { return c.applyRecorded(ctx, batch) })
 }
 
-func (c *Catalog) applyRefusals(ctx context.Context, batch []Refusal) error {
-	pipe := c.rdb.Pipeline()
+func (c *Catalog) applyRecorded(ctx context.Context, batch []Recorded) error {
+	nums := map[string]int64{}
 	for _, r := range batch {
-		if r.Reason != ErrIDConflict {
-			pipe.HSetNX(ctx, c.k.ids(r.ID), r.ID, r.Domain)
+		d := r.Admission.Artifact.Domain
+		switch r.Op {
+		case OpRefusal:
+			d = r.Refusal.Domain
+		case OpDeletion:
+			continue
 		}
-		c.runRefused(ctx, pipe, r)
+		if _, ok := nums[d]; !ok {
+			n, err := c.domainNumber(ctx, d)
+			if err != nil {
+				return err
+			}
+			nums[d] = n
+		}
 	}
-	return c.execScripts(ctx, pipe, "apply refusals")
+	// The records deletions remove, and the buckets of the artifacts
+	// admissions evicted, unless admitted in this batch.
+	admittedHere := map[[2]string]Artifact{}
+	victims := map[[2]string]stored{}
+	evicted := map[[2]string]string{}
+	var evictedClaims []*redis.StringCmd
+	var evictedKeys [][2]string
+	claimPipe := c.rdb.Pipeline()
+	for _, r := range batch {
+		switch r.Op {
+		case OpAdmission:
+			a := r.Admission.Artifact
+			if id := r.Admission.EvictedID; id != "" {
+				k := [2]string{a.Domain, id}
+				if v, ok := admittedHere[k]; ok {
+					evicted[k] = c.place(v, 0).bucket
+				} else if _, ok := evicted[k]; !ok {
+					h := hashID(id)
+					evicted[k] = ""
+					evictedKeys = append(evictedKeys, k)
+					evictedClaims = append(evictedClaims, claimPipe.HGet(ctx, c.k.claims(h), h.claim))
+				}
+			}
+			admittedHere[[2]string{a.Domain, a.ID}] = a
+		case OpDeletion:
+			k := [2]string{r.Deletion.Domain, r.Deletion.ID}
+			if _, ok := admittedHere[k]; ok {
+				continue
+			}
+			if _, ok := victims[k]; ok {
+				continue
+			}
+			s, _, err := c.find(ctx, r.Deletion.Domain, r.Deletion.ID)
+			switch {
+			case errors.Is(err, ErrNoRecord):
+				s = stored{}
+			case err != nil:
+				return fmt.Errorf("catalog apply deletion %s: %w", r.Deletion.ID, err)
+			}
+			victims[k] = s
+		}
+	}
+	if len(evictedClaims) > 0 {
+		if _, err := claimPipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("catalog apply evictions: %w", err)
+		}
+		for i, cmd := range evictedClaims {
+			k := evictedKeys[i]
+			evicted[k] = c.k.absent(k[0])
+			if cl, err := parseClaim(cmd.Val()); cmd.Err() == nil && err == nil {
+				evicted[k] = c.k.bucket(k[0], cl.class, cl.hour)
+			}
+		}
+	}
+
+	pipe := c.rdb.Pipeline()
+	groups := map[string][]Admission{}
+	var domains []string
+	flush := func(domain string) {
+		if g := groups[domain]; len(g) > 0 {
+			c.applyManyRun(ctx, pipe, domain, g, evicted)
+			groups[domain] = g[:0]
+		}
+	}
+	admitted := map[[2]string]Admission{}
+	for _, r := range batch {
+		switch r.Op {
+		case OpAdmission:
+			a := r.Admission.Artifact
+			admitted[[2]string{a.Domain, a.ID}] = r.Admission
+			p := c.place(a, r.Admission.CallLevel)
+			h := hashID(a.ID)
+			pipe.HSetNX(ctx, c.k.claims(h), h.claim, claimValue(nums[a.Domain], p.class, p.hour))
+			g, ok := groups[a.Domain]
+			if !ok {
+				domains = append(domains, a.Domain)
+			}
+			groups[a.Domain] = append(g, r.Admission)
+			if len(g)+1 >= applyGroup {
+				flush(a.Domain)
+			}
+		case OpRefusal:
+			f := r.Refusal
+			flush(f.Domain)
+			h := hashID(f.ID)
+			// The live decision claimed the id before refusing it (unless
+			// another domain owned it). Refusals recorded without the
+			// artifact's time cannot name the claim's hour, and claim
+			// nothing.
+			if f.Reason != ErrIDConflict && !f.At.IsZero() {
+				pipe.HSetNX(ctx, c.k.claims(h), h.claim, claimValue(nums[f.Domain], classOf(f.Kind), hourOf(f.At)))
+			}
+			c.refused.Run(ctx, pipe, []string{c.k.refused(f.Domain)}, h.field, f.stored("r").pack(f.Domain, true), f.Reason)
+		case OpDeletion:
+			d := r.Deletion
+			flush(d.Domain)
+			var g gated
+			k := [2]string{d.Domain, d.ID}
+			if ad, ok := admitted[k]; ok {
+				g = c.gateOfArtifact(ad.Artifact, ad.CallLevel, ad.Artifact.Category)
+			} else {
+				s := victims[k]
+				if s.ID == "" || s.State != StateAdmitted {
+					continue // never admitted here, refused, or deleted already
+				}
+				g = c.gateOf(d.Domain, s)
+			}
+			c.gateS.Run(ctx, pipe, g.keys, g.field, encodeID(d.ID), "", d.At.UnixMilli(), d.Reason, d.Rule, d.Actor, flag(false), "",
+				g.category, g.trackType, g.ch, g.hour)
+		}
+	}
+	for _, d := range domains {
+		flush(d)
+	}
+	return c.execScripts(ctx, pipe, "apply recorded decisions")
+}
+
+// applyManyRun queues one applyMany call for admissions of domain.
+func (c *Catalog) applyManyRun(ctx context.Context, pipe redis.Pipeliner, domain string, group []Admission, evicted map[[2]string]string) {
+	keys := make([]string, 0, 3+6*len(group))
+	keys = append(keys, c.k.usage(domain), c.k.daily(domain), c.k.callCount(domain))
+	args := make([]any, 0, 16*len(group))
+	for _, ad := range group {
+		a := ad.Artifact
+		p := c.place(a, ad.CallLevel)
+		victimBucket, victimField, victimEID := p.bucket, "", ""
+		if ad.EvictedID != "" {
+			victimField, victimEID = hashID(ad.EvictedID).field, encodeID(ad.EvictedID)
+			victimBucket = evicted[[2]string{domain, ad.EvictedID}]
+		}
+		track := p.track
+		keys = append(keys, p.bucket, p.bitmap, p.uidx, p.callKey, track, victimBucket)
+		args = append(args, p.field, a.packed(StateAdmitted, "", ad.CallLevel), p.bit, p.uscore, p.ch, p.hour, a.Size, a.Category,
+			a.trackType, a.Score, monthExpiry(a.AcceptedAt), a.AcceptedAt.UTC().Format("20060102"), victimField, victimEID,
+			a.AcceptedAt.UnixMilli(), a.ID)
+	}
+	c.applyMany.Run(ctx, pipe, keys, args...)
 }
 
 // execScripts runs a pipeline of scripts. Script.Run in a pipeline only
@@ -127,7 +352,7 @@ func retryOnReload(f func() error) error {
 }
 
 func (c *Catalog) loadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{c.decide, c.conflict, c.done, c.gateS, c.apply, c.refused, c.applyMany} {
+	for _, s := range []*redis.Script{c.decide, c.done, c.gateS, c.applyMany, c.refused, c.provision, c.number, c.mark} {
 		if err := s.Load(ctx, c.rdb).Err(); err != nil {
 			return fmt.Errorf("catalog: load script: %w", err)
 		}

@@ -16,7 +16,11 @@ func (c *Catalog) RecordingArtifact(r Recording) Artifact {
 	return Artifact{
 		ID: r.ID, Reseller: r.Reseller, Domain: r.Domain, User: r.User, CallID: r.CallID, Kind: KindRecording, Category: KindRecording,
 		Score: r.StartedAt.UnixMilli(), Size: r.Size, ObjectKey: r.ObjectKey, Seq: r.StreamSeq, AcceptedAt: r.AcceptedAt,
-		trackType: trackCounter, trackKey: c.MonthKey(r.Domain, "recording_"+r.Mode, r.AcceptedAt), fields: recordingFields(r),
+		trackType: trackCounter, trackKey: c.MonthKey(r.Domain, "recording_"+r.Mode, r.AcceptedAt),
+		rec: stored{
+			State: StateAdmitted, ID: r.ID, Kind: KindRecording, Mode: r.Mode, At: r.StartedAt, Size: r.Size, User: r.User, CallID: r.CallID,
+			SHA256: r.SHA256, ObjectKey: r.ObjectKey, AcceptedAt: r.AcceptedAt, Seq: r.StreamSeq, DurationS: r.DurationS, ContentType: r.ContentType,
+		},
 	}
 }
 
@@ -24,14 +28,12 @@ func (c *Catalog) RecordingArtifact(r Recording) Artifact {
 // A user's box (voicemail and received faxes) and each SMS folder are
 // tracked as sorted sets by time.
 func (c *Catalog) MessageArtifact(m Message) Artifact {
-	keyField, keyValue := storedKey(m.Kind, m.Domain, m.ID, m.ObjectKey)
 	a := Artifact{
 		ID: m.ID, Reseller: m.Reseller, Domain: m.Domain, User: m.User, Kind: m.Kind, Category: m.Category(),
 		Score: m.ReceivedAt.UnixMilli(), Size: m.Size, ObjectKey: m.ObjectKey, Seq: m.StreamSeq, AcceptedAt: m.AcceptedAt,
-		fields: []any{
-			"id", m.ID, "kind", m.Kind, "folder", m.Folder, "reseller", m.Reseller, "domain", m.Domain, "user", m.User,
-			"started_at", m.ReceivedAt.UnixMilli(), "from", m.From, "to", m.To, "size", m.Size, "sha256", m.SHA256,
-			keyField, keyValue, "content_type", m.ContentType, "accepted_at", m.AcceptedAt.UnixMilli(), "seq", m.StreamSeq,
+		rec: stored{
+			State: StateAdmitted, ID: m.ID, Kind: m.Kind, At: m.ReceivedAt, Size: m.Size, User: m.User, Folder: m.Folder,
+			SHA256: m.SHA256, ObjectKey: m.ObjectKey, AcceptedAt: m.AcceptedAt, Seq: m.StreamSeq, From: m.From, To: m.To, ContentType: m.ContentType,
 		},
 	}
 	switch {
@@ -73,17 +75,18 @@ func (m Message) Category() string {
 	}
 }
 
-// BoxKey is a user's mailbox: voicemails and received faxes by time.
-func (c *Catalog) BoxKey(domain, user string) string { return c.k.ns + ":{" + domain + "}:box:" + user }
+// BoxKey is a user's mailbox: voicemails and received faxes by time
+// (members: the ids' 8-byte hashes).
+func (c *Catalog) BoxKey(domain, user string) string { return c.k.tag(domain) + "box:" + user }
 
 // FolderKey is one SMS folder of a user, by time.
 func (c *Catalog) FolderKey(domain, user, folder string) string {
-	return c.k.ns + ":{" + domain + "}:sms:" + user + ":" + folder
+	return c.k.tag(domain) + "sms:" + user + ":" + folder
 }
 
 // MonthKey counts admissions of a kind in the UTC month of t.
 func (c *Catalog) MonthKey(domain, kind string, t time.Time) string {
-	return c.k.ns + ":{" + domain + "}:month:" + t.UTC().Format("200601") + ":" + kind
+	return c.k.tag(domain) + "month:" + t.UTC().Format("200601") + ":" + kind
 }
 
 // Count reads a cap's tracked count: a monthly counter or a set's size.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -40,17 +41,20 @@ type Recording struct {
 
 // Catalog reads and writes the artifact index.
 type Catalog struct {
-	rdb                                                            redis.UniversalClient
-	k                                                              keys
-	decide, conflict, done, gateS, apply, refused, mark, applyMany *redis.Script
+	rdb                                                              redis.UniversalClient
+	k                                                                keys
+	decide, done, gateS, applyMany, refused, provision, number, mark *redis.Script
+	// nums remembers domain numbers: once given, a domain's number never
+	// changes (a rebuild gives it again in the config stream's order).
+	nums sync.Map
 }
 
 // New returns a catalog whose keys start with ns.
 func New(rdb redis.UniversalClient, ns string) *Catalog {
 	return &Catalog{rdb: rdb, k: keys{ns: ns},
-		decide: redis.NewScript(decideScript), conflict: redis.NewScript(conflictScript), done: redis.NewScript(doneScript),
-		gateS: redis.NewScript(gateScript), apply: redis.NewScript(applyScript), refused: redis.NewScript(refusedScript),
-		mark: redis.NewScript(markScript), applyMany: redis.NewScript(applyManyScript)}
+		decide: redis.NewScript(decideScript), done: redis.NewScript(doneScript), gateS: redis.NewScript(gateScript),
+		applyMany: redis.NewScript(applyManyScript), refused: redis.NewScript(refusedScript),
+		provision: redis.NewScript(provisionScript), number: redis.NewScript(numberScript), mark: redis.NewScript(markScript)}
 }
 
 // AdmitRecording decides r with no cap: the path of tests and tools that
@@ -61,102 +65,81 @@ func (c *Catalog) AdmitRecording(ctx context.Context, r Recording) (bool, error)
 }
 
 // AdmitRecordings writes recordings as recorded admissions in one
-// pipeline (replay's path). It reports which were new.
+// pipeline (replay's path), each at the call index level its domain's
+// count gives. It reports which were new.
 func (c *Catalog) AdmitRecordings(ctx context.Context, recs []Recording) ([]bool, error) {
 	if len(recs) == 0 {
 		return nil, nil
 	}
-	before := make([]*redis.IntCmd, len(recs))
+	before := make([]*redis.BoolCmd, len(recs))
+	counts := map[string]*redis.StringCmd{}
 	pipe := c.rdb.Pipeline()
 	for i, r := range recs {
-		before[i] = pipe.Exists(ctx, c.k.artifact(r.Domain, r.ID))
+		a := c.RecordingArtifact(r)
+		p := c.place(a, 0)
+		before[i] = pipe.HExists(ctx, p.bucket, p.field)
+		if counts[r.Domain] == nil {
+			counts[r.Domain] = pipe.Get(ctx, c.k.callCount(r.Domain))
+		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("catalog admit batch: %w", err)
 	}
-	batch := make([]Admission, len(recs))
-	for i, r := range recs {
-		batch[i] = Admission{Artifact: c.RecordingArtifact(r)}
+	next := map[string]int64{}
+	for d, cmd := range counts {
+		next[d], _ = strconv.ParseInt(cmd.Val(), 10, 64)
 	}
-	if err := c.ApplyAdmissions(ctx, batch); err != nil {
-		return nil, err
-	}
+	batch := make([]Recorded, len(recs))
 	out := make([]bool, len(recs))
 	seen := make(map[string]bool, len(recs))
 	for i, r := range recs {
 		k := r.Domain + "/" + r.ID
-		out[i] = before[i].Val() == 0 && !seen[k]
+		out[i] = !before[i].Val() && !seen[k]
 		seen[k] = true
+		level := 0
+		if r.CallID != "" && out[i] {
+			level = callLevel(next[r.Domain])
+			next[r.Domain]++
+		}
+		batch[i] = Recorded{Op: OpAdmission, Admission: Admission{Artifact: c.RecordingArtifact(r), CallLevel: level}}
+	}
+	if err := c.ApplyRecorded(ctx, batch); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
-func recordingFields(r Recording) []any {
-	keyField, keyValue := storedKey(KindRecording, r.Domain, r.ID, r.ObjectKey)
-	return []any{
-		"id", r.ID,
-		"kind", KindRecording,
-		"mode", r.Mode,
-		"call_id", r.CallID,
-		"reseller", r.Reseller,
-		"domain", r.Domain,
-		"user", r.User,
-		"started_at", r.StartedAt.UnixMilli(),
-		"duration_s", r.DurationS,
-		"content_type", r.ContentType,
-		"size", r.Size,
-		"sha256", r.SHA256,
-		keyField, keyValue,
-		"accepted_at", r.AcceptedAt.UnixMilli(),
-		"seq", r.StreamSeq,
-	}
-}
-
-func parseRecording(m map[string]string) (Recording, error) {
-	if len(m) == 0 || (m["st"] != "" && m["st"] != string(StateAdmitted)) {
-		return Recording{}, ErrNotFound
-	}
-	num := func(f string) int64 {
-		v, _ := strconv.ParseInt(m[f], 10, 64)
-		return v
-	}
-	return Recording{
-		ID:          m["id"],
-		CallID:      m["call_id"],
-		Reseller:    m["reseller"],
-		Domain:      m["domain"],
-		User:        m["user"],
-		Mode:        m["mode"],
-		StartedAt:   time.UnixMilli(num("started_at")).UTC(),
-		DurationS:   uint32(num("duration_s")),
-		ContentType: m["content_type"],
-		Size:        num("size"),
-		SHA256:      m["sha256"],
-		ObjectKey:   objectKeyOf(m, KindRecording, m["domain"], m["id"]),
-		AcceptedAt:  time.UnixMilli(num("accepted_at")).UTC(),
-		StreamSeq:   uint64(num("seq")),
-	}, nil
-}
-
-// GetRecording reads one recording of a domain.
+// GetRecording reads one admitted recording of a domain.
 func (c *Catalog) GetRecording(ctx context.Context, domain, id string) (Recording, error) {
-	m, err := c.rdb.HGetAll(ctx, c.k.artifact(domain, id)).Result()
+	s, _, err := c.find(ctx, domain, id)
+	if errors.Is(err, ErrNoRecord) || (err == nil && (s.State != StateAdmitted || s.Kind != KindRecording)) {
+		return Recording{}, fmt.Errorf("catalog get %s: %w", id, ErrNotFound)
+	}
 	if err != nil {
 		return Recording{}, fmt.Errorf("catalog get %s: %w", id, err)
 	}
-	r, err := parseRecording(m)
+	reseller, _, err := c.DomainOwner(ctx, domain)
 	if err != nil {
-		return Recording{}, fmt.Errorf("catalog get %s: %w", id, err)
+		return Recording{}, err
 	}
-	return r, nil
+	return s.recording(domain, reseller), nil
 }
 
 // DomainOf returns the domain an artifact id belongs to.
 func (c *Catalog) DomainOf(ctx context.Context, id string) (string, error) {
-	d, err := c.rdb.HGet(ctx, c.k.ids(id), id).Result()
+	h := hashID(id)
+	v, err := c.rdb.HGet(ctx, c.k.claims(h), h.claim).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", fmt.Errorf("catalog id %s: %w", id, ErrNotFound)
 	}
+	if err != nil {
+		return "", fmt.Errorf("catalog id %s: %w", id, err)
+	}
+	cl, err := parseClaim(v)
+	if err != nil {
+		return "", err
+	}
+	d, err := c.domainNamed(ctx, cl.num)
 	if err != nil {
 		return "", fmt.Errorf("catalog id %s: %w", id, err)
 	}

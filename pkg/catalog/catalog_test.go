@@ -224,8 +224,27 @@ func assertRecording(t *testing.T, got, want catalog.Recording) {
 	}
 	got.StartedAt, got.AcceptedAt = time.Time{}, time.Time{}
 	want.StartedAt, want.AcceptedAt = time.Time{}, time.Time{}
+	// A record keeps no reseller: reads give the domain's reseller of
+	// record (TestGetRecordingGivesTheResellerOfRecord).
+	want.Reseller = got.Reseller
 	if got != want {
 		t.Errorf("recording = %+v\nwant        %+v", got, want)
+	}
+}
+
+func TestGetRecordingGivesTheResellerOfRecord(t *testing.T) {
+	t.Parallel()
+	c := newCatalog(t)
+	r := rec("a.example", "rec-1", "alice", "call-1", base, 10)
+	admit(t, c, r)
+	if got, err := c.GetRecording(ctxT(t), "a.example", "rec-1"); err != nil || got.Reseller != "" {
+		t.Fatalf("unprovisioned: reseller %q, %v; want none", got.Reseller, err)
+	}
+	if _, err := c.ApplyDomain(ctxT(t), catalog.Domain{Domain: "a.example", Reseller: "r9", ProvisionedAt: base}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.GetRecording(ctxT(t), "a.example", "rec-1"); err != nil || got.Reseller != "r9" {
+		t.Fatalf("provisioned under r9: reseller %q, %v", got.Reseller, err)
 	}
 }
 

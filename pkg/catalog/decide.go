@@ -12,7 +12,7 @@ import (
 )
 
 // State is what admission (or a later deletion) decided about an artifact.
-// The artifact hash keeps it, so a redelivered event repeats the recorded
+// The record keeps it, so a redelivered event repeats the recorded
 // decision instead of deciding again under today's caps.
 type State string
 
@@ -22,8 +22,9 @@ const (
 	StateDeleted  State = "d"
 )
 
-// Effects still owed for a decision, kept in the artifact hash ("pe") and
-// cleared one by one once done. They run in the order of the string.
+// Effects still owed for a decision, kept in the record after its state
+// letter and cleared one by one once done. They run in the order of the
+// string.
 const (
 	EffectPublish     = 'P' // publish the admitted or refused decision event
 	EffectRemoveMedia = 'M' // delete the artifact's media from the CDS
@@ -33,7 +34,6 @@ const (
 // Pending effects of each decision.
 const (
 	pendingAdmitted = "P"
-	pendingRefused  = "MP"
 	pendingDeleted  = "MT"
 )
 
@@ -75,6 +75,10 @@ type Decision struct {
 	Pending string
 	// EvictedID is the artifact the cap evicted to make room.
 	EvictedID string
+	// CallLevel is the level of the call index the admitted recording's
+	// call entry went to; the admitted event carries it, so a replay puts
+	// the entry where the live admission did.
+	CallLevel int
 	// TotalBytes is the domain's usage after a fresh admission.
 	TotalBytes int64
 }
@@ -108,24 +112,93 @@ type Artifact struct {
 	AcceptedAt time.Time
 	trackType  string
 	trackKey   string
-	fields     []any
+	rec        stored
 }
 
-const decideScript = heldLua + removeLua + admitLua + `
-local st = redis.call('HGET', KEYS[1], 'st')
-if not st and redis.call('EXISTS', KEYS[1]) == 1 then st = 'a' end
-if st then
-  local f = redis.call('HMGET', KEYS[1], 'rs', 'pe', 'ev')
-  return {0, st, f[1] or '', f[2] or '', f[3] or '', '0'}
+// placement is where an artifact's record and index entries go.
+type placement struct {
+	class        string
+	hour         int64
+	bucket       string
+	field        string
+	eid          string
+	bitmap       string
+	bit          int64
+	uidx, uscore string
+	callKey, ch  string
+	level        int
+	track        string
+}
+
+func (c *Catalog) place(a Artifact, level int) placement {
+	at := time.UnixMilli(a.Score).UTC()
+	p := placement{class: classOf(a.Kind), hour: hourOf(at), field: hashID(a.ID).field, eid: encodeID(a.ID), level: level}
+	p.bucket = c.k.bucket(a.Domain, p.class, p.hour)
+	p.bitmap, p.bit = c.k.hourBit(a.Domain, p.class, p.hour)
+	p.uidx, p.callKey, p.track = c.k.absent(a.Domain), c.k.absent(a.Domain), c.k.absent(a.Domain)
+	if a.Kind == KindRecording && a.User != "" {
+		p.uidx = c.k.userIndex(a.Domain, a.User, monthOf(at))
+		p.uscore = strconv.FormatInt(a.Score-monthStart(at).UnixMilli(), 10)
+	}
+	if a.Kind == KindRecording && a.CallID != "" {
+		p.callKey, p.ch = c.k.callKey(a.Domain, a.CallID, level)
+	}
+	if a.trackKey != "" {
+		p.track = a.trackKey
+	}
+	return p
+}
+
+// packed is the artifact's record with state and owed effects.
+func (a Artifact) packed(state State, pending string, level int) string {
+	s := a.rec
+	s.State, s.Pending, s.Level = state, pending, level
+	if a.Kind != KindRecording || a.CallID == "" {
+		s.Level = 0
+	}
+	return s.pack(a.Domain, false)
+}
+
+// refusal is the record a refusal of a keeps: only what its owed effects
+// need, and what the refused event carries, so a replay writes the same.
+func (a Artifact) refusal() Refusal {
+	return Refusal{Domain: a.Domain, ID: a.ID, Kind: a.Kind, ObjectKey: a.ObjectKey, Size: a.Size, Seq: a.Seq, AcceptedAt: a.AcceptedAt, At: a.rec.At}
+}
+
+// stored is the refusal's record, with state and owed effects in st
+// (the reason is the script's to write).
+func (r Refusal) stored(st string) stored {
+	s := stored{State: State(st[:1]), Pending: st[1:], ID: r.ID, Kind: r.Kind, Size: r.Size, ObjectKey: r.ObjectKey,
+		AcceptedAt: r.AcceptedAt, Seq: r.Seq, At: time.UnixMilli(0).UTC()}
+	if r.Kind == KindRecording {
+		s.Mode = "automatic"
+	}
+	return s
+}
+
+const decideScript = recLua + indexLua + `
+local conflict = ARGV[15] == 'conflict'
+local cur = false
+if not conflict then cur = redis.call('HGET', KEYS[1], ARGV[1]) end
+if not cur then cur = redis.call('HGET', KEYS[11], ARGV[1]) end
+if cur then
+  local t = cmsgpack.unpack(cur)
+  if t[2] ~= ARGV[2] then return {5} end
+  return {0, string.sub(t[1], 1, 1), t[16] or '', string.sub(t[1], 2), t[17] or '', tostring(t[12])}
 end
-local id, size, category = ARGV[1], tonumber(ARGV[3]), ARGV[4]
-local mode, limit = ARGV[10], tonumber(ARGV[11])
 local function refuse(reason)
-  redis.call('HSET', KEYS[1], 'st', 'r', 'rs', reason, 'pe', 'MP', 'id', id, 'kind', ARGV[14], ARGV[15], ARGV[16],
-    'size', ARGV[3], 'seq', ARGV[17], 'accepted_at', ARGV[18])
+  local t = cmsgpack.unpack(ARGV[22])
+  t[16] = reason
+  redis.call('HSET', KEYS[11], ARGV[1], pk(t))
   return {1, 'r', reason, 'MP', '', '0'}
 end
-local evicted = ''
+if conflict then return refuse('id_conflict') end
+if ARGV[6] ~= '' then
+  local l = level(tonumber(redis.call('GET', KEYS[10]) or '0'))
+  if l ~= tonumber(ARGV[14]) then return {4, tostring(l)} end
+end
+local mode, limit, size, category = ARGV[16], tonumber(ARGV[17]), tonumber(ARGV[8]), ARGV[9]
+local rec, evicted = ARGV[3], ''
 if mode == 'set_refuse' then
   if redis.call('ZCARD', KEYS[6]) >= limit then return refuse('box_full') end
 elseif mode == 'counter_refuse' then
@@ -133,61 +206,32 @@ elseif mode == 'counter_refuse' then
 elseif mode == 'set_evict' then
   if redis.call('ZCARD', KEYS[6]) >= limit then
     local oldest = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
-    if oldest[1] ~= ARGV[13] then return {2} end
-    if tonumber(oldest[2]) >= tonumber(ARGV[12]) then return refuse('folder_full_within_minimum') end
-    local v = redis.call('HMGET', KEYS[9], 'user', 'call_id', 'size', 'category', 'pe')
-    if string.find(v[5] or '', 'P', 1, true) then return {3} end
-    if held(KEYS[8], v[1] or '', v[2] or '') then return refuse('folder_full_under_hold') end
-    local vsize = tonumber(v[3] or '0')
-    remove(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], 'set', oldest[1], vsize, category)
-    redis.call('HSET', KEYS[9], 'st', 'd', 'pe', 'MT', 'rs', 'cap_evicted', 'ru', 'folder cap: the oldest makes room for ' .. id,
-      'ac', 'policy', 'dt', ARGV[18])
-    evicted = oldest[1]
+    if oldest[1] ~= ARGV[19] then return {2} end
+    if tonumber(oldest[2]) >= tonumber(ARGV[18]) then return refuse('folder_full_within_minimum') end
+    local vraw = redis.call('HGET', KEYS[9], ARGV[19])
+    if not vraw then return {2} end
+    local v = cmsgpack.unpack(vraw)
+    if string.find(v[1], 'P', 2, true) then return {3} end
+    if held(KEYS[8], v[6], callOf(v)) then return refuse('folder_full_under_hold') end
+    unindex(v, ARGV[19], KEYS[3], KEYS[4], '', '', KEYS[5], KEYS[6], 'set', category)
+    redis.call('HSET', KEYS[9], ARGV[19], markDeleted(v, 'MT', 'cap_evicted', 'folder cap: the oldest makes room for ' .. ARGV[20], 'policy', ARGV[21]))
+    evicted = v[2]
+    local t = cmsgpack.unpack(rec)
+    t[17] = evicted
+    rec = pk(t)
   end
 end
-local fields = {}
-for i = 19, #ARGV do fields[#fields + 1] = ARGV[i] end
-local total = admit(id, ARGV[2], size, category, ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], fields, 'P', evicted)
-return {1, 'a', '', 'P', evicted, tostring(total)}
+index(KEYS[1], ARGV[1], rec, KEYS[2], ARGV[4], KEYS[3], ARGV[5], KEYS[4], ARGV[6], ARGV[7], KEYS[10], KEYS[6], ARGV[10], ARGV[11])
+redis.call('HINCRBY', KEYS[5], category .. ':bytes', size)
+redis.call('HINCRBY', KEYS[5], category .. ':count', 1)
+local total = redis.call('HINCRBY', KEYS[5], 'total:bytes', size)
+redis.call('HINCRBY', KEYS[7], ARGV[13], size)
+if ARGV[10] == 'counter' then
+  redis.call('INCR', KEYS[6])
+  redis.call('EXPIREAT', KEYS[6], tonumber(ARGV[12]))
+end
+return {1, 'a', '', 'P', evicted, ARGV[14], tostring(total)}
 `
-
-// scriptKeys are the keys every admission script declares: 1 art, 2 idx,
-// 3 uidx, 4 call, 5 usage, 6 track, 7 daily, 8 holds, 9 victim. Absent
-// optional keys are replaced by the domain's never-written placeholder
-// (victim: the artifact's own key, only read when there is one), so every
-// key is declared and shares the domain's slot.
-func (c *Catalog) scriptKeys(a Artifact, victim string) []string {
-	art := c.k.artifact(a.Domain, a.ID)
-	uidx, call, victimKey := c.k.absent(a.Domain), c.k.absent(a.Domain), art
-	if a.User != "" {
-		uidx = c.k.userIndex(a.Domain, a.User, a.Kind)
-	}
-	if a.CallID != "" {
-		call = c.k.call(a.Domain, a.CallID)
-	}
-	if victim != "" {
-		victimKey = c.k.artifact(a.Domain, victim)
-	}
-	track := a.trackKey
-	if track == "" {
-		track = c.k.usage(a.Domain)
-	}
-	return []string{art, c.k.index(a.Domain, a.Kind), uidx, call, c.k.usage(a.Domain), track, c.k.daily(a.Domain), c.k.holds(a.Domain), victimKey}
-}
-
-func flag(b bool) string {
-	if b {
-		return "1"
-	}
-	return "0"
-}
-
-// admitArgs are the arguments shared by the decide and apply scripts:
-// 1 id, 2 score, 3 size, 4 category, 5 hasUser, 6 hasCall, 7 trackType,
-// 8 expireAt, 9 day.
-func (a Artifact) admitArgs() []any {
-	return []any{a.ID, a.Score, a.Size, a.Category, flag(a.User != ""), flag(a.CallID != ""), a.trackType, monthExpiry(a.AcceptedAt), a.AcceptedAt.UTC().Format("20060102")}
-}
 
 // monthExpiry is when a monthly counter may go: ten days after its month
 // ends. It is absolute, so a counter rebuilt for a past month expires at
@@ -203,22 +247,93 @@ func monthExpiry(t time.Time) int64 {
 // once that publish is confirmed.
 var ErrPublishPending = errors.New("the artifact's admission is not published yet")
 
+// ErrHashCollision: another id of the domain has the same 64-bit hash in
+// the same hour (about one chance in 10^9 over a billion recordings). The
+// event is not decided; its media stays, and it reaches the dead letters.
+var ErrHashCollision = errors.New("catalog: another id of the domain has the same hash in this hour")
+
 // ErrIDConflict is the reason recorded when an id is already used by
 // another domain: ids are global.
 const ErrIDConflict = "id_conflict"
 
+// claimed is where an id's claim says its record is.
+type claimed struct {
+	num   int64
+	class string
+	hour  int64
+}
+
+func claimValue(num int64, class string, hour int64) int64 {
+	v := num<<26 | (hour - hour2000)
+	if class == classMessage {
+		v |= 1 << 25
+	}
+	return v
+}
+
+func parseClaim(s string) (claimed, error) {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 {
+		return claimed{}, fmt.Errorf("catalog: malformed id claim %q", s)
+	}
+	cl := claimed{num: v >> 26, class: classRecording, hour: v&(1<<25-1) + hour2000}
+	if v&(1<<25) != 0 {
+		cl.class = classMessage
+	}
+	return cl, nil
+}
+
+// claim registers id for domain at (class, hour) unless the id is claimed
+// already, and returns the domain's number, the claim on record and the
+// domain's call count (read in the same round trip, for the call level).
+// Only admission claims: a request that fails before its event is durably
+// published claims nothing.
+func (c *Catalog) claim(ctx context.Context, id, domain, class string, hour int64) (int64, claimed, int64, error) {
+	num, err := c.domainNumber(ctx, domain)
+	if err != nil {
+		return 0, claimed{}, 0, err
+	}
+	h := hashID(id)
+	pipe := c.rdb.Pipeline()
+	pipe.HSetNX(ctx, c.k.claims(h), h.claim, claimValue(num, class, hour))
+	v := pipe.HGet(ctx, c.k.claims(h), h.claim)
+	count := pipe.Get(ctx, c.k.callCount(domain))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return 0, claimed{}, 0, fmt.Errorf("catalog claim %s: %w", id, err)
+	}
+	cl, err := parseClaim(v.Val())
+	if err != nil {
+		return 0, claimed{}, 0, err
+	}
+	n, _ := strconv.ParseInt(count.Val(), 10, 64)
+	return num, cl, n, nil
+}
+
 // Decide admits or refuses a in one atomic step with its catalog write and
-// records the decision in the artifact hash with the effects still owed.
-// A repeated call (a redelivery) returns the recorded decision with
-// Repeat set, whatever the caps say now.
+// records the decision with the effects still owed. A repeated call (a
+// redelivery) returns the recorded decision with Repeat set, whatever the
+// caps say now.
+//
+// The id is claimed first, in the global registry: the claim names the
+// domain and the hour its record is in. An id another domain owns is
+// refused as id_conflict in this domain's own refusals, so the
+// owner's artifact is neither touched nor revealed.
 func (c *Catalog) Decide(ctx context.Context, a Artifact, cap CapCheck) (Decision, error) {
-	owner, err := c.claimID(ctx, a.ID, a.Domain)
+	p := c.place(a, 0)
+	num, cl, n, err := c.claim(ctx, a.ID, a.Domain, p.class, p.hour)
 	if err != nil {
 		return Decision{}, err
 	}
-	if owner != a.Domain {
-		return c.decideConflict(ctx, a)
+	mode := string(cap.Mode)
+	switch {
+	case cl.num != num:
+		mode = "conflict"
+	case cl.class != p.class || cl.hour != p.hour:
+		// An earlier event of the id, with another time, holds the claim:
+		// its decision stands.
+		return c.repeatAt(ctx, a.Domain, a.ID)
 	}
+	level := callLevel(n)
 	evictBefore := ""
 	if cap.Mode == EvictOldest {
 		evictBefore = strconv.FormatInt(cap.EvictBefore.UnixMilli(), 10)
@@ -227,19 +342,24 @@ func (c *Catalog) Decide(ctx context.Context, a Artifact, cap CapCheck) (Decisio
 		if attempt > 0 {
 			time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond)
 		}
-		victim := ""
-		if cap.Mode == EvictOldest {
-			ids, err := c.rdb.ZRange(ctx, a.trackKey, 0, 0).Result()
+		p = c.place(a, level)
+		victimBucket, victimField := p.bucket, ""
+		if cap.Mode == EvictOldest && mode != "conflict" {
+			zs, err := c.rdb.ZRangeWithScores(ctx, a.trackKey, 0, 0).Result()
 			if err != nil {
 				return Decision{}, fmt.Errorf("catalog decide %s: oldest: %w", a.ID, err)
 			}
-			if len(ids) == 1 {
-				victim = ids[0]
+			if len(zs) == 1 {
+				victimField, _ = zs[0].Member.(string)
+				victimBucket = c.k.bucket(a.Domain, classMessage, floorDiv(int64(zs[0].Score), hourMS))
 			}
 		}
-		keyField, keyValue := storedKey(a.Kind, a.Domain, a.ID, a.ObjectKey)
-		args := append(a.admitArgs(), string(cap.Mode), cap.Limit, evictBefore, victim, a.Kind, keyField, keyValue, a.Seq, a.AcceptedAt.UnixMilli())
-		res, err := c.decide.Run(ctx, c.rdb, c.scriptKeys(a, victim), append(args, a.fields...)...).Slice()
+		keys := []string{p.bucket, p.bitmap, p.uidx, p.callKey, c.k.usage(a.Domain), c.trackOrUsage(a), c.k.daily(a.Domain),
+			c.k.holds(a.Domain), victimBucket, c.k.callCount(a.Domain), c.k.refused(a.Domain)}
+		args := []any{p.field, p.eid, a.packed(StateAdmitted, pendingAdmitted, level), p.bit, p.uscore, p.ch, p.hour, a.Size, a.Category,
+			a.trackType, a.Score, monthExpiry(a.AcceptedAt), a.AcceptedAt.UTC().Format("20060102"), level, mode, string(cap.Mode), cap.Limit,
+			evictBefore, victimField, a.ID, a.AcceptedAt.UnixMilli(), a.refusal().stored("rMP").pack(a.Domain, true)}
+		res, err := c.decide.Run(ctx, c.rdb, keys, args...).Slice()
 		if err != nil {
 			return Decision{}, fmt.Errorf("catalog decide %s: %w", a.ID, err)
 		}
@@ -247,62 +367,51 @@ func (c *Catalog) Decide(ctx context.Context, a Artifact, cap CapCheck) (Decisio
 		case 2:
 			continue // the folder's oldest changed under us: read it again
 		case 3:
-			return Decision{}, fmt.Errorf("catalog decide %s: evict %s: %w", a.ID, victim, ErrPublishPending)
+			return Decision{}, fmt.Errorf("catalog decide %s: evict: %w", a.ID, ErrPublishPending)
+		case 4:
+			s, _ := res[1].(string)
+			level, _ = strconv.Atoi(s)
+			continue // the call index grew a level: place the entry there
+		case 5:
+			return Decision{}, fmt.Errorf("catalog decide %s: %w", a.ID, ErrHashCollision)
 		}
 		return decisionOf(res), nil
 	}
 	return Decision{}, fmt.Errorf("catalog decide %s: the folder kept changing", a.ID)
 }
 
+// ARGV[15] is the script's mode ('conflict' or the cap mode); the cap
+// mode proper is ARGV[16]. (Kept apart so a conflict never reads a cap.)
+
+func (c *Catalog) trackOrUsage(a Artifact) string {
+	if a.trackKey != "" {
+		return a.trackKey
+	}
+	return c.k.usage(a.Domain)
+}
+
 func decisionOf(res []any) Decision {
-	str := func(i int) string { s, _ := res[i].(string); return s }
+	str := func(i int) string {
+		if i >= len(res) {
+			return ""
+		}
+		s, _ := res[i].(string)
+		return s
+	}
 	code, _ := res[0].(int64)
-	d := Decision{Repeat: code == 0, State: State(str(1)), Reason: str(2), Pending: str(3), EvictedID: str(4)}
-	d.TotalBytes, _ = strconv.ParseInt(str(5), 10, 64)
+	d := Decision{Repeat: code == 0, State: State(str(1)), Reason: str(2), Pending: str(3), EvictedID: decodeID(str(4))}
+	d.CallLevel, _ = strconv.Atoi(str(5))
+	d.TotalBytes, _ = strconv.ParseInt(str(6), 10, 64)
 	return d
 }
 
-// decideConflict records the refusal of an id another domain owns. The
-// record lives in this domain's slot, so the owner's artifact is never
-// touched or revealed.
-const conflictScript = `
-local st = redis.call('HGET', KEYS[1], 'st')
-if not st and redis.call('EXISTS', KEYS[1]) == 1 then st = 'a' end
-if st then
-  local f = redis.call('HMGET', KEYS[1], 'rs', 'pe', 'ev')
-  return {0, st, f[1] or '', f[2] or '', f[3] or '', '0'}
-end
-redis.call('HSET', KEYS[1], 'st', 'r', 'rs', 'id_conflict', 'pe', 'MP', 'id', ARGV[1], 'kind', ARGV[2], ARGV[3], ARGV[4],
-  'size', ARGV[5], 'seq', ARGV[6], 'accepted_at', ARGV[7])
-return {1, 'r', 'id_conflict', 'MP', '', '0'}
-`
-
-func (c *Catalog) decideConflict(ctx context.Context, a Artifact) (Decision, error) {
-	keyField, keyValue := storedKey(a.Kind, a.Domain, a.ID, a.ObjectKey)
-	res, err := c.conflict.Run(ctx, c.rdb, []string{c.k.artifact(a.Domain, a.ID)}, a.ID, a.Kind, keyField, keyValue, a.Size, a.Seq, a.AcceptedAt.UnixMilli()).Slice()
+// repeatAt answers the decision recorded where the claim points.
+func (c *Catalog) repeatAt(ctx context.Context, domain, id string) (Decision, error) {
+	s, _, err := c.find(ctx, domain, id)
 	if err != nil {
-		return Decision{}, fmt.Errorf("catalog decide %s: %w", a.ID, err)
+		return Decision{}, fmt.Errorf("catalog decide %s: the id is claimed at another time and %w", id, err)
 	}
-	return decisionOf(res), nil
-}
-
-// claimID registers id -> domain unless another domain holds it, and
-// returns the owner. Only admission claims: a request that fails before
-// its event is durably published claims nothing.
-func (c *Catalog) claimID(ctx context.Context, id, domain string) (string, error) {
-	key := c.k.ids(id)
-	set, err := c.rdb.HSetNX(ctx, key, id, domain).Result()
-	if err != nil {
-		return "", fmt.Errorf("catalog claim %s: %w", id, err)
-	}
-	if set {
-		return domain, nil
-	}
-	owner, err := c.rdb.HGet(ctx, key, id).Result()
-	if err != nil {
-		return "", fmt.Errorf("catalog claim %s: %w", id, err)
-	}
-	return owner, nil
+	return Decision{Repeat: true, State: s.State, Reason: s.Reason, Pending: s.Pending, EvictedID: s.EvictedID, CallLevel: s.Level}, nil
 }
 
 // Record is an artifact's decision record as stored.
@@ -315,59 +424,114 @@ type Record struct {
 	Pending                  string
 	EvictedID                string
 	ObjectKey                string
+	SHA256                   string
 	Size                     int64
+	Seq                      uint64
 	StartedAt                time.Time
+	AcceptedAt               time.Time
 	DeletedAt                time.Time
 }
 
 // ErrNoRecord is returned for an artifact the catalog has never decided.
 var ErrNoRecord = errors.New("catalog: no record")
 
+// find reads the record of id in domain wherever it is: in the bucket its
+// claim names when the domain owns the id, else (or when the bucket has
+// none) in the domain's refusals. It returns the key the record is in.
+func (c *Catalog) find(ctx context.Context, domain, id string) (stored, string, error) {
+	h := hashID(id)
+	pipe := c.rdb.Pipeline()
+	claim := pipe.HGet(ctx, c.k.claims(h), h.claim)
+	refused := pipe.HGet(ctx, c.k.refused(domain), h.field)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return stored{}, "", fmt.Errorf("catalog record %s: %w", id, err)
+	}
+	if claim.Err() == nil {
+		cl, err := parseClaim(claim.Val())
+		if err != nil {
+			return stored{}, "", err
+		}
+		num, ok, err := c.lookupNumber(ctx, domain)
+		if err != nil {
+			return stored{}, "", err
+		}
+		if ok && cl.num == num {
+			key := c.k.bucket(domain, cl.class, cl.hour)
+			s, err := c.storedAt(ctx, domain, id, key, cl.hour)
+			if !errors.Is(err, ErrNoRecord) {
+				return s, key, err
+			}
+		}
+	}
+	if refused.Err() != nil {
+		return stored{}, "", fmt.Errorf("catalog record %s: %w", id, ErrNoRecord)
+	}
+	s, err := unpackStored(domain, 0, refused.Val())
+	if err != nil {
+		return stored{}, "", fmt.Errorf("catalog record %s: %w", id, err)
+	}
+	if s.ID != id {
+		return stored{}, "", fmt.Errorf("catalog record %s: %w", id, ErrNoRecord)
+	}
+	return s, c.k.refused(domain), nil
+}
+
+// storedAt reads and checks the record of id in key.
+func (c *Catalog) storedAt(ctx context.Context, domain, id, key string, hour int64) (stored, error) {
+	raw, err := c.rdb.HGet(ctx, key, hashID(id).field).Result()
+	if errors.Is(err, redis.Nil) {
+		return stored{}, fmt.Errorf("catalog record %s: %w", id, ErrNoRecord)
+	}
+	if err != nil {
+		return stored{}, fmt.Errorf("catalog record %s: %w", id, err)
+	}
+	s, err := unpackStored(domain, hour, raw)
+	if err != nil {
+		return stored{}, fmt.Errorf("catalog record %s: %w", id, err)
+	}
+	if s.ID != id {
+		return stored{}, fmt.Errorf("catalog record %s: %w", id, ErrNoRecord)
+	}
+	return s, nil
+}
+
 // Record reads the decision record of an artifact of any state.
 func (c *Catalog) Record(ctx context.Context, domain, id string) (Record, error) {
-	m, err := c.rdb.HGetAll(ctx, c.k.artifact(domain, id)).Result()
+	s, _, err := c.find(ctx, domain, id)
 	if err != nil {
-		return Record{}, fmt.Errorf("catalog record %s: %w", id, err)
+		return Record{}, err
 	}
-	if len(m) == 0 {
-		return Record{}, fmt.Errorf("catalog record %s: %w", id, ErrNoRecord)
+	reseller, _, err := c.DomainOwner(ctx, domain)
+	if err != nil {
+		return Record{}, err
 	}
-	return recordOf(domain, id, m), nil
+	return s.record(domain, reseller), nil
 }
 
-// recordOf parses the hash of a decision record.
-func recordOf(domain, id string, m map[string]string) Record {
-	st := State(m["st"])
-	if st == "" {
-		st = StateAdmitted
-	}
-	num := func(f string) int64 { v, _ := strconv.ParseInt(m[f], 10, 64); return v }
-	r := Record{
-		ID: id, Domain: domain, User: m["user"], CallID: m["call_id"], Kind: m["kind"], Folder: m["folder"], Mode: m["mode"], Reseller: m["reseller"], State: st, Reason: m["rs"], Rule: m["ru"],
-		Actor: m["ac"], Pending: m["pe"], EvictedID: m["ev"], ObjectKey: objectKeyOf(m, m["kind"], domain, id), Size: num("size"),
-		StartedAt: time.UnixMilli(num("started_at")).UTC(),
-	}
-	if m["dt"] != "" {
-		r.DeletedAt = time.UnixMilli(num("dt")).UTC()
-	}
-	return r
-}
-
-// doneScript removes one effect from the pending list once it is done.
-const doneScript = `
-local pe = redis.call('HGET', KEYS[1], 'pe')
-if not pe then return 0 end
-local i = string.find(pe, ARGV[1], 1, true)
+// doneScript removes one effect from a record's owed effects once it is
+// done.
+const doneScript = recLua + `
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local t = cmsgpack.unpack(raw)
+local i = string.find(t[1], ARGV[2], 2, true)
 if not i then return 0 end
-pe = string.sub(pe, 1, i - 1) .. string.sub(pe, i + 1)
-if pe == '' then redis.call('HDEL', KEYS[1], 'pe') else redis.call('HSET', KEYS[1], 'pe', pe) end
+t[1] = string.sub(t[1], 1, i - 1) .. string.sub(t[1], i + 1)
+redis.call('HSET', KEYS[1], ARGV[1], pk(t))
 return 1
 `
 
 // Done records that one pending effect of an artifact's decision is
 // confirmed. Doing it again is harmless.
 func (c *Catalog) Done(ctx context.Context, domain, id string, effect byte) error {
-	if err := c.done.Run(ctx, c.rdb, []string{c.k.artifact(domain, id)}, string(effect)).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	_, key, err := c.find(ctx, domain, id)
+	if errors.Is(err, ErrNoRecord) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := c.done.Run(ctx, c.rdb, []string{key}, hashID(id).field, string(effect)).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("catalog effect %c of %s: %w", effect, id, err)
 	}
 	return nil

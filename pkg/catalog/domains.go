@@ -40,20 +40,95 @@ func (c *Catalog) DomainOwner(ctx context.Context, domain string) (string, bool,
 
 // ApplyDomain records d unless its domain is already provisioned, and
 // returns the reseller of record. The first provisioning in stream order
-// wins, so a replay settles a race exactly as the live system did.
+// wins, so a replay settles a race exactly as the live system did. The
+// domain gets its number (what id claims name it by) in the same step, so
+// numbers follow the config stream's order and a rebuild gives each
+// domain the number it had.
 func (c *Catalog) ApplyDomain(ctx context.Context, d Domain) (string, error) {
 	meta := d.ProvisionedBy + "|" + strconv.FormatInt(d.ProvisionedAt.UnixMilli(), 10)
-	pipe := c.rdb.TxPipeline()
-	set := pipe.HSetNX(ctx, c.k.domains(), d.Domain, d.Reseller)
-	pipe.HSetNX(ctx, c.k.domainMeta(), d.Domain, meta)
-	owner := pipe.HGet(ctx, c.k.domains(), d.Domain)
-	if _, err := pipe.Exec(ctx); err != nil {
+	owner, err := c.provision.Run(ctx, c.rdb, []string{c.k.domains(), c.k.domainMeta(), c.k.domainNum(), c.k.domainName(), c.k.domainCount()},
+		d.Domain, d.Reseller, meta).Text()
+	if err != nil {
 		return "", fmt.Errorf("catalog provision %s: %w", d.Domain, err)
 	}
-	if set.Val() {
-		return d.Reseller, nil
+	return owner, nil
+}
+
+// numberLua defines number(domain): the domain's number, assigned from
+// the counter when it has none. KEYS 3-5: num, name, seq.
+const numberLua = `
+local function number(domain)
+  local n = redis.call('HGET', KEYS[3], domain)
+  if n then return n end
+  n = redis.call('INCR', KEYS[5])
+  redis.call('HSET', KEYS[3], domain, n)
+  redis.call('HSET', KEYS[4], n, domain)
+  return tostring(n)
+end
+`
+
+const provisionScript = numberLua + `
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
+number(ARGV[1])
+return redis.call('HGET', KEYS[1], ARGV[1])
+`
+
+const numberScript = numberLua + `
+return number(ARGV[1])
+`
+
+// domainNumber is the number of domain, assigned now if it has none (a
+// domain admitted without provisioning: only tools and tests fill a
+// catalog so; the admission consumer waits for provisioning). Numbers
+// never change, so they are remembered.
+func (c *Catalog) domainNumber(ctx context.Context, domain string) (int64, error) {
+	if n, ok := c.nums.Load(domain); ok {
+		return n.(int64), nil
 	}
-	return owner.Val(), nil
+	keys := []string{c.k.domains(), c.k.domainMeta(), c.k.domainNum(), c.k.domainName(), c.k.domainCount()}
+	s, err := c.number.Run(ctx, c.rdb, keys, domain).Text()
+	if err != nil {
+		return 0, fmt.Errorf("catalog domain number %s: %w", domain, err)
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("catalog domain number %s: %q", domain, s)
+	}
+	c.nums.Store(domain, n)
+	return n, nil
+}
+
+// lookupNumber reads the number of domain without assigning one.
+func (c *Catalog) lookupNumber(ctx context.Context, domain string) (int64, bool, error) {
+	if n, ok := c.nums.Load(domain); ok {
+		return n.(int64), true, nil
+	}
+	s, err := c.rdb.HGet(ctx, c.k.domainNum(), domain).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("catalog domain number %s: %w", domain, err)
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("catalog domain number %s: %q", domain, s)
+	}
+	c.nums.Store(domain, n)
+	return n, true, nil
+}
+
+// domainNamed is the domain a number stands for.
+func (c *Catalog) domainNamed(ctx context.Context, n int64) (string, error) {
+	d, err := c.rdb.HGet(ctx, c.k.domainName(), strconv.FormatInt(n, 10)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("catalog domain number %d: %w", n, err)
+	}
+	return d, nil
 }
 
 // GetDomain reads one provisioned domain.

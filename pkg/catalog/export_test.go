@@ -1,4 +1,15 @@
 package catalog
 
-// ClaimID exposes admission's id claim to the package's tests.
-var ClaimID = (*Catalog).claimID
+import (
+	"context"
+	"time"
+)
+
+// ClaimID runs admission's id claim and returns the domain on record.
+func ClaimID(c *Catalog, ctx context.Context, id, domain string) (string, error) {
+	_, cl, _, err := c.claim(ctx, id, domain, classRecording, hourOf(time.Now()))
+	if err != nil {
+		return "", err
+	}
+	return c.domainNamed(ctx, cl.num)
+}

@@ -45,26 +45,27 @@ type DeleteResult struct {
 
 // gateScript checks holds and the minimum and removes the artifact in one
 // atomic step, marking its record deleted with the effects still owed.
-// KEYS: 1 art, 2 holds, 3 idx, 4 uidx, 5 call, 6 usage, 7 track.
-// ARGV: 1 id, 2 minimum ends (ms, ” for explicit), 3 now (ms), 4 reason,
-// 5 rule, 6 actor, 7 kind, 8 user, 9 call, 10 track type, 11 check ('1'
-// decides; '0' applies a recorded tombstone), 12 pending, 13 category.
-const gateScript = heldLua + removeLua + `
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'absent'} end
-local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'user', 'call_id', 'size', 'pe')
-local st = f[1] or 'a'
+// KEYS: 1 bucket, 2 holds, 3 user index, 4 call bucket, 5 usage, 6 track.
+// ARGV: 1 field, 2 encoded id, 3 minimum ends (ms, ” for explicit), 4 now
+// (ms), 5 reason, 6 rule, 7 actor, 8 check ('1' decides; '0' applies a
+// recorded tombstone), 9 pending, 10 category, 11 track type, 12 call
+// field, 13 hour.
+const gateScript = recLua + indexLua + `
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return {'absent'} end
+local t = cmsgpack.unpack(raw)
+if t[2] ~= ARGV[2] then return {'absent'} end
+local st = string.sub(t[1], 1, 1)
 if st == 'd' then return {'already_deleted'} end
 if st == 'r' then return {'absent'} end
-if (f[2] or '') ~= ARGV[7] or (f[3] or '') ~= ARGV[8] or (f[4] or '') ~= ARGV[9] then return {'moved'} end
-if ARGV[11] == '1' then
-  local h = held(KEYS[2], ARGV[8], ARGV[9])
+if ARGV[8] == '1' then
+  local h = held(KEYS[2], t[6], callOf(t))
   if h then return {'held', h} end
-  if ARGV[2] ~= '' and tonumber(ARGV[3]) < tonumber(ARGV[2]) then return {'within_minimum'} end
-  if string.find(f[6] or '', 'P', 1, true) then return {'publish_pending'} end
+  if ARGV[3] ~= '' and tonumber(ARGV[4]) < tonumber(ARGV[3]) then return {'within_minimum'} end
+  if string.find(t[1], 'P', 2, true) then return {'publish_pending'} end
 end
-remove(KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[10], ARGV[1], tonumber(f[5] or '0'), ARGV[13])
-redis.call('HSET', KEYS[1], 'st', 'd', 'rs', ARGV[4], 'ru', ARGV[5], 'ac', ARGV[6], 'dt', ARGV[3])
-if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'pe', ARGV[12]) else redis.call('HDEL', KEYS[1], 'pe') end
+unindex(t, ARGV[1], KEYS[3], KEYS[4], ARGV[12], ARGV[13], KEYS[5], KEYS[6], ARGV[11], ARGV[10])
+redis.call('HSET', KEYS[1], ARGV[1], markDeleted(t, ARGV[9], ARGV[5], ARGV[6], ARGV[7], ARGV[4]))
 return {'deleted'}
 `
 
@@ -91,86 +92,88 @@ func (c *Catalog) ApplyDeleted(ctx context.Context, domain, id string, at time.T
 }
 
 func (c *Catalog) gate(ctx context.Context, domain, id string, check bool, pending, minEnds string, now time.Time, reason, rule, actor string) (DeleteResult, error) {
-	for attempt := 0; attempt < 4; attempt++ {
-		rec, err := c.Record(ctx, domain, id)
-		if errors.Is(err, ErrNoRecord) {
-			return DeleteResult{Outcome: Absent}, nil
-		}
+	st, key, err := c.find(ctx, domain, id)
+	if errors.Is(err, ErrNoRecord) {
+		return DeleteResult{Outcome: Absent}, nil
+	}
+	if err != nil {
+		return DeleteResult{}, err
+	}
+	reseller, _, err := c.DomainOwner(ctx, domain)
+	if err != nil {
+		return DeleteResult{}, err
+	}
+	rec := st.record(domain, reseller)
+	switch {
+	case st.State == StateDeleted:
+		return DeleteResult{Outcome: AlreadyDeleted, Record: rec}, nil
+	case st.State == StateRefused || key == c.k.refused(domain):
+		return DeleteResult{Outcome: Absent, Record: rec}, nil
+	}
+	g := c.gateOf(domain, st)
+	res, err := c.gateS.Run(ctx, c.rdb, g.keys, g.field, encodeID(id), minEnds, now.UnixMilli(), reason, rule, actor, flag(check), pending,
+		g.category, g.trackType, g.ch, g.hour).StringSlice()
+	if err != nil {
+		return DeleteResult{}, fmt.Errorf("catalog delete %s: %w", id, err)
+	}
+	switch DeleteOutcome(res[0]) {
+	case "publish_pending":
+		return DeleteResult{}, fmt.Errorf("catalog delete %s: %w", id, ErrPublishPending)
+	case Held:
+		return DeleteResult{Outcome: Held, HoldID: res[1], Record: rec}, nil
+	case Deleted, AlreadyDeleted:
+		rec, err = c.Record(ctx, domain, id)
 		if err != nil {
 			return DeleteResult{}, err
 		}
-		switch rec.State {
-		case StateDeleted:
-			return DeleteResult{Outcome: AlreadyDeleted, Record: rec}, nil
-		case StateRefused:
-			return DeleteResult{Outcome: Absent, Record: rec}, nil
-		}
-		keys, trackType, category := c.gateKeys(rec)
-		res, err := c.gateS.Run(ctx, c.rdb, keys, id, minEnds, now.UnixMilli(), reason, rule, actor, rec.Kind, rec.User, rec.CallID,
-			trackType, flag(check), pending, category).StringSlice()
-		if err != nil {
-			return DeleteResult{}, fmt.Errorf("catalog delete %s: %w", id, err)
-		}
-		switch DeleteOutcome(res[0]) {
-		case "moved":
-			continue
-		case "publish_pending":
-			return DeleteResult{}, fmt.Errorf("catalog delete %s: %w", id, ErrPublishPending)
-		case Held:
-			return DeleteResult{Outcome: Held, HoldID: res[1], Record: rec}, nil
-		case Deleted, AlreadyDeleted:
-			rec, err = c.Record(ctx, domain, id)
-			if err != nil {
-				return DeleteResult{}, err
-			}
-			return DeleteResult{Outcome: DeleteOutcome(res[0]), Record: rec}, nil
-		default:
-			return DeleteResult{Outcome: DeleteOutcome(res[0]), Record: rec}, nil
-		}
+		return DeleteResult{Outcome: DeleteOutcome(res[0]), Record: rec}, nil
+	default:
+		return DeleteResult{Outcome: DeleteOutcome(res[0]), Record: rec}, nil
 	}
-	return DeleteResult{}, fmt.Errorf("catalog delete %s: the record kept changing", id)
 }
 
-// gateKeys derives the keys a deletion touches from the record: its
-// indexes, call set, usage and cap-tracking set.
-func (c *Catalog) gateKeys(rec Record) ([]string, string, string) {
-	art, none := c.k.artifact(rec.Domain, rec.ID), c.k.absent(rec.Domain)
-	uidx, call, track, trackType := none, none, none, ""
-	if rec.User != "" {
-		uidx = c.k.userIndex(rec.Domain, rec.User, rec.Kind)
+func flag(b bool) string {
+	if b {
+		return "1"
 	}
-	if rec.CallID != "" {
-		call = c.k.call(rec.Domain, rec.CallID)
+	return "0"
+}
+
+// gated is what the gate script is given for one record: the keys its
+// deletion touches and the arguments that name its entries.
+type gated struct {
+	keys                       []string
+	field, category, trackType string
+	ch, hour                   string
+}
+
+// gateOf derives them from a stored record: its bucket, user index, call
+// entry, usage and cap-tracking set. Every one follows from fields that
+// never change once the record is written.
+func (c *Catalog) gateOf(domain string, s stored) gated {
+	a := Artifact{ID: s.ID, Domain: domain, User: s.User, Kind: s.Kind, Score: s.At.UnixMilli()}
+	if s.Kind == KindRecording {
+		a.CallID = s.CallID
 	}
 	category := KindRecording
-	if rec.Kind != KindRecording {
-		m := Message{Kind: rec.Kind}
+	if s.Kind != KindRecording {
+		m := Message{Kind: s.Kind, Domain: domain, User: s.User, Folder: s.Folder}
 		category = m.Category()
-		switch {
-		case rec.Kind == "voicemail" || rec.Kind == "fax_received":
-			track, trackType = c.BoxKey(rec.Domain, rec.User), trackSet
-		case rec.Kind == "sms":
-			if rec.Folder != "" {
-				track, trackType = c.FolderKey(rec.Domain, rec.User, rec.Folder), trackSet
-			}
-		}
+		a = c.MessageArtifact(Message{ID: s.ID, Domain: domain, User: s.User, Kind: s.Kind, Folder: s.Folder, ReceivedAt: s.At})
 	}
-	return []string{art, c.k.holds(rec.Domain), c.k.index(rec.Domain, rec.Kind), uidx, call, c.k.usage(rec.Domain), track}, trackType, category
+	return c.gateOfArtifact(a, s.Level, category)
 }
 
-// gateKeysOf is gateKeys for an artifact being admitted: the keys its
+// gateOfArtifact is gateOf for an artifact being admitted: what its
 // deletion touches once it is written.
-func (c *Catalog) gateKeysOf(a Artifact) ([]string, string, string) {
-	art, none := c.k.artifact(a.Domain, a.ID), c.k.absent(a.Domain)
-	uidx, call, track, trackType := none, none, none, ""
-	if a.User != "" {
-		uidx = c.k.userIndex(a.Domain, a.User, a.Kind)
-	}
-	if a.CallID != "" {
-		call = c.k.call(a.Domain, a.CallID)
-	}
+func (c *Catalog) gateOfArtifact(a Artifact, level int, category string) gated {
+	p := c.place(a, level)
+	track, trackType := c.k.absent(a.Domain), ""
 	if a.trackType == trackSet {
 		track, trackType = a.trackKey, trackSet
 	}
-	return []string{art, c.k.holds(a.Domain), c.k.index(a.Domain, a.Kind), uidx, call, c.k.usage(a.Domain), track}, trackType, a.Category
+	return gated{
+		keys:  []string{p.bucket, c.k.holds(a.Domain), p.uidx, p.callKey, c.k.usage(a.Domain), track},
+		field: p.field, category: category, trackType: trackType, ch: p.ch, hour: strconv.FormatInt(p.hour, 10),
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,6 +70,58 @@ func (c cursor) before(score int64, id string) bool {
 	return score < c.score || (score == c.score && id < c.id)
 }
 
+// item is one listed recording and its place in the order.
+type item struct {
+	score int64
+	id    string
+	s     stored
+}
+
+func sortItems(items []item) {
+	slices.SortFunc(items, func(a, b item) int {
+		if a.score != b.score {
+			if a.score > b.score {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(b.id, a.id)
+	})
+}
+
+// bounds is the time window of a query and its cursor: items sort by
+// (started_at, id) descending, and a page holds those before the cursor.
+type bounds struct {
+	from, to   int64 // ms; to is exclusive
+	cur        cursor
+	hasCur     bool
+	user, call string
+}
+
+func (b bounds) keep(it item) bool {
+	switch {
+	case it.score < b.from || it.score >= b.to:
+		return false
+	case b.hasCur && !b.cur.before(it.score, it.id):
+		return false
+	case b.user != "" && it.s.User != b.user:
+		return false
+	case b.call != "" && it.s.CallID != b.call:
+		return false
+	}
+	return it.s.State == StateAdmitted && it.s.Kind == KindRecording
+}
+
+// top is the newest time a listing starts from: the cursor, the upper
+// bound, or a day past now (ingest accepts that much clock skew).
+func (b bounds) top() int64 {
+	t := b.to - 1
+	if b.hasCur && b.cur.score < t {
+		t = b.cur.score
+	}
+	return t
+}
+
 // ListRecordings returns one page of q.
 func (c *Catalog) ListRecordings(ctx context.Context, q Query) (Page, error) {
 	cur, hasCur, err := decodeCursor(q.Cursor)
@@ -78,145 +131,266 @@ func (c *Catalog) ListRecordings(ctx context.Context, q Query) (Page, error) {
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}
-	var ids []scored
-	if q.CallID != "" {
-		ids, err = c.callMembers(ctx, q, cur, hasCur)
-	} else {
-		ids, err = c.rangeIndex(ctx, q, cur, hasCur)
+	b := bounds{from: math.MinInt64, to: time.Now().Add(48 * time.Hour).UnixMilli(), cur: cur, hasCur: hasCur, user: q.User, call: q.CallID}
+	if !q.From.IsZero() {
+		b.from = q.From.UnixMilli()
+	}
+	if !q.To.IsZero() && q.To.UnixMilli() < b.to {
+		b.to = q.To.UnixMilli()
+	}
+	want := q.Limit + 1
+	var items []item
+	switch {
+	case q.CallID != "":
+		items, err = c.callItems(ctx, q.Domain, b)
+	case q.User != "":
+		items, err = c.userItems(ctx, q.Domain, b, want)
+	default:
+		items, err = c.domainItems(ctx, q.Domain, b, want)
 	}
 	if err != nil {
 		return Page{}, err
 	}
-	recs, err := c.load(ctx, q.Domain, ids)
+	sortItems(items)
+	reseller, _, err := c.DomainOwner(ctx, q.Domain)
 	if err != nil {
 		return Page{}, err
 	}
 	page := Page{}
-	for _, r := range recs {
-		if q.User != "" && r.User != q.User {
-			continue
-		}
-		if len(page.Recordings) == q.Limit {
+	for i, it := range items {
+		if i == q.Limit {
 			last := page.Recordings[len(page.Recordings)-1]
 			page.Next = cursor{score: last.StartedAt.UnixMilli(), id: last.ID}.encode()
 			break
 		}
-		page.Recordings = append(page.Recordings, r)
+		page.Recordings = append(page.Recordings, it.s.recording(q.Domain, reseller))
 	}
 	return page, nil
 }
 
-type scored struct {
-	id    string
-	score int64
+// decodeBucket turns a bucket's records into the items the bounds keep.
+func decodeBucket(domain string, hour int64, m map[string]string, b bounds, out []item) ([]item, error) {
+	for _, raw := range m {
+		s, err := unpackStored(domain, hour, raw)
+		if err != nil {
+			return out, fmt.Errorf("catalog list %s: %w", domain, err)
+		}
+		it := item{score: s.At.UnixMilli(), id: s.ID, s: s}
+		if b.keep(it) {
+			out = append(out, it)
+		}
+	}
+	return out, nil
 }
 
-// rangeIndex walks the user's or the domain's time index from the cursor
-// (or the upper bound) downwards and returns up to Limit+1 ids.
-func (c *Catalog) rangeIndex(ctx context.Context, q Query, cur cursor, hasCur bool) ([]scored, error) {
-	key := c.k.index(q.Domain, KindRecording)
-	if q.User != "" {
-		key = c.k.userIndex(q.Domain, q.User, KindRecording)
+// domainItems walks the domain's hour buckets from the newest the bounds
+// allow downwards. Buckets do not overlap in time, so once a bucket is
+// read with enough items before it, no older bucket can come first.
+func (c *Catalog) domainItems(ctx context.Context, domain string, b bounds, want int) ([]item, error) {
+	first, err := c.firstYear(ctx, domain)
+	if err != nil || first == 0 {
+		return nil, err
 	}
-	maxS := "+inf"
-	if !q.To.IsZero() {
-		maxS = "(" + strconv.FormatInt(q.To.UnixMilli(), 10)
-	}
-	if hasCur && (q.To.IsZero() || cur.score < q.To.UnixMilli()) {
-		maxS = strconv.FormatInt(cur.score, 10)
-	}
-	minS := "-inf"
-	if !q.From.IsZero() {
-		minS = strconv.FormatInt(q.From.UnixMilli(), 10)
-	}
-	want := q.Limit + 1
-	var out []scored
-	const batch = 256
-	for offset := int64(0); len(out) < want; offset += batch {
-		zs, err := c.rdb.ZRevRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Max: maxS, Min: minS, Offset: offset, Count: batch}).Result()
+	hi := floorDiv(b.top(), hourMS)
+	lo := floorDiv(max(b.from, time.Date(first, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()), hourMS)
+	var out []item
+	batch := 4
+	for year := time.UnixMilli(hi * hourMS).UTC().Year(); year >= first && hi >= lo; year-- {
+		hours, err := c.yearHours(ctx, domain, year, lo, hi)
 		if err != nil {
-			return nil, fmt.Errorf("catalog list %s: %w", q.Domain, err)
+			return nil, err
 		}
-		for _, z := range zs {
-			id, _ := z.Member.(string)
-			s := int64(z.Score)
-			if hasCur && !cur.before(s, id) {
-				continue
+		for len(hours) > 0 {
+			n := min(batch, len(hours))
+			pipe := c.rdb.Pipeline()
+			cmds := make([]*redis.MapStringStringCmd, n)
+			for i, h := range hours[:n] {
+				cmds[i] = pipe.HGetAll(ctx, c.k.bucket(domain, classRecording, h))
 			}
-			out = append(out, scored{id: id, score: s})
-			if len(out) == want {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return nil, fmt.Errorf("catalog list %s: %w", domain, err)
+			}
+			for i, cmd := range cmds {
+				if out, err = decodeBucket(domain, hours[i], cmd.Val(), b, out); err != nil {
+					return nil, err
+				}
+				if len(out) >= want {
+					return out, nil
+				}
+			}
+			hours = hours[n:]
+			batch = min(batch*2, 64)
+		}
+		hi = time.Date(year, 1, 1, 0, 0, 0, 0, time.UTC).Unix()/3600 - 1
+	}
+	return out, nil
+}
+
+// yearHours reads the hours of one year's bitmap in [lo, hi] that hold
+// records, newest first.
+func (c *Catalog) yearHours(ctx context.Context, domain string, year int, lo, hi int64) ([]int64, error) {
+	key, _ := c.k.hourBit(domain, classRecording, time.Date(year, 1, 1, 0, 0, 0, 0, time.UTC).Unix()/3600)
+	bits, err := c.rdb.Get(ctx, key).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("catalog list %s: %w", domain, err)
+	}
+	base := time.Date(year, 1, 1, 0, 0, 0, 0, time.UTC).Unix() / 3600
+	var out []int64
+	for i := len(bits)*8 - 1; i >= 0; i-- {
+		if bits[i/8]&(0x80>>(i%8)) == 0 {
+			continue
+		}
+		h := base + int64(i)
+		if h >= lo && h <= hi {
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}
+
+// firstYear is the earliest year the domain has recordings in (0: none).
+func (c *Catalog) firstYear(ctx context.Context, domain string) (int, error) {
+	last := time.Now().UTC().Year() + 1
+	pipe := c.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, 0, last-1999)
+	for y := 2000; y <= last; y++ {
+		key, _ := c.k.hourBit(domain, classRecording, time.Date(y, 1, 1, 0, 0, 0, 0, time.UTC).Unix()/3600)
+		cmds = append(cmds, pipe.Exists(ctx, key))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("catalog list %s: %w", domain, err)
+	}
+	for i, cmd := range cmds {
+		if cmd.Val() == 1 {
+			return 2000 + i, nil
+		}
+	}
+	return 0, nil
+}
+
+// userItems walks the user's monthly indexes from the newest month the
+// bounds allow downwards, reading the records each names.
+func (c *Catalog) userItems(ctx context.Context, domain string, b bounds, want int) ([]item, error) {
+	first, err := c.firstYear(ctx, domain)
+	if err != nil || first == 0 {
+		return nil, err
+	}
+	floor := max(b.from, time.Date(first, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
+	var out []item
+	for m := monthStart(time.UnixMilli(b.top())); m.UnixMilli()+31*24*hourMS > floor; m = m.AddDate(0, -1, 0) {
+		start := m.UnixMilli()
+		key := c.k.userIndex(domain, b.user, monthOf(m))
+		maxS := strconv.FormatInt(b.top()-start, 10)
+		minS := "0"
+		if b.from > start {
+			minS = strconv.FormatInt(b.from-start, 10)
+		}
+		var offset int64
+		for {
+			zs, err := c.rdb.ZRevRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Max: maxS, Min: minS, Offset: offset, Count: 256}).Result()
+			if err != nil {
+				return nil, fmt.Errorf("catalog list %s user %s: %w", domain, b.user, err)
+			}
+			if out, err = c.loadIndexed(ctx, domain, start, zs, b, out); err != nil {
+				return nil, err
+			}
+			offset += int64(len(zs))
+			if len(zs) < 256 {
+				break
+			}
+			// Enough, unless the next entries tie with the last kept one.
+			if len(out) >= want && int64(zs[len(zs)-1].Score)+start < out[want-1].score {
 				break
 			}
 		}
-		if len(zs) < batch {
-			break
+		if len(out) >= want {
+			return out, nil // months do not overlap: no older one comes first
 		}
 	}
 	return out, nil
 }
 
-// callMembers reads a call's recordings (a handful), filters and sorts them.
-func (c *Catalog) callMembers(ctx context.Context, q Query, cur cursor, hasCur bool) ([]scored, error) {
-	ids, err := c.rdb.SMembers(ctx, c.k.call(q.Domain, q.CallID)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("catalog list %s call %s: %w", q.Domain, q.CallID, err)
+// loadIndexed reads the records an index names (member: the id's hash,
+// score: ms since start) from their hour buckets.
+func (c *Catalog) loadIndexed(ctx context.Context, domain string, start int64, zs []redis.Z, b bounds, out []item) ([]item, error) {
+	if len(zs) == 0 {
+		return out, nil
 	}
-	scores := make([]*redis.FloatCmd, len(ids))
 	pipe := c.rdb.Pipeline()
-	for i, id := range ids {
-		scores[i] = pipe.ZScore(ctx, c.k.index(q.Domain, KindRecording), id)
+	cmds := make([]*redis.StringCmd, len(zs))
+	hours := make([]int64, len(zs))
+	for i, z := range zs {
+		field, _ := z.Member.(string)
+		hours[i] = floorDiv(start+int64(z.Score), hourMS)
+		cmds[i] = pipe.HGet(ctx, c.k.bucket(domain, classRecording, hours[i]), field)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("catalog list %s call %s: %w", q.Domain, q.CallID, err)
+		return nil, fmt.Errorf("catalog list %s: %w", domain, err)
 	}
-	var out []scored
-	for i, id := range ids {
-		f, err := scores[i].Result()
+	for i, cmd := range cmds {
+		if cmd.Err() != nil {
+			continue // deleted between the index read and the load
+		}
+		s, err := unpackStored(domain, hours[i], cmd.Val())
 		if err != nil {
-			continue // removed from the index: deleted
+			return nil, fmt.Errorf("catalog list %s: %w", domain, err)
 		}
-		s := int64(f)
-		if (!q.From.IsZero() && s < q.From.UnixMilli()) || (!q.To.IsZero() && s >= q.To.UnixMilli()) {
-			continue
+		it := item{score: s.At.UnixMilli(), id: s.ID, s: s}
+		if b.keep(it) {
+			out = append(out, it)
 		}
-		if hasCur && !cur.before(s, id) {
-			continue
-		}
-		out = append(out, scored{id: id, score: s})
-	}
-	slices.SortFunc(out, func(a, b scored) int {
-		if a.score != b.score {
-			if a.score > b.score {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(b.id, a.id)
-	})
-	if q.User == "" && len(out) > q.Limit+1 { // the user filter runs after the load: keep them all
-		out = out[:q.Limit+1]
 	}
 	return out, nil
 }
 
-func (c *Catalog) load(ctx context.Context, domain string, ids []scored) ([]Recording, error) {
-	cmds := make([]*redis.MapStringStringCmd, len(ids))
+// callItems reads a call's entry at every level of the call index, then
+// the buckets of the hours it names.
+func (c *Catalog) callItems(ctx context.Context, domain string, b bounds) ([]item, error) {
+	n, err := c.rdb.Get(ctx, c.k.callCount(domain)).Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("catalog list %s call: %w", domain, err)
+	}
+	top := callLevel(n)
 	pipe := c.rdb.Pipeline()
-	for i, s := range ids {
-		cmds[i] = pipe.HGetAll(ctx, c.k.artifact(domain, s.id))
+	cmds := make([]*redis.StringCmd, 0, top+1)
+	for l := 0; l <= top; l++ {
+		key, field := c.k.callKey(domain, b.call, l)
+		cmds = append(cmds, pipe.HGet(ctx, key, field))
 	}
-	if len(ids) > 0 {
-		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("catalog load %s: %w", domain, err)
-		}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("catalog list %s call: %w", domain, err)
 	}
-	out := make([]Recording, 0, len(ids))
+	seen := map[int64]bool{}
+	var hours []int64
 	for _, cmd := range cmds {
-		r, err := parseRecording(cmd.Val())
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted between the index read and the load
+		for _, p := range strings.Split(cmd.Val(), ",") {
+			h, err := strconv.ParseInt(p, 10, 64)
+			if err != nil || seen[h] || (h+1)*hourMS <= b.from || h*hourMS > b.top() {
+				continue
+			}
+			seen[h] = true
+			hours = append(hours, h)
 		}
-		out = append(out, r)
+	}
+	if len(hours) == 0 {
+		return nil, nil
+	}
+	pipe = c.rdb.Pipeline()
+	buckets := make([]*redis.MapStringStringCmd, len(hours))
+	for i, h := range hours {
+		buckets[i] = pipe.HGetAll(ctx, c.k.bucket(domain, classRecording, h))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("catalog list %s call: %w", domain, err)
+	}
+	var out []item
+	for i, cmd := range buckets {
+		if out, err = decodeBucket(domain, hours[i], cmd.Val(), b, out); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

@@ -640,8 +640,11 @@ type ArtifactAdmitted struct {
 	EvictedArtifactId string `protobuf:"bytes,5,opt,name=evicted_artifact_id,json=evictedArtifactId,proto3" json:"evicted_artifact_id,omitempty"`
 	// When the ingest event was accepted (months and minimums count from it).
 	IngestAcceptedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=ingest_accepted_at,json=ingestAcceptedAt,proto3" json:"ingest_accepted_at,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The level of the domain's call index the recording's call entry went
+	// to, so a replay puts it where the live admission did.
+	CallIndexLevel uint32 `protobuf:"varint,7,opt,name=call_index_level,json=callIndexLevel,proto3" json:"call_index_level,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ArtifactAdmitted) Reset() {
@@ -725,6 +728,13 @@ func (x *ArtifactAdmitted) GetIngestAcceptedAt() *timestamppb.Timestamp {
 		return x.IngestAcceptedAt
 	}
 	return nil
+}
+
+func (x *ArtifactAdmitted) GetCallIndexLevel() uint32 {
+	if x != nil {
+		return x.CallIndexLevel
+	}
+	return 0
 }
 
 type isArtifactAdmitted_Artifact interface {
@@ -1109,8 +1119,11 @@ type AdmissionRefused struct {
 	Media *MediaObject `protobuf:"bytes,6,opt,name=media,proto3" json:"media,omitempty"`
 	// When the ingest event was accepted.
 	IngestAcceptedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=ingest_accepted_at,json=ingestAcceptedAt,proto3" json:"ingest_accepted_at,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The artifact's own time (started_at or received_at): the refused id's
+	// claim names its hour, as the live decision's did.
+	ArtifactTime  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=artifact_time,json=artifactTime,proto3" json:"artifact_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AdmissionRefused) Reset() {
@@ -1188,6 +1201,13 @@ func (x *AdmissionRefused) GetMedia() *MediaObject {
 func (x *AdmissionRefused) GetIngestAcceptedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.IngestAcceptedAt
+	}
+	return nil
+}
+
+func (x *AdmissionRefused) GetArtifactTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ArtifactTime
 	}
 	return nil
 }
@@ -2211,14 +2231,15 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"artifactId\x12\x12\n" +
 	"\x04type\x18\x06 \x01(\tR\x04type\x12%\n" +
 	"\x0eschema_version\x18\a \x01(\rR\rschemaVersionB\x06\n" +
-	"\x04body\"\xf7\x02\n" +
+	"\x04body\"\xa1\x03\n" +
 	"\x10ArtifactAdmitted\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.callvault.event.v1.DataKindR\x04kind\x12'\n" +
 	"\x0fingest_sequence\x18\x02 \x01(\x04R\x0eingestSequence\x12C\n" +
 	"\trecording\x18\x03 \x01(\v2#.callvault.event.v1.RecordingStoredH\x00R\trecording\x12=\n" +
 	"\amessage\x18\x04 \x01(\v2!.callvault.event.v1.MessageStoredH\x00R\amessage\x12.\n" +
 	"\x13evicted_artifact_id\x18\x05 \x01(\tR\x11evictedArtifactId\x12H\n" +
-	"\x12ingest_accepted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x10ingestAcceptedAtB\n" +
+	"\x12ingest_accepted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x10ingestAcceptedAt\x12(\n" +
+	"\x10call_index_level\x18\a \x01(\rR\x0ecallIndexLevelB\n" +
 	"\n" +
 	"\bartifact\"\xf2\x01\n" +
 	"\x0fRecordingStored\x12\x17\n" +
@@ -2256,7 +2277,7 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\x05actor\x18\x05 \x01(\tR\x05actor\x12\x1f\n" +
 	"\vfreed_bytes\x18\x06 \x01(\x03R\n" +
 	"freedBytes\x125\n" +
-	"\x05media\x18\a \x01(\v2\x1f.callvault.event.v1.MediaObjectR\x05media\"\xbf\x02\n" +
+	"\x05media\x18\a \x01(\v2\x1f.callvault.event.v1.MediaObjectR\x05media\"\x80\x03\n" +
 	"\x10AdmissionRefused\x12\x1f\n" +
 	"\vartifact_id\x18\x01 \x01(\tR\n" +
 	"artifactId\x120\n" +
@@ -2265,7 +2286,8 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\x06detail\x18\x04 \x01(\tR\x06detail\x12'\n" +
 	"\x0fingest_sequence\x18\x05 \x01(\x04R\x0eingestSequence\x125\n" +
 	"\x05media\x18\x06 \x01(\v2\x1f.callvault.event.v1.MediaObjectR\x05media\x12H\n" +
-	"\x12ingest_accepted_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x10ingestAcceptedAt\"\xa6\x02\n" +
+	"\x12ingest_accepted_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x10ingestAcceptedAt\x12?\n" +
+	"\rartifact_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fartifactTime\"\xa6\x02\n" +
 	"\rConfigChanged\x12\x16\n" +
 	"\x06entity\x18\x01 \x01(\tR\x06entity\x12\x1b\n" +
 	"\tentity_id\x18\x02 \x01(\tR\bentityId\x12\x14\n" +
@@ -2451,28 +2473,29 @@ var file_callvault_event_v1_event_proto_depIdxs = []int32{
 	0,  // 26: callvault.event.v1.AdmissionRefused.kind:type_name -> callvault.event.v1.DataKind
 	4,  // 27: callvault.event.v1.AdmissionRefused.media:type_name -> callvault.event.v1.MediaObject
 	23, // 28: callvault.event.v1.AdmissionRefused.ingest_accepted_at:type_name -> google.protobuf.Timestamp
-	13, // 29: callvault.event.v1.ConfigChanged.before:type_name -> callvault.event.v1.ConfigPayload
-	13, // 30: callvault.event.v1.ConfigChanged.after:type_name -> callvault.event.v1.ConfigPayload
-	19, // 31: callvault.event.v1.ConfigPayload.domain:type_name -> callvault.event.v1.DomainRecord
-	14, // 32: callvault.event.v1.ConfigPayload.hold:type_name -> callvault.event.v1.LegalHold
-	17, // 33: callvault.event.v1.ConfigPayload.override:type_name -> callvault.event.v1.RetentionOverride
-	18, // 34: callvault.event.v1.ConfigPayload.bundle:type_name -> callvault.event.v1.BundleAssignment
-	23, // 35: callvault.event.v1.LegalHold.placed_at:type_name -> google.protobuf.Timestamp
-	0,  // 36: callvault.event.v1.RetentionOverride.kind:type_name -> callvault.event.v1.DataKind
-	15, // 37: callvault.event.v1.RetentionOverride.min_storage:type_name -> callvault.event.v1.CalendarDuration
-	15, // 38: callvault.event.v1.RetentionOverride.retention:type_name -> callvault.event.v1.CalendarDuration
-	16, // 39: callvault.event.v1.RetentionOverride.cap:type_name -> callvault.event.v1.OverrideCap
-	23, // 40: callvault.event.v1.RetentionOverride.updated_at:type_name -> google.protobuf.Timestamp
-	23, // 41: callvault.event.v1.BundleAssignment.assigned_at:type_name -> google.protobuf.Timestamp
-	23, // 42: callvault.event.v1.DomainRecord.provisioned_at:type_name -> google.protobuf.Timestamp
-	23, // 43: callvault.event.v1.TokenIssued.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 44: callvault.event.v1.TokenIssued.issued_at:type_name -> google.protobuf.Timestamp
-	23, // 45: callvault.event.v1.TokenRevoked.revoked_at:type_name -> google.protobuf.Timestamp
-	46, // [46:46] is the sub-list for method output_type
-	46, // [46:46] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	23, // 29: callvault.event.v1.AdmissionRefused.artifact_time:type_name -> google.protobuf.Timestamp
+	13, // 30: callvault.event.v1.ConfigChanged.before:type_name -> callvault.event.v1.ConfigPayload
+	13, // 31: callvault.event.v1.ConfigChanged.after:type_name -> callvault.event.v1.ConfigPayload
+	19, // 32: callvault.event.v1.ConfigPayload.domain:type_name -> callvault.event.v1.DomainRecord
+	14, // 33: callvault.event.v1.ConfigPayload.hold:type_name -> callvault.event.v1.LegalHold
+	17, // 34: callvault.event.v1.ConfigPayload.override:type_name -> callvault.event.v1.RetentionOverride
+	18, // 35: callvault.event.v1.ConfigPayload.bundle:type_name -> callvault.event.v1.BundleAssignment
+	23, // 36: callvault.event.v1.LegalHold.placed_at:type_name -> google.protobuf.Timestamp
+	0,  // 37: callvault.event.v1.RetentionOverride.kind:type_name -> callvault.event.v1.DataKind
+	15, // 38: callvault.event.v1.RetentionOverride.min_storage:type_name -> callvault.event.v1.CalendarDuration
+	15, // 39: callvault.event.v1.RetentionOverride.retention:type_name -> callvault.event.v1.CalendarDuration
+	16, // 40: callvault.event.v1.RetentionOverride.cap:type_name -> callvault.event.v1.OverrideCap
+	23, // 41: callvault.event.v1.RetentionOverride.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 42: callvault.event.v1.BundleAssignment.assigned_at:type_name -> google.protobuf.Timestamp
+	23, // 43: callvault.event.v1.DomainRecord.provisioned_at:type_name -> google.protobuf.Timestamp
+	23, // 44: callvault.event.v1.TokenIssued.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 45: callvault.event.v1.TokenIssued.issued_at:type_name -> google.protobuf.Timestamp
+	23, // 46: callvault.event.v1.TokenRevoked.revoked_at:type_name -> google.protobuf.Timestamp
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_callvault_event_v1_event_proto_init() }

@@ -295,3 +295,28 @@ func (s stored) record(domain, reseller string) Record {
 		ObjectKey: s.ObjectKey, Size: s.Size, StartedAt: s.At, DeletedAt: s.DeletedAt, AcceptedAt: s.AcceptedAt, SHA256: s.SHA256, Seq: s.Seq,
 	}
 }
+
+// fieldNames name the positions of a packed record for Describe.
+var fieldNames = [fieldCount]string{"st", "id", "kind", "at", "size", "user", "call", "sha", "key", "accept", "seq", "level", "dur", "type", "to", "rs", "ev", "ru", "ac", "dt"}
+
+// Describe renders a packed record as space-separated name=value pairs
+// (strings quoted), for operators and for tests that compare dumps; ok is
+// false for a value that is not a record.
+func Describe(raw string) (string, bool) {
+	vs, err := unpackValues(raw)
+	if err != nil || len(vs) < fDur || len(vs) > fieldCount {
+		return "", false
+	}
+	parts := make([]string, 0, len(vs))
+	for i, v := range vs {
+		switch {
+		case v.hole:
+			continue
+		case v.isNum:
+			parts = append(parts, fmt.Sprintf("%s=%d", fieldNames[i], v.n))
+		default:
+			parts = append(parts, fmt.Sprintf("%s=%q", fieldNames[i], v.s))
+		}
+	}
+	return strings.Join(parts, " "), true
+}

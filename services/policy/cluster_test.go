@@ -193,7 +193,10 @@ func catalogDump(t *testing.T, d *platform.Deps) map[string]string {
 			}
 			var fs []string
 			for f, v := range m {
-				fs = append(fs, f+"="+v)
+				if rec, ok := catalog.Describe(v); ok && (strings.Contains(name, ":h:") || strings.HasSuffix(name, ":refused")) {
+					v = "{" + rec + "}"
+				}
+				fs = append(fs, fmt.Sprintf("%q", f)+"="+v)
 			}
 			slices.Sort(fs)
 			val = strings.Join(fs, " ")
@@ -224,7 +227,8 @@ func catalogDump(t *testing.T, d *platform.Deps) map[string]string {
 }
 
 // withoutDeletionTimes drops what the clock wrote, so it differs between
-// two runs: deletion times of artifact records and provisioning times.
+// two runs: deletion times of artifact records (dt, the last field a
+// described record shows) and provisioning times.
 func withoutDeletionTimes(m map[string]string) map[string]string {
 	out := make(map[string]string, len(m))
 	for k, v := range m {

@@ -37,13 +37,15 @@ func decisionEvent(in *eventv1.Envelope, a catalog.Artifact, kind retention.Kind
 		env.Id, env.Type = "refused:"+a.Domain+"/"+a.ID, "artifact.refused"
 		env.Body = &eventv1.Envelope_Refusal{Refusal: &eventv1.AdmissionRefused{
 			ArtifactId: a.ID, Kind: kindProto(kind), Reason: d.Reason, IngestSequence: seq, IngestAcceptedAt: in.GetAcceptedAt(),
+			ArtifactTime: timestamppb.New(time.UnixMilli(a.Score).UTC()),
 			Detail: fmt.Sprintf("%s %s refused: %s", kind, a.ID, strings.ReplaceAll(d.Reason, "_", " ")),
 			Media:  mediaOf(in),
 		}}
 		return decision{env: env, refused: true}
 	}
 	env.Id, env.Type = "admitted:"+a.Domain+"/"+a.ID, "artifact.admitted"
-	ad := &eventv1.ArtifactAdmitted{Kind: kindProto(kind), IngestSequence: seq, EvictedArtifactId: d.EvictedID, IngestAcceptedAt: in.GetAcceptedAt()}
+	ad := &eventv1.ArtifactAdmitted{Kind: kindProto(kind), IngestSequence: seq, EvictedArtifactId: d.EvictedID, IngestAcceptedAt: in.GetAcceptedAt(),
+		CallIndexLevel: uint32(d.CallLevel)}
 	switch b := in.GetBody().(type) {
 	case *eventv1.Envelope_Recording:
 		ad.Artifact = &eventv1.ArtifactAdmitted_Recording{Recording: b.Recording}
@@ -157,12 +159,15 @@ func (s *Service) recordedOf(env *eventv1.Envelope) (catalog.Recorded, bool, err
 		if err != nil {
 			return catalog.Recorded{}, false, err
 		}
-		return catalog.Recorded{Op: catalog.OpAdmission, Admission: catalog.Admission{Artifact: a, EvictedID: b.Admitted.GetEvictedArtifactId()}}, true, nil
+		return catalog.Recorded{Op: catalog.OpAdmission, Admission: catalog.Admission{
+			Artifact: a, EvictedID: b.Admitted.GetEvictedArtifactId(), CallLevel: int(b.Admitted.GetCallIndexLevel()),
+		}}, true, nil
 	case *eventv1.Envelope_Refusal:
 		r := b.Refusal
 		return catalog.Recorded{Op: catalog.OpRefusal, Refusal: catalog.Refusal{
 			Domain: env.GetTenant().GetDomain(), ID: r.GetArtifactId(), Kind: catalogKind(r.GetKind()), ObjectKey: r.GetMedia().GetKey(),
 			Reason: r.GetReason(), Size: r.GetMedia().GetSizeBytes(), Seq: r.GetIngestSequence(), AcceptedAt: r.GetIngestAcceptedAt().AsTime(),
+			At: artifactTime(r),
 		}}, true, nil
 	case *eventv1.Envelope_Deletion:
 		d := b.Deletion
@@ -172,6 +177,15 @@ func (s *Service) recordedOf(env *eventv1.Envelope) (catalog.Recorded, bool, err
 		}}, true, nil
 	}
 	return catalog.Recorded{}, false, nil
+}
+
+// artifactTime is a refused artifact's own time; refusals recorded before
+// the event carried it have none.
+func artifactTime(r *eventv1.AdmissionRefused) time.Time {
+	if r.GetArtifactTime() == nil {
+		return time.Time{}
+	}
+	return r.GetArtifactTime().AsTime()
 }
 
 // rebuildWriter applies batches of recorded decisions in order on a

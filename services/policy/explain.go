@@ -2,8 +2,8 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/callvault/callvault/pkg/apierr"
@@ -83,27 +83,18 @@ type storedArtifact struct {
 }
 
 func (s *Service) readArtifact(ctx context.Context, domain, id string) (storedArtifact, error) {
-	key := s.d.Names.Namespace() + ":{" + domain + "}:art:" + id
-	v, err := s.d.Redis.HMGet(ctx, key, "kind", "mode", "reseller", "user", "call_id", "started_at").Result()
+	rec, err := s.catalog.Record(ctx, domain, id)
+	if errors.Is(err, catalog.ErrNoRecord) || (err == nil && rec.State != catalog.StateAdmitted) {
+		return storedArtifact{}, fmt.Errorf("%w: artifact %s in %s", apierr.ErrNotFound, id, domain)
+	}
 	if err != nil {
 		return storedArtifact{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	str := func(i int) string {
-		x, _ := v[i].(string)
-		return x
-	}
-	if str(0) == "" {
-		return storedArtifact{}, fmt.Errorf("%w: artifact %s in %s", apierr.ErrNotFound, id, domain)
-	}
-	kind, err := artifactKind(str(0), str(1))
+	kind, err := artifactKind(rec.Kind, rec.Mode)
 	if err != nil {
 		return storedArtifact{}, fmt.Errorf("artifact %s in %s: %w", id, domain, err)
 	}
-	ms, err := strconv.ParseInt(str(5), 10, 64)
-	if err != nil {
-		return storedArtifact{}, fmt.Errorf("artifact %s in %s: started_at: %w", id, domain, err)
-	}
-	return storedArtifact{kind: kind, reseller: str(2), user: str(3), callID: str(4), started: time.UnixMilli(ms).UTC()}, nil
+	return storedArtifact{kind: kind, reseller: rec.Reseller, user: rec.User, callID: rec.CallID, started: rec.StartedAt}, nil
 }
 
 // Explain resolves an artifact's policy, by its own kind, under the

@@ -81,14 +81,14 @@ while a <= #ARGV do
     if ARGV[a + 12] ~= '' then
       local vraw = redis.call('HGET', KEYS[k + 5], ARGV[a + 12])
       if vraw then
-        local v = cmsgpack.unpack(vraw)
+        local v = up(vraw)
         if string.sub(v[1], 1, 1) == 'a' then
           redis.call('ZREM', track, ARGV[a + 12])
           u[1], u[2], total = u[1] - v[5], u[2] - 1, total - v[5]
           redis.call('HSET', KEYS[k + 5], ARGV[a + 12], markDeleted(v, '', 'cap_evicted', 'folder cap: the oldest makes room for ' .. ARGV[a + 15], 'policy', ARGV[a + 14]))
         end
       end
-      local t = cmsgpack.unpack(rec)
+      local t = up(rec)
       t[17] = ARGV[a + 13]
       rec = pk(t)
     end
@@ -122,7 +122,7 @@ return written
 // refusedScript writes a recorded refusal.
 const refusedScript = recLua + `
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-local t = cmsgpack.unpack(ARGV[2])
+local t = up(ARGV[2])
 t[16] = ARGV[3]
 redis.call('HSET', KEYS[1], ARGV[1], pk(t))
 return 1

@@ -182,12 +182,12 @@ local cur = false
 if not conflict then cur = redis.call('HGET', KEYS[1], ARGV[1]) end
 if not cur then cur = redis.call('HGET', KEYS[11], ARGV[1]) end
 if cur then
-  local t = cmsgpack.unpack(cur)
+  local t = up(cur)
   if t[2] ~= ARGV[2] then return {5} end
   return {0, string.sub(t[1], 1, 1), t[16] or '', string.sub(t[1], 2), t[17] or '', tostring(t[12])}
 end
 local function refuse(reason)
-  local t = cmsgpack.unpack(ARGV[22])
+  local t = up(ARGV[22])
   t[16] = reason
   redis.call('HSET', KEYS[11], ARGV[1], pk(t))
   return {1, 'r', reason, 'MP', '', '0'}
@@ -210,13 +210,13 @@ elseif mode == 'set_evict' then
     if tonumber(oldest[2]) >= tonumber(ARGV[18]) then return refuse('folder_full_within_minimum') end
     local vraw = redis.call('HGET', KEYS[9], ARGV[19])
     if not vraw then return {2} end
-    local v = cmsgpack.unpack(vraw)
+    local v = up(vraw)
     if string.find(v[1], 'P', 2, true) then return {3} end
     if held(KEYS[8], v[6], callOf(v)) then return refuse('folder_full_under_hold') end
     unindex(v, ARGV[19], KEYS[3], KEYS[4], '', '', KEYS[5], KEYS[6], 'set', category)
     redis.call('HSET', KEYS[9], ARGV[19], markDeleted(v, 'MT', 'cap_evicted', 'folder cap: the oldest makes room for ' .. ARGV[20], 'policy', ARGV[21]))
     evicted = v[2]
-    local t = cmsgpack.unpack(rec)
+    local t = up(rec)
     t[17] = evicted
     rec = pk(t)
   end
@@ -513,7 +513,7 @@ func (c *Catalog) Record(ctx context.Context, domain, id string) (Record, error)
 const doneScript = recLua + `
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
-local t = cmsgpack.unpack(raw)
+local t = up(raw)
 local i = string.find(t[1], ARGV[2], 2, true)
 if not i then return 0 end
 t[1] = string.sub(t[1], 1, i - 1) .. string.sub(t[1], i + 1)

@@ -13,3 +13,15 @@ func ClaimID(c *Catalog, ctx context.Context, id, domain string) (string, error)
 	}
 	return c.domainNamed(ctx, cl.num)
 }
+
+// The record codec, for the codec tests.
+type Stored = stored
+
+func (s stored) Pack(domain string) string { return s.pack(domain, false) }
+
+var (
+	UnpackStored = unpackStored
+	EncodeID     = encodeID
+	HourOf       = hourOf
+	RecLua       = recLua
+)

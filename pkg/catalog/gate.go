@@ -53,7 +53,7 @@ type DeleteResult struct {
 const gateScript = recLua + indexLua + `
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return {'absent'} end
-local t = cmsgpack.unpack(raw)
+local t = up(raw)
 if t[2] ~= ARGV[2] then return {'absent'} end
 local st = string.sub(t[1], 1, 1)
 if st == 'd' then return {'already_deleted'} end

@@ -7,12 +7,11 @@ import (
 	"math"
 )
 
-// A record is stored as a MessagePack array, the encoding Redis's Lua
-// scripts read and write with cmsgpack. The encoder here writes exactly
-// the bytes cmsgpack writes for the same values (the narrowest integer
-// and string forms), so a record packed in Go and one a script unpacked
-// and packed again are equal byte for byte, and a rebuild's records equal
-// the live ones whichever side wrote them last.
+// A record is stored as a MessagePack array, which the Lua scripts read
+// and write too (lua.go). Both sides write the narrowest integer and
+// string forms, so a record packed in Go and one a script unpacked and
+// packed again are equal byte for byte, and a rebuild's records equal the
+// live ones whichever side wrote them last.
 
 // value is one element of a packed record: a string, an integer or false
 // (a hole that a script filled).

@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE="${CALLVAULT_TEST_STATE:-$PWD/.test-env}"
 REDIS_PORT="${CALLVAULT_TEST_REDIS_PORT:-16379}"
+# The listpack limits deployments set (deploy/redis/redis.conf), so tests
+# and benchmarks measure the catalog as it runs.
+REDIS_LISTPACK=(--hash-max-listpack-entries 512 --hash-max-listpack-value 256 --zset-max-listpack-entries 1024)
 NATS_PORT="${CALLVAULT_TEST_NATS_PORT:-14222}"
 S3_PORT="${CALLVAULT_TEST_S3_PORT:-17070}"
 # Three masters of a Redis Cluster (no replicas), for the cluster tests.
@@ -39,7 +42,7 @@ start_cluster() {
     nodes+=("127.0.0.1:${p}")
     if ! port_open "${p}"; then
       mkdir -p "${STATE}/cluster/${p}"
-      redis-server --port "${p}" --bind 127.0.0.1 --save "" --appendonly no \
+      redis-server --port "${p}" --bind 127.0.0.1 --save "" --appendonly no "${REDIS_LISTPACK[@]}" \
         --cluster-enabled yes --cluster-config-file "${STATE}/cluster/${p}/nodes.conf" --dir "${STATE}/cluster/${p}" \
         --daemonize yes --pidfile "${STATE}/cluster/${p}.pid" --logfile "${STATE}/cluster/${p}.log"
     fi
@@ -67,7 +70,7 @@ start() {
   bin="$(bash scripts/tools.sh servers | tail -1)"
   mkdir -p "${STATE}/nats" "${STATE}/s3"
   if ! port_open "${REDIS_PORT}"; then
-    redis-server --port "${REDIS_PORT}" --bind 127.0.0.1 --save "" --appendonly no \
+    redis-server --port "${REDIS_PORT}" --bind 127.0.0.1 --save "" --appendonly no "${REDIS_LISTPACK[@]}" \
       --daemonize yes --pidfile "${STATE}/redis.pid" --logfile "${STATE}/redis.log"
   fi
   if ! port_open "${NATS_PORT}"; then

@@ -187,6 +187,7 @@ func (c *Catalog) applyRecorded(ctx context.Context, batch []Recorded) error {
 	admittedHere := map[[2]string]Artifact{}
 	victims := map[[2]string]stored{}
 	evicted := map[[2]string]string{}
+	var deleted [][2]string
 	var evictedClaims []*redis.StringCmd
 	var evictedKeys [][2]string
 	claimPipe := c.rdb.Pipeline()
@@ -214,15 +215,12 @@ func (c *Catalog) applyRecorded(ctx context.Context, batch []Recorded) error {
 			if _, ok := victims[k]; ok {
 				continue
 			}
-			s, _, err := c.find(ctx, r.Deletion.Domain, r.Deletion.ID)
-			switch {
-			case errors.Is(err, ErrNoRecord):
-				s = stored{}
-			case err != nil:
-				return fmt.Errorf("catalog apply deletion %s: %w", r.Deletion.ID, err)
-			}
-			victims[k] = s
+			victims[k] = stored{}
+			deleted = append(deleted, k)
 		}
+	}
+	if err := c.findMany(ctx, deleted, victims); err != nil {
+		return err
 	}
 	if len(evictedClaims) > 0 {
 		if _, err := claimPipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -297,6 +295,77 @@ func (c *Catalog) applyRecorded(ctx context.Context, batch []Recorded) error {
 		flush(d)
 	}
 	return c.execScripts(ctx, pipe, "apply recorded decisions")
+}
+
+// findMany reads the records of many (domain, id) pairs into out, as find
+// does for one, in two round trips: the claims and refusals, then the
+// buckets the claims name. A pair with no record is left out.
+func (c *Catalog) findMany(ctx context.Context, pairs [][2]string, out map[[2]string]stored) error {
+	if len(pairs) == 0 {
+		return nil
+	}
+	type probe struct {
+		claim, refused *redis.StringCmd
+		bucket         *redis.StringCmd
+		hour           int64
+	}
+	probes := make([]probe, len(pairs))
+	pipe := c.rdb.Pipeline()
+	for i, k := range pairs {
+		h := hashID(k[1])
+		probes[i].claim = pipe.HGet(ctx, c.k.claims(h), h.claim)
+		probes[i].refused = pipe.HGet(ctx, c.k.refused(k[0]), h.field)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("catalog read records: %w", err)
+	}
+	pipe = c.rdb.Pipeline()
+	n := 0
+	for i, k := range pairs {
+		if probes[i].claim.Err() != nil {
+			continue
+		}
+		cl, err := parseClaim(probes[i].claim.Val())
+		if err != nil {
+			return err
+		}
+		num, ok, err := c.lookupNumber(ctx, k[0])
+		if err != nil {
+			return err
+		}
+		if ok && cl.num == num {
+			probes[i].bucket, probes[i].hour = pipe.HGet(ctx, c.k.bucket(k[0], cl.class, cl.hour), hashID(k[1]).field), cl.hour
+			n++
+		}
+	}
+	if n > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("catalog read records: %w", err)
+		}
+	}
+	for i, k := range pairs {
+		p := probes[i]
+		raw, hour := "", int64(0)
+		switch {
+		case p.bucket != nil && p.bucket.Err() == nil:
+			raw, hour = p.bucket.Val(), p.hour
+		case p.refused.Err() == nil:
+			raw = p.refused.Val()
+		default:
+			delete(out, k)
+			continue
+		}
+		s, err := unpackStored(k[0], hour, raw)
+		if err != nil {
+			return fmt.Errorf("catalog record %s: %w", k[1], err)
+		}
+		if s.ID != k[1] {
+			delete(out, k)
+			continue
+		}
+		out[k] = s
+	}
+	return nil
 }
 
 // applyManyRun queues one applyMany call for admissions of domain.

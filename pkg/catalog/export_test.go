@@ -25,3 +25,6 @@ var (
 	HourOf       = hourOf
 	RecLua       = recLua
 )
+
+// CursorAt is the page token of the position after (t, id).
+func CursorAt(t time.Time, id string) string { return cursor{score: t.UnixMilli(), id: id}.encode() }

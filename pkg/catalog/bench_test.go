@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,6 +150,7 @@ func measureMemory(b *testing.B, what string, fill func(c *catalog.Catalog, ctx 
 	fillTime := time.Since(start)
 	delta := used() - before
 	var total, keys int64
+	parts := map[string]int64{}
 	iter = rdb.Scan(ctx, 0, ns+":*", 5000).Iterator()
 	batch := make([]string, 0, 1000)
 	flush := func() {
@@ -160,8 +162,9 @@ func measureMemory(b *testing.B, what string, fill func(c *catalog.Catalog, ctx 
 		if _, err := pipe.Exec(ctx); err != nil {
 			b.Fatal(err)
 		}
-		for _, cmd := range cmds {
+		for i, cmd := range cmds {
 			total += cmd.Val()
+			parts[keyPart(batch[i])] += cmd.Val()
 		}
 		keys += int64(len(batch))
 		batch = batch[:0]
@@ -178,7 +181,30 @@ func measureMemory(b *testing.B, what string, fill func(c *catalog.Catalog, ctx 
 	b.ReportMetric(float64(total)/memArtifacts, "memory-usage-B/"+what)
 	b.ReportMetric(float64(delta)/memArtifacts, "used-memory-B/"+what)
 	b.ReportMetric(float64(keys), "keys")
+	for part, n := range parts {
+		b.ReportMetric(float64(n)/memArtifacts, part+"-B/"+what)
+	}
 	b.ReportMetric(float64(memArtifacts)/fillTime.Seconds(), "filled/s")
+}
+
+// keyPart names the part of the layout a key belongs to, for the
+// breakdown of the memory figures.
+func keyPart(k string) string {
+	switch {
+	case strings.Contains(k, ":ids:{"):
+		return "claims"
+	case strings.Contains(k, "}:h:"):
+		return "records"
+	case strings.Contains(k, "}:hb:"):
+		return "hours"
+	case strings.Contains(k, "}:u:"):
+		return "users"
+	case strings.Contains(k, "}:c:"):
+		return "calls"
+	case strings.Contains(k, "}:box:"), strings.Contains(k, "}:sms:"):
+		return "boxes"
+	}
+	return "other"
 }
 
 // percentile is the p-th percentile (0-100) of ds.

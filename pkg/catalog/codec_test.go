@@ -25,7 +25,9 @@ func codecCases() []catalog.Stored {
 		{State: catalog.StateAdmitted, ID: "rec-1", Kind: catalog.KindRecording, Mode: "on_demand", At: at, Size: 0, CallID: long, SHA256: "not-hex",
 			ObjectKey: "elsewhere/" + long, AcceptedAt: at.Add(40 * 24 * time.Hour), Seq: 3, ContentType: "audio/x-custom"},
 		{State: catalog.StateRefused, Pending: "MP", ID: "vm-9", Kind: "voicemail", At: time.UnixMilli(0).UTC(), Size: 1 << 33, User: "7",
-			ObjectKey: "messages/b/vm-9", AcceptedAt: at, Seq: 70000, From: "+15550100", To: "+15550199", ContentType: "audio/ogg"},
+			ObjectKey: "messages/a.example/2026/vm-9.wav", AcceptedAt: at, Seq: 70000, From: "+15550100", To: "+15550199", ContentType: "audio/ogg"},
+		{State: catalog.StateAdmitted, ID: "sms-2", Kind: "sms", At: at, ObjectKey: "\x01odd/a.example/sms-2", AcceptedAt: at, Seq: 9},
+		{State: catalog.StateAdmitted, ID: "sms-3", Kind: "sms", At: at, ObjectKey: "sms/other.example/sms-3", AcceptedAt: at, Seq: 9},
 		{State: catalog.StateAdmitted, ID: "sms-1", Kind: "sms", Folder: "inbox", At: at, Size: 140, User: "7", SHA256: strings.Repeat("0", 31) + "x",
 			AcceptedAt: at.Add(-100 * 24 * time.Hour), Seq: 255, From: "a", To: "b"},
 	}

@@ -157,31 +157,49 @@ func decodeSHA(s string) string {
 	return strings.TrimPrefix(s, "\x00")
 }
 
-// A recording's object key, as ingest names it, is
-// recordings/<domain>/<yyyy>/<mm>/<dd of started_at>/<id>-<12 hex>: all but
-// the 12 hex digits follow from the record and its key, so only their 6
-// bytes are stored, behind a mark. Any other key is stored whole (object
-// keys never start with the mark).
+// Object keys are stored compactly. A recording's key, as ingest names
+// it, is recordings/<domain>/<yyyy>/<mm>/<dd of started_at>/<id>-<12 hex>:
+// all but the 12 hex digits follow from the record and its key, so only
+// their 6 bytes are stored, behind mark 1. Any other key of the form
+// <segment>/<domain>/<rest containing the id> is stored as mark 2, the
+// segment, and the rest with the id replaced by a zero byte. Anything else
+// is stored whole, behind mark 3 when it starts with a mark byte itself.
+// (Object keys that ingest writes never contain control bytes.)
+const (
+	keyMarkNamed = "\x02"
+	keyMarkWhole = "\x03"
+)
+
 func encodeKey(kind, domain, id string, at time.Time, key string) string {
-	if kind != KindRecording {
-		return key
+	if kind == KindRecording {
+		if rest, ok := strings.CutPrefix(key, recordingKeyPrefix(domain, id, at)); ok && len(rest) == 12 {
+			if b, err := hex.DecodeString(rest); err == nil && hex.EncodeToString(b) == rest {
+				return packedMark + string(b)
+			}
+		}
 	}
-	rest, ok := strings.CutPrefix(key, recordingKeyPrefix(domain, id, at))
-	if !ok || len(rest) != 12 {
-		return key
+	if seg, rest, ok := strings.Cut(key, "/"); ok && id != "" && domain != "" && !strings.ContainsAny(key, "\x00\x01\x02\x03") {
+		if rest, ok := strings.CutPrefix(rest, domain+"/"); ok && strings.Contains(rest, id) {
+			return keyMarkNamed + seg + "/" + strings.Replace(rest, id, "\x00", 1)
+		}
 	}
-	b, err := hex.DecodeString(rest)
-	if err != nil || hex.EncodeToString(b) != rest {
-		return key
+	if key != "" && key[0] <= 3 {
+		return keyMarkWhole + key
 	}
-	return packedMark + string(b)
+	return key
 }
 
 func decodeKey(kind, domain, id string, at time.Time, s string) string {
-	if kind != KindRecording || len(s) != 7 || !strings.HasPrefix(s, packedMark) {
-		return s
+	switch {
+	case kind == KindRecording && len(s) == 7 && strings.HasPrefix(s, packedMark):
+		return recordingKeyPrefix(domain, id, at) + hex.EncodeToString([]byte(s[1:]))
+	case strings.HasPrefix(s, keyMarkNamed):
+		seg, rest, _ := strings.Cut(s[1:], "/")
+		return seg + "/" + domain + "/" + strings.Replace(rest, "\x00", id, 1)
+	case strings.HasPrefix(s, keyMarkWhole):
+		return s[1:]
 	}
-	return recordingKeyPrefix(domain, id, at) + hex.EncodeToString([]byte(s[1:]))
+	return s
 }
 
 func recordingKeyPrefix(domain, id string, at time.Time) string {

@@ -193,12 +193,22 @@ local function refuse(reason)
   return {1, 'r', reason, 'MP', '', '0'}
 end
 if conflict then return refuse('id_conflict') end
+local callKey, lvl = KEYS[4], tonumber(ARGV[14])
 if ARGV[6] ~= '' then
   local l = level(tonumber(redis.call('GET', KEYS[10]) or '0'))
-  if l ~= tonumber(ARGV[14]) then return {4, tostring(l)} end
+  if l == lvl + 1 then
+    callKey, lvl = KEYS[12], l
+  elseif l ~= lvl then
+    return {4, tostring(l)}
+  end
 end
 local mode, limit, size, category = ARGV[16], tonumber(ARGV[17]), tonumber(ARGV[8]), ARGV[9]
 local rec, evicted = ARGV[3], ''
+if lvl ~= tonumber(ARGV[14]) then
+  local t = up(rec)
+  t[12] = lvl
+  rec = pk(t)
+end
 if mode == 'set_refuse' then
   if redis.call('ZCARD', KEYS[6]) >= limit then return refuse('box_full') end
 elseif mode == 'counter_refuse' then
@@ -221,7 +231,7 @@ elseif mode == 'set_evict' then
     rec = pk(t)
   end
 end
-index(KEYS[1], ARGV[1], rec, KEYS[2], ARGV[4], KEYS[3], ARGV[5], KEYS[4], ARGV[6], ARGV[7], KEYS[10], KEYS[6], ARGV[10], ARGV[11])
+index(KEYS[1], ARGV[1], rec, KEYS[2], ARGV[4], KEYS[3], ARGV[5], callKey, ARGV[6], ARGV[7], KEYS[10], KEYS[6], ARGV[10], ARGV[11])
 redis.call('HINCRBY', KEYS[5], category .. ':bytes', size)
 redis.call('HINCRBY', KEYS[5], category .. ':count', 1)
 local total = redis.call('HINCRBY', KEYS[5], 'total:bytes', size)
@@ -230,7 +240,7 @@ if ARGV[10] == 'counter' then
   redis.call('INCR', KEYS[6])
   redis.call('EXPIREAT', KEYS[6], tonumber(ARGV[12]))
 end
-return {1, 'a', '', 'P', evicted, ARGV[14], tostring(total)}
+return {1, 'a', '', 'P', evicted, tostring(lvl), tostring(total)}
 `
 
 // monthExpiry is when a monthly counter may go: ten days after its month
@@ -342,8 +352,7 @@ func (c *Catalog) Decide(ctx context.Context, a Artifact, cap CapCheck) (Decisio
 		if attempt > 0 {
 			time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond)
 		}
-		p = c.place(a, level)
-		victimBucket, victimField := p.bucket, ""
+		victimBucket, victimField := "", ""
 		if cap.Mode == EvictOldest && mode != "conflict" {
 			zs, err := c.rdb.ZRangeWithScores(ctx, a.trackKey, 0, 0).Result()
 			if err != nil {
@@ -354,11 +363,7 @@ func (c *Catalog) Decide(ctx context.Context, a Artifact, cap CapCheck) (Decisio
 				victimBucket = c.k.bucket(a.Domain, classMessage, floorDiv(int64(zs[0].Score), hourMS))
 			}
 		}
-		keys := []string{p.bucket, p.bitmap, p.uidx, p.callKey, c.k.usage(a.Domain), c.trackOrUsage(a), c.k.daily(a.Domain),
-			c.k.holds(a.Domain), victimBucket, c.k.callCount(a.Domain), c.k.refused(a.Domain)}
-		args := []any{p.field, p.eid, a.packed(StateAdmitted, pendingAdmitted, level), p.bit, p.uscore, p.ch, p.hour, a.Size, a.Category,
-			a.trackType, a.Score, monthExpiry(a.AcceptedAt), a.AcceptedAt.UTC().Format("20060102"), level, mode, string(cap.Mode), cap.Limit,
-			evictBefore, victimField, a.ID, a.AcceptedAt.UnixMilli(), a.refusal().stored("rMP").pack(a.Domain, true)}
+		keys, args := c.decideCall(a, cap, mode, level, evictBefore, victimBucket, victimField)
 		res, err := c.decide.Run(ctx, c.rdb, keys, args...).Slice()
 		if err != nil {
 			return Decision{}, fmt.Errorf("catalog decide %s: %w", a.ID, err)
@@ -380,8 +385,26 @@ func (c *Catalog) Decide(ctx context.Context, a Artifact, cap CapCheck) (Decisio
 	return Decision{}, fmt.Errorf("catalog decide %s: the folder kept changing", a.ID)
 }
 
-// ARGV[15] is the script's mode ('conflict' or the cap mode); the cap
-// mode proper is ARGV[16]. (Kept apart so a conflict never reads a cap.)
+// decideCall is the decide script's keys and arguments for a at call
+// index level (the script may also use level+1: the next key is declared
+// too). ARGV[15] is the script's mode ('conflict' or the cap mode); the
+// cap mode proper is ARGV[16], kept apart so a conflict never reads a cap.
+func (c *Catalog) decideCall(a Artifact, cap CapCheck, mode string, level int, evictBefore, victimBucket, victimField string) ([]string, []any) {
+	p := c.place(a, level)
+	next := c.k.absent(a.Domain)
+	if p.ch != "" {
+		next, _ = c.k.callKey(a.Domain, a.CallID, level+1)
+	}
+	if victimBucket == "" {
+		victimBucket = p.bucket
+	}
+	keys := []string{p.bucket, p.bitmap, p.uidx, p.callKey, c.k.usage(a.Domain), c.trackOrUsage(a), c.k.daily(a.Domain),
+		c.k.holds(a.Domain), victimBucket, c.k.callCount(a.Domain), c.k.refused(a.Domain), next}
+	args := []any{p.field, p.eid, a.packed(StateAdmitted, pendingAdmitted, level), p.bit, p.uscore, p.ch, p.hour, a.Size, a.Category,
+		a.trackType, a.Score, monthExpiry(a.AcceptedAt), a.AcceptedAt.UTC().Format("20060102"), level, mode, string(cap.Mode), cap.Limit,
+		evictBefore, victimField, a.ID, a.AcceptedAt.UnixMilli(), a.refusal().stored("rMP").pack(a.Domain, true)}
+	return keys, args
+}
 
 func (c *Catalog) trackOrUsage(a Artifact) string {
 	if a.trackKey != "" {

@@ -87,6 +87,11 @@ start() {
   wait_port nats "${NATS_PORT}" "${STATE}/nats.log"
   wait_port s3 "${S3_PORT}" "${STATE}/s3.log"
   start_cluster
+  # A server left running from before gets the limits too.
+  local p
+  for p in "${REDIS_PORT}" ${CLUSTER_PORTS}; do
+    redis-cli -p "${p}" config set "${REDIS_LISTPACK[@]#--}" >/dev/null
+  done
   cat >"${STATE}/env" <<ENV
 export CALLVAULT_TEST_REDIS_URL=redis://127.0.0.1:${REDIS_PORT}/0
 export CALLVAULT_TEST_REDIS_CLUSTER_URL=$(cluster_url)

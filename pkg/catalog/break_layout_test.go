@@ -624,9 +624,10 @@ var _ = context.Background
 // Replay equality.
 
 // brkLive decides a workload the live way (Decide, Done, Delete and the
-// effects confirmed) and returns the decisions as the streams record
-// them, in stream order.
-func brkLive(t *testing.T, c *catalog.Catalog, fill int) []catalog.Recorded {
+// effects confirmed) on live and returns the decisions as the streams
+// record them, in stream order, with artifacts built by rc (artifacts
+// carry their catalog's keys, as policy's artifactOf builds them).
+func brkLive(t *testing.T, c, rc *catalog.Catalog, fill int) []catalog.Recorded {
 	t.Helper()
 	ctx := ctxT(t)
 	var out []catalog.Recorded
@@ -637,8 +638,9 @@ func brkLive(t *testing.T, c *catalog.Catalog, fill int) []catalog.Recorded {
 		}
 		out = append(out, catalog.Recorded{Op: catalog.OpDeletion, Deletion: catalog.Deletion{Domain: domain, ID: id, Reason: r.Reason, Rule: r.Rule, Actor: r.Actor, At: r.DeletedAt}})
 	}
-	decide := func(a catalog.Artifact, cap catalog.CapCheck) catalog.Decision {
+	decide := func(mk func(*catalog.Catalog) catalog.Artifact, cap catalog.CapCheck) catalog.Decision {
 		t.Helper()
+		a, ra := mk(c), mk(rc)
 		d, err := c.Decide(ctx, a, cap)
 		if err != nil {
 			t.Fatalf("Decide(%s/%s): %v", a.Domain, a.ID, err)
@@ -647,7 +649,7 @@ func brkLive(t *testing.T, c *catalog.Catalog, fill int) []catalog.Recorded {
 		switch {
 		case d.Repeat:
 		case d.Admitted():
-			out = append(out, catalog.Recorded{Op: catalog.OpAdmission, Admission: catalog.Admission{Artifact: a, EvictedID: d.EvictedID, CallLevel: d.CallLevel}})
+			out = append(out, catalog.Recorded{Op: catalog.OpAdmission, Admission: catalog.Admission{Artifact: ra, EvictedID: d.EvictedID, CallLevel: d.CallLevel}})
 			if d.EvictedID != "" {
 				tomb(a.Domain, d.EvictedID)
 			}
@@ -656,6 +658,12 @@ func brkLive(t *testing.T, c *catalog.Catalog, fill int) []catalog.Recorded {
 				Reason: d.Reason, Size: a.Size, Seq: a.Seq, AcceptedAt: a.AcceptedAt, At: time.UnixMilli(a.Score).UTC()}})
 		}
 		return d
+	}
+	recA := func(r catalog.Recording) func(*catalog.Catalog) catalog.Artifact {
+		return func(c *catalog.Catalog) catalog.Artifact { return c.RecordingArtifact(r) }
+	}
+	msgA := func(m catalog.Message) func(*catalog.Catalog) catalog.Artifact {
+		return func(c *catalog.Catalog) catalog.Artifact { return c.MessageArtifact(m) }
 	}
 	del := func(domain, id string, now time.Time) {
 		t.Helper()
@@ -676,28 +684,28 @@ func brkLive(t *testing.T, c *catalog.Catalog, fill int) []catalog.Recorded {
 	m := time.Minute
 	for i := range fill {
 		r := rec("d0.example", fmt.Sprintf("fill-%03d", i), fmt.Sprintf("u%d", i%3), fmt.Sprintf("fc-%d", i), base.Add(-time.Duration(i)*time.Second), 1)
-		decide(c.RecordingArtifact(r), catalog.CapCheck{})
+		decide(recA(r), catalog.CapCheck{})
 	}
 	monthly := catalog.CapCheck{Mode: catalog.MonthlyLimit, Limit: int64(fill + 5)}
 	for i := range 7 {
 		r := rec("d0.example", fmt.Sprintf("0193f2c4-7b1a-7c3e-9a4b-%012d", i), []string{"alice", "bob", ""}[i%3], []string{"call-1", "call-2", ""}[i%3], base.Add(time.Duration(i)*m), int64(10+i))
 		r.ObjectKey = "recordings/d0.example/2026/11/01/" + r.ID + "-a1b2c3d4e5f6"
-		decide(c.RecordingArtifact(r), monthly)
+		decide(recA(r), monthly)
 	}
 	// d1 sends an id d0 owns.
-	decide(c.RecordingArtifact(rec("d1.example", "0193f2c4-7b1a-7c3e-9a4b-000000000001", "alice", "call-1", base, 99)), catalog.CapCheck{})
+	decide(recA(rec("d1.example", "0193f2c4-7b1a-7c3e-9a4b-000000000001", "alice", "call-1", base, 99)), catalog.CapCheck{})
 	evict := catalog.CapCheck{Mode: catalog.EvictOldest, Limit: 2, EvictBefore: base.Add(24 * time.Hour)}
 	for i := range 5 {
 		s := catalog.Message{ID: fmt.Sprintf("sms-%d", i), Reseller: "r1", Domain: "d1.example", User: "7", Kind: "sms", Folder: "inbox",
 			ReceivedAt: base.Add(time.Duration(i) * 61 * m), From: "+1", To: "+2", Size: int64(3 + i), ObjectKey: fmt.Sprintf("sms/d1.example/sms-%d", i), AcceptedAt: base.Add(time.Duration(i) * 61 * m), StreamSeq: uint64(100 + i)}
-		decide(c.MessageArtifact(s), evict)
+		decide(msgA(s), evict)
 	}
 	box := catalog.CapCheck{Mode: catalog.RefuseAtLimit, Limit: 1}
-	decide(c.MessageArtifact(brkVM("d1.example", "vm-1", "7", base)), box)
-	decide(c.MessageArtifact(brkVM("d1.example", "vm-2", "7", base.Add(m))), box)
+	decide(msgA(brkVM("d1.example", "vm-1", "7", base)), box)
+	decide(msgA(brkVM("d1.example", "vm-2", "7", base.Add(m))), box)
 	fax := brkVM("d1.example", "fax-1", "7", base)
 	fax.Kind = "fax_sent"
-	decide(c.MessageArtifact(fax), catalog.CapCheck{})
+	decide(msgA(fax), catalog.CapCheck{})
 	del("d0.example", "0193f2c4-7b1a-7c3e-9a4b-000000000001", base.Add(2*time.Hour))
 	del("d1.example", "vm-1", base.Add(3*time.Hour))
 	del("d1.example", "sms-4", base.Add(9*time.Hour))
@@ -730,13 +738,13 @@ func TestBreakReplayEqualsLive(t *testing.T) {
 	for _, fill := range []int{0, 510} {
 		t.Run(fmt.Sprint("fill ", fill), func(t *testing.T) {
 			t.Parallel()
-			live, rdbL, nsL := brkCatalog(t)
-			brkProvision(t, live, "d0.example", "d1.example")
-			recorded := brkLive(t, live, fill)
-			want := dumpNS(t, rdbL, nsL)
 			for _, mode := range []string{"one batch", "one by one"} {
+				live, rdbL, nsL := brkCatalog(t)
+				brkProvision(t, live, "d0.example", "d1.example")
 				rc, rdbR, nsR := brkCatalog(t)
 				brkProvision(t, rc, "d0.example", "d1.example")
+				recorded := brkLive(t, live, rc, fill)
+				want := dumpNS(t, rdbL, nsL)
 				if mode == "one batch" {
 					if err := rc.ApplyRecorded(ctxT(t), recorded); err != nil {
 						t.Fatal(err)

@@ -140,6 +140,9 @@ func New(d *platform.Deps, set Settings) (*Service, error) {
 // Run catches Redis up with the streams if it is behind them, then runs
 // the admission and config consumers until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
+	for _, w := range s.catalog.CheckEncoding(ctx) {
+		s.log.Warn("Redis keeps the catalog uncompacted; set it as deploy/redis/redis.conf does", "setting", w)
+	}
 	if _, _, err := s.CatchUp(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -38,8 +38,8 @@ func decisionEvent(in *eventv1.Envelope, a catalog.Artifact, kind retention.Kind
 		env.Body = &eventv1.Envelope_Refusal{Refusal: &eventv1.AdmissionRefused{
 			ArtifactId: a.ID, Kind: kindProto(kind), Reason: d.Reason, IngestSequence: seq, IngestAcceptedAt: in.GetAcceptedAt(),
 			ArtifactTime: timestamppb.New(time.UnixMilli(a.Score).UTC()),
-			Detail: fmt.Sprintf("%s %s refused: %s", kind, a.ID, strings.ReplaceAll(d.Reason, "_", " ")),
-			Media:  mediaOf(in),
+			Detail:       fmt.Sprintf("%s %s refused: %s", kind, a.ID, strings.ReplaceAll(d.Reason, "_", " ")),
+			Media:        mediaOf(in),
 		}}
 		return decision{env: env, refused: true}
 	}

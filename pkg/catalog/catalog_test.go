@@ -240,7 +240,7 @@ func TestGetRecordingGivesTheResellerOfRecord(t *testing.T) {
 	if got, err := c.GetRecording(ctxT(t), "a.example", "rec-1"); err != nil || got.Reseller != "" {
 		t.Fatalf("unprovisioned: reseller %q, %v; want none", got.Reseller, err)
 	}
-	if _, err := c.ApplyDomain(ctxT(t), catalog.Domain{Domain: "a.example", Reseller: "r9", ProvisionedAt: base}); err != nil {
+	if _, err := c.ApplyDomain(ctxT(t), catalog.Domain{Domain: "a.example", Reseller: "r9", ProvisionedAt: base}, 0); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := c.GetRecording(ctxT(t), "a.example", "rec-1"); err != nil || got.Reseller != "r9" {
@@ -373,12 +373,12 @@ func TestApplyDomainKeepsTheFirstReseller(t *testing.T) {
 		{"b.example", "r1", "r2"},
 	}
 	for _, s := range steps {
-		got, err := c.ApplyDomain(ctxT(t), catalog.Domain{Domain: s.domain, Reseller: s.reseller, ProvisionedBy: "test", ProvisionedAt: time.Now()})
+		got, err := c.ApplyDomain(ctxT(t), catalog.Domain{Domain: s.domain, Reseller: s.reseller, ProvisionedBy: "test", ProvisionedAt: time.Now()}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got != s.want {
-			t.Fatalf("ApplyDomain(%s, %s) = %s, want %s", s.domain, s.reseller, got, s.want)
+			t.Fatalf("ApplyDomain(%s, %s, 0) = %s, want %s", s.domain, s.reseller, got, s.want)
 		}
 	}
 	for domain, want := range map[string]string{"a.example": "r1", "b.example": "r2"} {

@@ -273,6 +273,8 @@ type claimed struct {
 	hour  int64
 }
 
+// claimValue packs a claim: domain number (up to 2^37), class bit, and
+// the hour in 25 bits (CheckArtifact keeps times within 2000-2099).
 func claimValue(num int64, class string, hour int64) int64 {
 	v := num<<26 | (hour - hour2000)
 	if class == classMessage {
@@ -329,6 +331,9 @@ func (c *Catalog) claim(ctx context.Context, id, domain, class string, hour int6
 // refused as id_conflict in this domain's own refusals, so the
 // owner's artifact is neither touched nor revealed.
 func (c *Catalog) Decide(ctx context.Context, a Artifact, cap CapCheck) (Decision, error) {
+	if err := CheckArtifact(a); err != nil {
+		return Decision{}, err
+	}
 	p := c.place(a, 0)
 	num, cl, n, err := c.claim(ctx, a.ID, a.Domain, p.class, p.hour)
 	if err != nil {

@@ -38,50 +38,64 @@ func (c *Catalog) DomainOwner(ctx context.Context, domain string) (string, bool,
 	return r, true, nil
 }
 
-// ApplyDomain records d unless its domain is already provisioned, and
-// returns the reseller of record. The first provisioning in stream order
-// wins, so a replay settles a race exactly as the live system did. The
-// domain gets its number (what id claims name it by) in the same step, so
-// numbers follow the config stream's order and a rebuild gives each
-// domain the number it had.
-func (c *Catalog) ApplyDomain(ctx context.Context, d Domain) (string, error) {
+// ApplyDomain records d, provisioned by the config event at stream
+// sequence seq, unless its domain is already provisioned, and returns the
+// reseller of record. The first provisioning in stream order wins, so a
+// replay settles a race exactly as the live system did. The domain's
+// number (what id claims name it by) is that sequence, given in the same
+// step: a domain has one provisioning event (the stream refuses a second
+// one per domain subject), so a rebuild gives every domain the number it
+// had, whatever order the live system applied concurrent provisionings
+// in. Sequence 0 (tools and tests filling a catalog) takes a number from
+// a counter above every stream sequence.
+func (c *Catalog) ApplyDomain(ctx context.Context, d Domain, seq uint64) (string, error) {
 	meta := d.ProvisionedBy + "|" + strconv.FormatInt(d.ProvisionedAt.UnixMilli(), 10)
 	owner, err := c.provision.Run(ctx, c.rdb, []string{c.k.domains(), c.k.domainMeta(), c.k.domainNum(), c.k.domainName(), c.k.domainCount()},
-		d.Domain, d.Reseller, meta).Text()
+		d.Domain, d.Reseller, meta, seq).Text()
 	if err != nil {
 		return "", fmt.Errorf("catalog provision %s: %w", d.Domain, err)
 	}
 	return owner, nil
 }
 
-// numberLua defines number(domain): the domain's number, assigned from
-// the counter when it has none. KEYS 3-5: num, name, seq.
+// unprovisionedNumbers is where the numbers of domains catalogued
+// without a provisioning event start: above every stream sequence.
+const unprovisionedNumbers = 1 << 36
+
+// numberLua defines number(domain, seq): the domain's number; one it has
+// not got yet is seq, or (seq 0) the next from the counter above
+// unprovisionedNumbers. KEYS 3-5: num, name, counter.
 const numberLua = `
-local function number(domain)
+local function number(domain, seq)
   local n = redis.call('HGET', KEYS[3], domain)
   if n then return n end
-  n = redis.call('INCR', KEYS[5])
+  if seq == '0' then
+    n = tostring(68719476736 + redis.call('INCR', KEYS[5]))
+  else
+    n = seq
+  end
   redis.call('HSET', KEYS[3], domain, n)
   redis.call('HSET', KEYS[4], n, domain)
-  return tostring(n)
+  return n
 end
 `
 
 const provisionScript = numberLua + `
 redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
-number(ARGV[1])
+number(ARGV[1], ARGV[4])
 return redis.call('HGET', KEYS[1], ARGV[1])
 `
 
 const numberScript = numberLua + `
-return number(ARGV[1])
+return number(ARGV[1], '0')
 `
 
 // domainNumber is the number of domain, assigned now if it has none (a
 // domain admitted without provisioning: only tools and tests fill a
-// catalog so; the admission consumer waits for provisioning). Numbers
-// never change, so they are remembered.
+// catalog so; the admission consumer waits for provisioning). A number
+// from a provisioning event never changes, even across a rebuild, so it
+// is remembered; one from the counter is not.
 func (c *Catalog) domainNumber(ctx context.Context, domain string) (int64, error) {
 	if n, ok := c.nums.Load(domain); ok {
 		return n.(int64), nil
@@ -95,8 +109,14 @@ func (c *Catalog) domainNumber(ctx context.Context, domain string) (int64, error
 	if err != nil {
 		return 0, fmt.Errorf("catalog domain number %s: %q", domain, s)
 	}
-	c.nums.Store(domain, n)
+	c.remember(domain, n)
 	return n, nil
+}
+
+func (c *Catalog) remember(domain string, n int64) {
+	if n < unprovisionedNumbers {
+		c.nums.Store(domain, n)
+	}
 }
 
 // lookupNumber reads the number of domain without assigning one.
@@ -115,7 +135,7 @@ func (c *Catalog) lookupNumber(ctx context.Context, domain string) (int64, bool,
 	if err != nil {
 		return 0, false, fmt.Errorf("catalog domain number %s: %q", domain, s)
 	}
-	c.nums.Store(domain, n)
+	c.remember(domain, n)
 	return n, true, nil
 }
 

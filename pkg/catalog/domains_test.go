@@ -17,10 +17,10 @@ func TestApplyDomainFirstWins(t *testing.T) {
 	c := newCatalog(t)
 	ctx := ctxT(t)
 	first := catalog.Domain{Domain: "a.example", Reseller: "r1", ProvisionedBy: "ops", ProvisionedAt: base}
-	if owner, err := c.ApplyDomain(ctx, first); err != nil || owner != "r1" {
+	if owner, err := c.ApplyDomain(ctx, first, 0); err != nil || owner != "r1" {
 		t.Fatalf("first = %q, %v", owner, err)
 	}
-	if owner, err := c.ApplyDomain(ctx, catalog.Domain{Domain: "a.example", Reseller: "r2", ProvisionedBy: "r2", ProvisionedAt: base.Add(1)}); err != nil || owner != "r1" {
+	if owner, err := c.ApplyDomain(ctx, catalog.Domain{Domain: "a.example", Reseller: "r2", ProvisionedBy: "r2", ProvisionedAt: base.Add(1)}, 0); err != nil || owner != "r1" {
 		t.Fatalf("second = %q, %v; want r1 kept", owner, err)
 	}
 	if got, err := c.GetDomain(ctx, "a.example"); err != nil || got != first {
@@ -32,7 +32,7 @@ func TestApplyDomainFirstWins(t *testing.T) {
 	if _, ok, err := c.DomainOwner(ctx, "b.example"); ok || err != nil {
 		t.Fatalf("DomainOwner(unprovisioned) = %v, %v", ok, err)
 	}
-	if _, err := c.ApplyDomain(ctx, catalog.Domain{Domain: "b.example", Reseller: "r2", ProvisionedAt: base}); err != nil {
+	if _, err := c.ApplyDomain(ctx, catalog.Domain{Domain: "b.example", Reseller: "r2", ProvisionedAt: base}, 0); err != nil {
 		t.Fatal(err)
 	}
 	for reseller, want := range map[string]int{"": 2, "r1": 1, "r2": 1, "r3": 0} {
@@ -49,7 +49,7 @@ func TestAuthorizeDomainRefusesUnprovisioned(t *testing.T) {
 	t.Parallel()
 	c := newCatalog(t)
 	ctx := ctxT(t)
-	if _, err := c.ApplyDomain(ctx, catalog.Domain{Domain: "a.example", Reseller: "r1", ProvisionedAt: base}); err != nil {
+	if _, err := c.ApplyDomain(ctx, catalog.Domain{Domain: "a.example", Reseller: "r1", ProvisionedAt: base}, 0); err != nil {
 		t.Fatal(err)
 	}
 	sys := auth.Principal{Name: "ops", Level: auth.LevelSystem}

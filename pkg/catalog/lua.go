@@ -45,7 +45,8 @@ local function encStr(v)
   local n = #v
   if n < 32 then return string.char(160 + n) .. v end
   if n < 256 then return '\217' .. string.char(n) .. v end
-  return '\218' .. be(n, 2) .. v
+  if n < 65536 then return '\218' .. be(n, 2) .. v end
+  return '\219' .. be(n, 4) .. v
 end
 local function pk(t)
   local top = 0
@@ -90,6 +91,9 @@ local function up(s)
     elseif c == 218 then
       local l = uint(s, p + 1, 2)
       t[i], p = string.sub(s, p + 3, p + 2 + l), p + 3 + l
+    elseif c == 219 then
+      local l = uint(s, p + 1, 4)
+      t[i], p = string.sub(s, p + 5, p + 4 + l), p + 5 + l
     else return error('catalog: malformed record') end
   end
   return t

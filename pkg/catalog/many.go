@@ -59,6 +59,9 @@ func (c *Catalog) DecideMany(ctx context.Context, batch []Pending) ([]Decision, 
 func (c *Catalog) decideRun(ctx context.Context, run []Pending, out []Decision, errs []error) {
 	nums := map[string]int64{}
 	for i, p := range run {
+		if errs[i] = CheckArtifact(p.Artifact); errs[i] != nil {
+			continue
+		}
 		d := p.Artifact.Domain
 		if _, ok := nums[d]; ok {
 			continue

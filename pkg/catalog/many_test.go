@@ -52,7 +52,7 @@ func TestDecideManyEqualsOneByOne(t *testing.T) {
 	ctx := ctxT(t)
 	for _, c := range []*catalog.Catalog{many, single} {
 		for _, d := range []string{"d0.example", "d1.example", "d2.example"} {
-			if _, err := c.ApplyDomain(ctx, catalog.Domain{Domain: d, Reseller: "r1", ProvisionedAt: base}); err != nil {
+			if _, err := c.ApplyDomain(ctx, catalog.Domain{Domain: d, Reseller: "r1", ProvisionedAt: base}, 0); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -136,25 +136,35 @@ func decodeID(s string) string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
-// A hex SHA-256 is stored as its 32 bytes; anything else verbatim, behind
-// a mark when it is 32 bytes long itself.
+// A hex SHA-256 is stored as its 32 bytes; anything else behind a zero
+// byte, and behind one more mark byte when that would make it 32 bytes
+// long too, so only a raw digest is ever exactly 32 bytes.
 func encodeSHA(s string) string {
 	if len(s) == 64 && strings.ToLower(s) == s {
 		if b, err := hex.DecodeString(s); err == nil {
 			return string(b)
 		}
 	}
-	if len(s) == 32 || strings.HasPrefix(s, "\x00") {
-		return "\x00" + s
+	if s == "" {
+		return ""
 	}
-	return s
+	v := "\x00" + s
+	if len(v) == 32 {
+		v = packedMark + v
+	}
+	return v
 }
 
 func decodeSHA(s string) string {
-	if len(s) == 32 {
+	switch {
+	case len(s) == 32:
 		return hex.EncodeToString([]byte(s))
+	case len(s) == 33 && strings.HasPrefix(s, packedMark):
+		return s[2:]
+	case strings.HasPrefix(s, "\x00"):
+		return s[1:]
 	}
-	return strings.TrimPrefix(s, "\x00")
+	return s
 }
 
 // Object keys are stored compactly. A recording's key, as ingest names

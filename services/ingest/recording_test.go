@@ -108,7 +108,7 @@ func newRig(t *testing.T) *rig {
 	// up front, as its config consumer would apply them.
 	cat := catalog.New(d.Redis, d.Names.Namespace())
 	for _, dom := range []string{"a.example", "b.example"} {
-		if _, err := cat.ApplyDomain(context.Background(), catalog.Domain{Domain: dom, Reseller: "r1", ProvisionedBy: "test", ProvisionedAt: time.Now()}); err != nil {
+		if _, err := cat.ApplyDomain(context.Background(), catalog.Domain{Domain: dom, Reseller: "r1", ProvisionedBy: "test", ProvisionedAt: time.Now()}, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

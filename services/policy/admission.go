@@ -57,6 +57,18 @@ var messageKinds = map[eventv1.DataKind]retention.Kind{
 // decision carries) and builds what admission decides on. seq is the
 // ingest event's stream sequence.
 func (s *Service) artifactOf(env *eventv1.Envelope, seq uint64) (catalog.Artifact, retention.Kind, error) {
+	a, kind, err := s.buildArtifact(env, seq)
+	if err == nil {
+		// What the catalog cannot hold (a time outside 2000-2099, a field
+		// over 1 KiB) can never be admitted: a dead letter, at once.
+		if cerr := catalog.CheckArtifact(a); cerr != nil {
+			return catalog.Artifact{}, kind, bus.Poison(cerr)
+		}
+	}
+	return a, kind, err
+}
+
+func (s *Service) buildArtifact(env *eventv1.Envelope, seq uint64) (catalog.Artifact, retention.Kind, error) {
 	t := env.GetTenant()
 	id := bus.ArtifactID(env)
 	switch b := env.GetBody().(type) {

@@ -116,7 +116,7 @@ func (s *Service) AssignBundle(ctx context.Context, p auth.Principal, domain, na
 	if _, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.PolicySubject(), env.GetId(), env); err != nil {
 		return Assignment{}, bundle.Bundle{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	if err := s.ApplyConfig(ctx, env); err != nil {
+	if err := s.ApplyConfig(ctx, env, 0); err != nil {
 		return Assignment{}, bundle.Bundle{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
 	return a, b, nil

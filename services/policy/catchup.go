@@ -22,12 +22,12 @@ import (
 const ConfigConsumer = catalog.ConfigConsumer
 
 // applyConfigEvent applies one config event of any kind.
-func (s *Service) applyConfigEvent(ctx context.Context, env *eventv1.Envelope) error {
+func (s *Service) applyConfigEvent(ctx context.Context, env *eventv1.Envelope, seq uint64) error {
 	switch env.GetBody().(type) {
 	case *eventv1.Envelope_TokenIssued, *eventv1.Envelope_TokenRevoked:
 		return s.d.Tokens.Apply(ctx, env)
 	}
-	return s.ApplyConfig(ctx, env)
+	return s.ApplyConfig(ctx, env, seq)
 }
 
 func (s *Service) handleConfig(ctx context.Context, m jetstream.Msg) error {
@@ -42,7 +42,7 @@ func (s *Service) handleConfig(ctx context.Context, m jetstream.Msg) error {
 	if err := s.ensureState(ctx); err != nil {
 		return err
 	}
-	err = s.applyConfigEvent(ctx, env)
+	err = s.applyConfigEvent(ctx, env, md.Sequence.Stream)
 	return settled(ctx, s.catalog, catalog.AppliedConfig, md.Sequence.Stream, err)
 }
 

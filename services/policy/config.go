@@ -10,9 +10,10 @@ import (
 )
 
 // ApplyConfig applies one policy config event (a domain provisioning, a
-// hold, an override or a bundle assignment) to Redis; replaying the config
-// stream through it restores them all.
-func (s *Service) ApplyConfig(ctx context.Context, env *eventv1.Envelope) error {
+// hold, an override or a bundle assignment), at stream sequence seq, to
+// Redis; replaying the config stream through it restores them all. Only a
+// provisioning uses seq: it is the domain's number.
+func (s *Service) ApplyConfig(ctx context.Context, env *eventv1.Envelope, seq uint64) error {
 	switch env.GetConfig().GetEntity() {
 	case entityHold:
 		return s.applyHold(ctx, env)
@@ -21,7 +22,7 @@ func (s *Service) ApplyConfig(ctx context.Context, env *eventv1.Envelope) error 
 	case entityBundle:
 		return s.applyBundle(ctx, env)
 	case entityDomain:
-		return s.applyDomain(ctx, env)
+		return s.applyDomain(ctx, env, seq)
 	default:
 		return nil
 	}
@@ -61,8 +62,8 @@ func applyChange[T any](env *eventv1.Envelope, typed func(*eventv1.ConfigPayload
 // RebuildConfig replays every config event (tokens, domains, holds,
 // overrides, bundle assignments) in the order they were made.
 func (s *Service) RebuildConfig(ctx context.Context) (int, error) {
-	n, _, err := bus.Replay(ctx, s.d.JS, s.d.Names.ConfigStream(), nil, func(ctx context.Context, env *eventv1.Envelope, _ uint64) error {
-		return s.applyConfigEvent(ctx, env)
+	n, _, err := bus.Replay(ctx, s.d.JS, s.d.Names.ConfigStream(), nil, func(ctx context.Context, env *eventv1.Envelope, seq uint64) error {
+		return s.applyConfigEvent(ctx, env, seq)
 	})
 	return n, err
 }

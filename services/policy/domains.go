@@ -78,7 +78,8 @@ func (s *Service) ProvisionDomain(ctx context.Context, p auth.Principal, domain,
 	if err != nil {
 		return catalog.Domain{}, false, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	owner, err := s.catalog.ApplyDomain(ctx, d)
+	// A duplicate's PubAck names the first publish's sequence.
+	owner, err := s.catalog.ApplyDomain(ctx, d, ack.Sequence)
 	if err != nil {
 		return catalog.Domain{}, false, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
@@ -112,7 +113,7 @@ func (s *Service) provisionedFirst(ctx context.Context, domain, reseller string)
 	if err != nil {
 		return catalog.Domain{}, false, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	if err := s.applyDomain(ctx, env); err != nil {
+	if err := s.applyDomain(ctx, env, raw.Sequence); err != nil {
 		return catalog.Domain{}, false, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
 	d, err := s.catalog.GetDomain(ctx, domain)
@@ -173,14 +174,14 @@ func (s *Service) ListDomains(ctx context.Context, p auth.Principal, reseller st
 	return out, nil
 }
 
-func (s *Service) applyDomain(ctx context.Context, env *eventv1.Envelope) error {
+func (s *Service) applyDomain(ctx context.Context, env *eventv1.Envelope, seq uint64) error {
 	return applyChange(env, domainFromPayload, func(d catalog.Domain) error {
 		if d.Domain == "" || d.Reseller == "" {
 			return bus.Poison(fmt.Errorf("domain event %s: no domain or reseller", env.GetId()))
 		}
 		// A later provisioning of a domain already owned changes nothing:
 		// the live request that published it was answered with a conflict.
-		_, err := s.catalog.ApplyDomain(ctx, d)
+		_, err := s.catalog.ApplyDomain(ctx, d, seq)
 		return err
 	}, nil)
 }

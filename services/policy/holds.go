@@ -132,7 +132,7 @@ func (s *Service) recordHold(ctx context.Context, h hold.Hold, before *hold.Hold
 	if _, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.HoldSubject(), msgID, env); err != nil {
 		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	if err := s.ApplyConfig(ctx, env); err != nil {
+	if err := s.ApplyConfig(ctx, env, 0); err != nil {
 		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
 	return nil

@@ -37,7 +37,7 @@ func TestOrphanSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := catalog.New(d.Redis, d.Names.Namespace()).ApplyDomain(ctx, catalog.Domain{Domain: "a.example", Reseller: "r1", ProvisionedBy: "test", ProvisionedAt: time.Now()}); err != nil {
+	if _, err := catalog.New(d.Redis, d.Names.Namespace()).ApplyDomain(ctx, catalog.Domain{Domain: "a.example", Reseller: "r1", ProvisionedBy: "test", ProvisionedAt: time.Now()}, 0); err != nil {
 		t.Fatal(err)
 	}
 	// The admission consumer exists but has not run yet: events wait.

@@ -387,7 +387,7 @@ func (s *Service) recordOverride(ctx context.Context, n override.Node, kind rete
 	if _, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.PolicySubject(), env.GetId(), env); err != nil {
 		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	if err := s.ApplyConfig(ctx, env); err != nil {
+	if err := s.ApplyConfig(ctx, env, 0); err != nil {
 		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
 	return nil

@@ -42,7 +42,7 @@ func TestBreakSweepAfterRedisLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := catalog.New(d.Redis, d.Names.Namespace()).ApplyDomain(ctx, catalog.Domain{Domain: "a.example", Reseller: "r1", ProvisionedBy: "test", ProvisionedAt: time.Now()}); err != nil {
+	if _, err := catalog.New(d.Redis, d.Names.Namespace()).ApplyDomain(ctx, catalog.Domain{Domain: "a.example", Reseller: "r1", ProvisionedBy: "test", ProvisionedAt: time.Now()}, 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := bus.NewConsumer(d.JS, d.Names, bus.DefaultSpec(d.Names.IngestStream(), policy.AdmitConsumer,

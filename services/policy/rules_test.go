@@ -48,7 +48,7 @@ func setupWith(t *testing.T, set policy.Settings) (*platform.Deps, *policy.Servi
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := catalog.New(d.Redis, d.Names.Namespace()).ApplyDomain(context.Background(), catalog.Domain{Domain: "a.example", Reseller: "r1", ProvisionedBy: "test", ProvisionedAt: time.Now()}); err != nil {
+	if _, err := catalog.New(d.Redis, d.Names.Namespace()).ApplyDomain(context.Background(), catalog.Domain{Domain: "a.example", Reseller: "r1", ProvisionedBy: "test", ProvisionedAt: time.Now()}, 0); err != nil {
 		t.Fatal(err)
 	}
 	return d, svc
@@ -238,7 +238,7 @@ func TestMinimumIsAFloor(t *testing.T) {
 	// The same state arriving from the stream (written before the check).
 	if err := svc.ApplyConfig(ctx, overrideEvent("old-min", &eventv1.RetentionOverride{
 		Kind: auto, Level: "reseller", Reseller: "r1", MinStorage: &eventv1.CalendarDuration{Days: 400}, UpdatedBy: "ops",
-	})); err != nil {
+	}), 0); err != nil {
 		t.Fatal(err)
 	}
 	e, err := svc.Explain(ctx, system, "a.example", "rec-1")

@@ -60,11 +60,11 @@ const (
 // and monthly counters are added up and written once. An artifact an
 // admission evicted is removed and marked deleted in the same step, as
 // it was live.
-// KEYS: 1 usage, 2 daily, 3 call count, then per admission 6: bucket,
-// bitmap, user index, call bucket, track, the victim's bucket.
-// ARGV per admission (16): field, record, bit, user score, call field,
+// KEYS: 1 usage, 2 daily, 3 call count, then per admission 7: bucket,
+// bitmap, user index, call bucket, track, the victim's bucket, years.
+// ARGV per admission (17): field, record, bit, user score, call field,
 // hour, size, category, track type, score, counter expiry, day, victim
-// field, victim's encoded id, accepted at (ms), id.
+// field, victim's encoded id, accepted at (ms), id, year bit.
 const applyManyScript = recLua + indexLua + `
 local usage, daily, counters, expires = {}, {}, {}, {}
 local total, written = 0, 0
@@ -92,7 +92,7 @@ while a <= #ARGV do
       t[17] = ARGV[a + 13]
       rec = pk(t)
     end
-    index(bucket, field, rec, KEYS[k + 1], ARGV[a + 2], KEYS[k + 2], ARGV[a + 3], KEYS[k + 3], ARGV[a + 4], ARGV[a + 5], KEYS[3], track, trackType, ARGV[a + 9])
+    index(bucket, field, rec, KEYS[k + 1], ARGV[a + 2], KEYS[k + 2], ARGV[a + 3], KEYS[k + 3], ARGV[a + 4], ARGV[a + 5], KEYS[3], track, trackType, ARGV[a + 9], KEYS[k + 6], ARGV[a + 16])
     u[1], u[2], total = u[1] + size, u[2] + 1, total + size
     daily[ARGV[a + 11]] = (daily[ARGV[a + 11]] or 0) + size
     if trackType == 'counter' then
@@ -101,8 +101,8 @@ while a <= #ARGV do
     end
     written = written + 1
   end
-  a = a + 16
-  k = k + 6
+  a = a + 17
+  k = k + 7
 end
 if written > 0 then
   for category, u in pairs(usage) do
@@ -167,6 +167,11 @@ func (c *Catalog) ApplyRecorded(ctx context.Context, batch []Recorded) error {
 func (c *Catalog) applyRecorded(ctx context.Context, batch []Recorded) error {
 	nums := map[string]int64{}
 	for _, r := range batch {
+		if r.Op == OpAdmission {
+			if err := CheckArtifact(r.Admission.Artifact); err != nil {
+				return err
+			}
+		}
 		d := r.Admission.Artifact.Domain
 		switch r.Op {
 		case OpRefusal:
@@ -370,9 +375,9 @@ func (c *Catalog) findMany(ctx context.Context, pairs [][2]string, out map[[2]st
 
 // applyManyRun queues one applyMany call for admissions of domain.
 func (c *Catalog) applyManyRun(ctx context.Context, pipe redis.Pipeliner, domain string, group []Admission, evicted map[[2]string]string) {
-	keys := make([]string, 0, 3+6*len(group))
+	keys := make([]string, 0, 3+7*len(group))
 	keys = append(keys, c.k.usage(domain), c.k.daily(domain), c.k.callCount(domain))
-	args := make([]any, 0, 16*len(group))
+	args := make([]any, 0, 17*len(group))
 	for _, ad := range group {
 		a := ad.Artifact
 		p := c.place(a, ad.CallLevel)
@@ -382,10 +387,10 @@ func (c *Catalog) applyManyRun(ctx context.Context, pipe redis.Pipeliner, domain
 			victimBucket = evicted[[2]string{domain, ad.EvictedID}]
 		}
 		track := p.track
-		keys = append(keys, p.bucket, p.bitmap, p.uidx, p.callKey, track, victimBucket)
+		keys = append(keys, p.bucket, p.bitmap, p.uidx, p.callKey, track, victimBucket, p.years)
 		args = append(args, p.field, a.packed(StateAdmitted, "", ad.CallLevel), p.bit, p.uscore, p.ch, p.hour, a.Size, a.Category,
 			a.trackType, a.Score, monthExpiry(a.AcceptedAt), a.AcceptedAt.UTC().Format("20060102"), victimField, victimEID,
-			a.AcceptedAt.UnixMilli(), a.ID)
+			a.AcceptedAt.UnixMilli(), a.ID, p.yearBit)
 	}
 	c.applyMany.Run(ctx, pipe, keys, args...)
 }

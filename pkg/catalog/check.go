@@ -10,16 +10,19 @@ import (
 // cannot help: admission dead-letters its event with the reason.
 var ErrUnstorable = errors.New("catalog: the artifact cannot be catalogued")
 
-// The time range a record may fall in: ingest refuses recordings started
-// before 2000, and the id claim counts hours from 2000 in 25 bits.
+// The time range a record may fall in: the id claim counts hours from
+// 1970 in 25 bits (to October 5797). Ingest refuses recordings before 2000, but
+// messages from a PBX with an unset clock are dated 1970, and earlier
+// versions admitted them.
 var (
-	earliest = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
-	latest   = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+	earliest = time.Unix(0, 0).UTC()
+	latest   = time.Unix((1<<25)*3600, 0).UTC()
 )
 
-// maxField bounds every text of a record: the longest a valid one has is
-// a 256-character SIP call id or a ~300-character object key.
-const maxField = 1024
+// maxField bounds every text of a record far above any real one (a group
+// MMS's recipients run to a few KiB), so one event cannot put megabytes
+// into a bucket.
+const maxField = 256 << 10
 
 // CheckArtifact says why a cannot be catalogued, or nil.
 func CheckArtifact(a Artifact) error {
@@ -28,7 +31,7 @@ func CheckArtifact(a Artifact) error {
 	case a.ID == "" || a.Domain == "":
 		return fmt.Errorf("%w: %s has no id or domain", ErrUnstorable, a.ID)
 	case at.Before(earliest) || !at.Before(latest):
-		return fmt.Errorf("%w: %s is dated %s, outside 2000-2099", ErrUnstorable, a.ID, at.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%w: %s is dated %s, outside 1970-01-01 to %s", ErrUnstorable, a.ID, at.UTC().Format(time.RFC3339), latest.Format("2006-01-02"))
 	case a.Size < 0:
 		return fmt.Errorf("%w: %s has a negative size", ErrUnstorable, a.ID)
 	}

@@ -124,6 +124,8 @@ type placement struct {
 	eid          string
 	bitmap       string
 	bit          int64
+	years        string
+	yearBit      int64
 	uidx, uscore string
 	callKey, ch  string
 	level        int
@@ -135,6 +137,7 @@ func (c *Catalog) place(a Artifact, level int) placement {
 	p := placement{class: classOf(a.Kind), hour: hourOf(at), field: hashID(a.ID).field, eid: encodeID(a.ID), level: level}
 	p.bucket = c.k.bucket(a.Domain, p.class, p.hour)
 	p.bitmap, p.bit = c.k.hourBit(a.Domain, p.class, p.hour)
+	p.years, p.yearBit = c.k.years(a.Domain, p.class), int64(at.Year()-1970)
 	p.uidx, p.callKey, p.track = c.k.absent(a.Domain), c.k.absent(a.Domain), c.k.absent(a.Domain)
 	if a.Kind == KindRecording && a.User != "" {
 		p.uidx = c.k.userIndex(a.Domain, a.User, monthOf(at))
@@ -231,7 +234,7 @@ elseif mode == 'set_evict' then
     rec = pk(t)
   end
 end
-index(KEYS[1], ARGV[1], rec, KEYS[2], ARGV[4], KEYS[3], ARGV[5], callKey, ARGV[6], ARGV[7], KEYS[10], KEYS[6], ARGV[10], ARGV[11])
+index(KEYS[1], ARGV[1], rec, KEYS[2], ARGV[4], KEYS[3], ARGV[5], callKey, ARGV[6], ARGV[7], KEYS[10], KEYS[6], ARGV[10], ARGV[11], KEYS[13], ARGV[23])
 redis.call('HINCRBY', KEYS[5], category .. ':bytes', size)
 redis.call('HINCRBY', KEYS[5], category .. ':count', 1)
 local total = redis.call('HINCRBY', KEYS[5], 'total:bytes', size)
@@ -274,9 +277,10 @@ type claimed struct {
 }
 
 // claimValue packs a claim: domain number (up to 2^37), class bit, and
-// the hour in 25 bits (CheckArtifact keeps times within 2000-2099).
+// the hour since 1970 in 25 bits (CheckArtifact keeps times within
+// 1970 to October 5797).
 func claimValue(num int64, class string, hour int64) int64 {
-	v := num<<26 | (hour - hour2000)
+	v := num<<26 | (hour - claimEpoch)
 	if class == classMessage {
 		v |= 1 << 25
 	}
@@ -288,7 +292,7 @@ func parseClaim(s string) (claimed, error) {
 	if err != nil || v < 0 {
 		return claimed{}, fmt.Errorf("catalog: malformed id claim %q", s)
 	}
-	cl := claimed{num: v >> 26, class: classRecording, hour: v&(1<<25-1) + hour2000}
+	cl := claimed{num: v >> 26, class: classRecording, hour: v&(1<<25-1) + claimEpoch}
 	if v&(1<<25) != 0 {
 		cl.class = classMessage
 	}
@@ -404,10 +408,10 @@ func (c *Catalog) decideCall(a Artifact, cap CapCheck, mode string, level int, e
 		victimBucket = p.bucket
 	}
 	keys := []string{p.bucket, p.bitmap, p.uidx, p.callKey, c.k.usage(a.Domain), c.trackOrUsage(a), c.k.daily(a.Domain),
-		c.k.holds(a.Domain), victimBucket, c.k.callCount(a.Domain), c.k.refused(a.Domain), next}
+		c.k.holds(a.Domain), victimBucket, c.k.callCount(a.Domain), c.k.refused(a.Domain), next, p.years}
 	args := []any{p.field, p.eid, a.packed(StateAdmitted, pendingAdmitted, level), p.bit, p.uscore, p.ch, p.hour, a.Size, a.Category,
 		a.trackType, a.Score, monthExpiry(a.AcceptedAt), a.AcceptedAt.UTC().Format("20060102"), level, mode, string(cap.Mode), cap.Limit,
-		evictBefore, victimField, a.ID, a.AcceptedAt.UnixMilli(), a.refusal().stored("rMP").pack(a.Domain, true)}
+		evictBefore, victimField, a.ID, a.AcceptedAt.UnixMilli(), a.refusal().stored("rMP").pack(a.Domain, true), p.yearBit}
 	return keys, args
 }
 

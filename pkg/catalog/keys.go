@@ -21,10 +21,9 @@ import (
 // buckets stay compact up to about 33 million ids.
 const idBucketBits = 16
 
-// hour2000 is the first hour a record may fall in (ingest refuses
-// started_at before 2000-01-01): claim values and bitmap bits count from
-// it.
-var hour2000 = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).Unix() / 3600
+// claimEpoch is the hour claim values count from: the Unix epoch (a
+// message from a PBX with an unset clock is dated 1970-01-01).
+const claimEpoch = 0
 
 // Kind classes: recordings and messages have buckets of their own, so
 // listing recordings never reads a message.
@@ -55,6 +54,10 @@ func (k keys) bucket(domain, class string, hour int64) string {
 func (k keys) hours(domain, class string, year int) string {
 	return k.tag(domain) + "hb:" + class + ":" + strconv.Itoa(year)
 }
+
+// years is the bitmap of the years (bit = year - 1970) whose hour bitmap
+// of the class has a bit set: listing reads it to skip empty years.
+func (k keys) years(domain, class string) string { return k.tag(domain) + "yb:" + class }
 
 // userIndex is one user's recordings of one UTC month: member = the id's
 // 8-byte hash, score = ms since the month began.

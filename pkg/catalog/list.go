@@ -187,15 +187,22 @@ func decodeBucket(domain string, hour int64, m map[string]string, b bounds, out 
 // allow downwards. Buckets do not overlap in time, so once a bucket is
 // read with enough items before it, no older bucket can come first.
 func (c *Catalog) domainItems(ctx context.Context, domain string, b bounds, want int) ([]item, error) {
-	first, err := c.firstYear(ctx, domain)
-	if err != nil || first == 0 {
+	years, err := c.yearsOf(ctx, domain)
+	if err != nil {
 		return nil, err
 	}
 	hi := floorDiv(b.top(), hourMS)
-	lo := floorDiv(max(b.from, time.Date(first, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()), hourMS)
+	lo := floorDiv(max(b.from, earliest.UnixMilli()), hourMS)
 	var out []item
 	batch := 4
-	for year := time.UnixMilli(hi * hourMS).UTC().Year(); year >= first && hi >= lo; year-- {
+	for _, year := range years {
+		start := time.Date(year, 1, 1, 0, 0, 0, 0, time.UTC).Unix() / 3600
+		if start > hi {
+			continue
+		}
+		if time.Date(year+1, 1, 1, 0, 0, 0, 0, time.UTC).Unix()/3600 <= lo {
+			break
+		}
 		hours, err := c.yearHours(ctx, domain, year, lo, hi)
 		if err != nil {
 			return nil, err
@@ -221,7 +228,6 @@ func (c *Catalog) domainItems(ctx context.Context, domain string, b bounds, want
 			hours = hours[n:]
 			batch = min(batch*2, 64)
 		}
-		hi = time.Date(year, 1, 1, 0, 0, 0, 0, time.UTC).Unix()/3600 - 1
 	}
 	return out, nil
 }
@@ -251,66 +257,92 @@ func (c *Catalog) yearHours(ctx context.Context, domain string, year int, lo, hi
 	return out, nil
 }
 
-// firstYear is the earliest year the domain has recordings in (0: none).
-func (c *Catalog) firstYear(ctx context.Context, domain string) (int, error) {
-	last := time.Now().UTC().Year() + 1
-	pipe := c.rdb.Pipeline()
-	cmds := make([]*redis.IntCmd, 0, last-1999)
-	for y := 2000; y <= last; y++ {
-		key, _ := c.k.hourBit(domain, classRecording, time.Date(y, 1, 1, 0, 0, 0, 0, time.UTC).Unix()/3600)
-		cmds = append(cmds, pipe.Exists(ctx, key))
+// yearsOf lists the years the domain has recordings in, newest first.
+func (c *Catalog) yearsOf(ctx context.Context, domain string) ([]int, error) {
+	bits, err := c.rdb.Get(ctx, c.k.years(domain, classRecording)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return 0, fmt.Errorf("catalog list %s: %w", domain, err)
+	if err != nil {
+		return nil, fmt.Errorf("catalog list %s: %w", domain, err)
 	}
-	for i, cmd := range cmds {
-		if cmd.Val() == 1 {
-			return 2000 + i, nil
-		}
-	}
-	return 0, nil
-}
-
-// userItems walks the user's monthly indexes from the newest month the
-// bounds allow downwards, reading the records each names.
-func (c *Catalog) userItems(ctx context.Context, domain string, b bounds, want int) ([]item, error) {
-	first, err := c.firstYear(ctx, domain)
-	if err != nil || first == 0 {
-		return nil, err
-	}
-	floor := max(b.from, time.Date(first, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
-	var out []item
-	for m := monthStart(time.UnixMilli(b.top())); m.UnixMilli()+31*24*hourMS > floor; m = m.AddDate(0, -1, 0) {
-		start := m.UnixMilli()
-		key := c.k.userIndex(domain, b.user, monthOf(m))
-		maxS := strconv.FormatInt(b.top()-start, 10)
-		minS := "0"
-		if b.from > start {
-			minS = strconv.FormatInt(b.from-start, 10)
-		}
-		var offset int64
-		for {
-			zs, err := c.rdb.ZRevRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Max: maxS, Min: minS, Offset: offset, Count: 256}).Result()
-			if err != nil {
-				return nil, fmt.Errorf("catalog list %s user %s: %w", domain, b.user, err)
-			}
-			if out, err = c.loadIndexed(ctx, domain, start, zs, b, out); err != nil {
-				return nil, err
-			}
-			offset += int64(len(zs))
-			if len(zs) < 256 {
-				break
-			}
-			// Enough, unless the next entries tie with the last kept one.
-			if len(out) >= want && int64(zs[len(zs)-1].Score)+start < out[want-1].score {
-				break
-			}
-		}
-		if len(out) >= want {
-			return out, nil // months do not overlap: no older one comes first
+	var out []int
+	for i := len(bits)*8 - 1; i >= 0; i-- {
+		if bits[i/8]&(0x80>>(i%8)) != 0 {
+			out = append(out, 1970+i)
 		}
 	}
 	return out, nil
+}
+
+// userItems walks the user's monthly indexes from the newest month the
+// bounds allow downwards, a year of months per round trip (only years the
+// domain has recordings in), reading the records each names.
+func (c *Catalog) userItems(ctx context.Context, domain string, b bounds, want int) ([]item, error) {
+	years, err := c.yearsOf(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	top := monthStart(time.UnixMilli(b.top()))
+	var months []time.Time
+	for _, y := range years {
+		for m := 12; m >= 1; m-- {
+			start := time.Date(y, time.Month(m), 1, 0, 0, 0, 0, time.UTC)
+			if start.After(top) || start.AddDate(0, 1, 0).UnixMilli() <= b.from {
+				continue
+			}
+			months = append(months, start)
+		}
+	}
+	var out []item
+	for len(months) > 0 {
+		n := min(12, len(months))
+		pipe := c.rdb.Pipeline()
+		cmds := make([]*redis.ZSliceCmd, n)
+		for i, m := range months[:n] {
+			cmds[i] = pipe.ZRevRangeByScoreWithScores(ctx, c.k.userIndex(domain, b.user, monthOf(m)), c.monthRange(m, b, 0))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("catalog list %s user %s: %w", domain, b.user, err)
+		}
+		for i, m := range months[:n] {
+			zs := cmds[i].Val()
+			start := m.UnixMilli()
+			for offset := int64(len(zs)); ; offset += int64(len(zs)) {
+				if out, err = c.loadIndexed(ctx, domain, start, zs, b, out); err != nil {
+					return nil, err
+				}
+				if len(zs) < userPage {
+					break
+				}
+				// Enough, unless the next entries tie with the last kept one.
+				if len(out) >= want && int64(zs[len(zs)-1].Score)+start < out[want-1].score {
+					break
+				}
+				if zs, err = c.rdb.ZRevRangeByScoreWithScores(ctx, c.k.userIndex(domain, b.user, monthOf(m)), c.monthRange(m, b, offset)).Result(); err != nil {
+					return nil, fmt.Errorf("catalog list %s user %s: %w", domain, b.user, err)
+				}
+			}
+			if len(out) >= want {
+				return out, nil // months do not overlap: no older one comes first
+			}
+		}
+		months = months[n:]
+	}
+	return out, nil
+}
+
+// userPage is how many entries of a user's month one read takes.
+const userPage = 256
+
+// monthRange is the score range of month m the bounds allow, from offset.
+func (c *Catalog) monthRange(m time.Time, b bounds, offset int64) *redis.ZRangeBy {
+	start := m.UnixMilli()
+	minS := "0"
+	if b.from > start {
+		minS = strconv.FormatInt(b.from-start, 10)
+	}
+	return &redis.ZRangeBy{Max: strconv.FormatInt(b.top()-start, 10), Min: minS, Offset: offset, Count: userPage}
 }
 
 // loadIndexed reads the records an index names (member: the id's hash,

@@ -125,14 +125,14 @@ end
 `
 
 // indexLua defines index(...): writes an admitted record and its entries
-// in the hour bitmap, the user index, the call index and a cap-tracking
+// in the hour bitmap (and, for an hour's first record, the years bitmap), the user index, the call index and a cap-tracking
 // set; unindex(...): takes an admitted record out of them and out of the
 // usage counters; markDeleted(t, ...): the deleted record. Usage, daily
 // bytes and monthly counters are the callers' (a batch adds them up).
 const indexLua = `
-local function index(bucket, field, rec, bitmap, bit, uidx, uscore, callKey, ch, hour, counter, track, trackType, score)
+local function index(bucket, field, rec, bitmap, bit, uidx, uscore, callKey, ch, hour, counter, track, trackType, score, years, year)
   redis.call('HSET', bucket, field, rec)
-  redis.call('SETBIT', bitmap, bit, 1)
+  if redis.call('SETBIT', bitmap, bit, 1) == 0 then redis.call('SETBIT', years, year, 1) end
   if uscore ~= '' then redis.call('ZADD', uidx, uscore, field) end
   if ch ~= '' then
     local v = redis.call('HGET', callKey, ch)

@@ -59,8 +59,8 @@ var messageKinds = map[eventv1.DataKind]retention.Kind{
 func (s *Service) artifactOf(env *eventv1.Envelope, seq uint64) (catalog.Artifact, retention.Kind, error) {
 	a, kind, err := s.buildArtifact(env, seq)
 	if err == nil {
-		// What the catalog cannot hold (a time outside 2000-2099, a field
-		// over 1 KiB) can never be admitted: a dead letter, at once.
+		// What the catalog cannot hold (a time before 1970 or after 5797, a
+		// field over 256 KiB) can never be admitted: a dead letter, at once.
 		if cerr := catalog.CheckArtifact(a); cerr != nil {
 			return catalog.Artifact{}, kind, bus.Poison(cerr)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,5 +93,66 @@ func TestBreakDomainNumbersChangeOnRebuild(t *testing.T) {
 	}
 	if _, err := gateway.GetRecording(ctx, "first.example", "rec-first"); err != nil {
 		t.Errorf("the gateway's Reader after the rebuild: GetRecording = %v; want the recording", err)
+	}
+}
+
+// TestBreakRebuildDropsLegacyMessages: the previous version admitted
+// messages of any received_at (admission checks only that it is set; a
+// PBX with an unset clock sends 1970-01-01) and of any From/To length (a
+// group MMS lists every recipient). The upgrade is a rebuild that replays
+// the recorded admissions; artifactOf now dead-letters what CheckArtifact
+// refuses, and the replay skips poison events, so these admitted messages
+// silently vanish from the catalog (no record, no usage, no box entry; the
+// culler never deletes their media). A recorded decision must replay.
+func TestBreakRebuildDropsLegacyMessages(t *testing.T) {
+	t.Parallel()
+	store, err := cds.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := testenv.Deps(t, store)
+	svc, err := policy.New(d, policy.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, _, err := svc.ProvisionDomain(ctx, system, "a.example", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	vm := messageEvent("vm-epoch", "a.example", "101", eventv1.DataKind_DATA_KIND_VOICEMAIL, eventv1.MessageFolder_MESSAGE_FOLDER_UNSPECIFIED, time.Unix(0, 0).UTC())
+	mms := messageEvent("mms-group", "a.example", "101", eventv1.DataKind_DATA_KIND_SMS, eventv1.MessageFolder_MESSAGE_FOLDER_INBOX, time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC))
+	mms.GetMessage().To = strings.Repeat("+15550100123,", 90) // 90 recipients, 1,170 bytes
+	for i, env := range []*eventv1.Envelope{vm, mms} {
+		kind := eventv1.DataKind_DATA_KIND_VOICEMAIL
+		if env == mms {
+			kind = eventv1.DataKind_DATA_KIND_SMS
+		}
+		admitted := &eventv1.Envelope{
+			Id: "admitted:a.example/" + env.GetId(), ArtifactId: env.GetId(), Type: "artifact.admitted", SchemaVersion: bus.SchemaVersion,
+			AcceptedAt: env.GetAcceptedAt(), Tenant: env.GetTenant(), Source: "policy",
+			Body: &eventv1.Envelope_Admitted{Admitted: &eventv1.ArtifactAdmitted{
+				Kind: kind, IngestSequence: uint64(i + 1), IngestAcceptedAt: env.GetAcceptedAt(),
+				Artifact: &eventv1.ArtifactAdmitted_Message{Message: env.GetMessage()},
+			}},
+		}
+		if _, err := bus.PublishEnvelope(ctx, d.JS, d.Names.AdmittedSubject(), admitted.GetId(), admitted); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush(t, d)
+	if _, _, err := svc.CatchUp(ctx); err != nil {
+		t.Fatalf("rebuild after the upgrade: %v", err)
+	}
+	cat := catalog.New(d.Redis, d.Names.Namespace())
+	for _, id := range []string{"vm-epoch", "mms-group"} {
+		if r, err := cat.Record(ctx, "a.example", id); err != nil || r.State != catalog.StateAdmitted {
+			t.Errorf("%s after the rebuild: state %q, %v; want the admitted record", id, r.State, err)
+		}
+	}
+	// And live: the same group MMS, sent today, is dead-lettered.
+	live := messageEvent("mms-live", "a.example", "101", eventv1.DataKind_DATA_KIND_SMS, eventv1.MessageFolder_MESSAGE_FOLDER_INBOX, time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC))
+	live.GetMessage().To = mms.GetMessage().GetTo()
+	if err := svc.Admit(ctx, live, 99); err != nil {
+		t.Errorf("Admit(group MMS with 90 recipients) = %v (poison: %v); want admitted", err, bus.IsPoison(err))
 	}
 }

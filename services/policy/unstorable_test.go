@@ -15,7 +15,7 @@ import (
 )
 
 // TestUnstorableMessagesAreDeadLettered publishes messages the catalog
-// cannot hold (received before 2000, after 2099, a 70,000-byte sender):
+// cannot hold (received before 1970, after 5797, a 300,000-byte sender):
 // each becomes one dead letter naming why, nothing is claimed or
 // catalogued, and a good message after them is admitted.
 func TestUnstorableMessagesAreDeadLettered(t *testing.T) {
@@ -42,9 +42,9 @@ func TestUnstorableMessagesAreDeadLettered(t *testing.T) {
 	}
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	for _, env := range []*eventv1.Envelope{
-		vm("vm-1999", time.Date(1999, 12, 31, 23, 0, 0, 0, time.UTC), "+15550100"),
-		vm("vm-2200", time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC), "+15550100"),
-		vm("vm-long", now, strings.Repeat("9", 70_000)),
+		vm("vm-1969", time.Date(1969, 12, 31, 23, 0, 0, 0, time.UTC), "+15550100"),
+		vm("vm-6000", time.Date(6000, 1, 1, 0, 0, 0, 0, time.UTC), "+15550100"),
+		vm("vm-long", now, strings.Repeat("9", 300_000)),
 		vm("vm-good", now, "+15550100"),
 	} {
 		if _, err := bus.PublishEnvelope(context.Background(), d.JS, d.Names.MessageSubject(), env.GetId(), env); err != nil {
@@ -63,12 +63,12 @@ func TestUnstorableMessagesAreDeadLettered(t *testing.T) {
 	if len(dls) != 3 {
 		t.Fatalf("dead letters = %+v, want the three unstorable messages", dls)
 	}
-	for i, want := range []string{"outside 2000-2099", "outside 2000-2099", "the from is 70000 bytes"} {
+	for i, want := range []string{"outside 1970-01-01 to 5797", "outside 1970-01-01 to 5797", "the from is 300000 bytes"} {
 		if !strings.Contains(dls[i].Reason, want) {
 			t.Errorf("dead letter %d reason %q, want it to say %q", i, dls[i].Reason, want)
 		}
 	}
-	for _, id := range []string{"vm-1999", "vm-2200", "vm-long"} {
+	for _, id := range []string{"vm-1969", "vm-6000", "vm-long"} {
 		if dom, err := cat.DomainOf(context.Background(), id); err == nil {
 			t.Errorf("%s is claimed by %s", id, dom)
 		}

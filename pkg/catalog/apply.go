@@ -67,7 +67,7 @@ const (
 // field, victim's encoded id, accepted at (ms), id, year bit.
 const applyManyScript = recLua + indexLua + `
 local usage, daily, counters, expires = {}, {}, {}, {}
-local total, written = 0, 0
+local total, written, calls = 0, 0, 0
 local a, k = 1, 4
 while a <= #ARGV do
   local bucket, field = KEYS[k], ARGV[a]
@@ -92,7 +92,8 @@ while a <= #ARGV do
       t[17] = ARGV[a + 13]
       rec = pk(t)
     end
-    index(bucket, field, rec, KEYS[k + 1], ARGV[a + 2], KEYS[k + 2], ARGV[a + 3], KEYS[k + 3], ARGV[a + 4], ARGV[a + 5], KEYS[3], track, trackType, ARGV[a + 9], KEYS[k + 6], ARGV[a + 16])
+    index(bucket, field, rec, KEYS[k + 1], ARGV[a + 2], KEYS[k + 2], ARGV[a + 3], KEYS[k + 3], ARGV[a + 4], ARGV[a + 5], '', track, trackType, ARGV[a + 9], KEYS[k + 6], ARGV[a + 16])
+    if ARGV[a + 4] ~= '' then calls = calls + 1 end
     u[1], u[2], total = u[1] + size, u[2] + 1, total + size
     daily[ARGV[a + 11]] = (daily[ARGV[a + 11]] or 0) + size
     if trackType == 'counter' then
@@ -115,6 +116,7 @@ if written > 0 then
     redis.call('INCRBY', key, n)
     redis.call('EXPIREAT', key, tonumber(expires[key]))
   end
+  if calls > 0 then redis.call('INCRBY', KEYS[3], calls) end
 end
 return written
 `

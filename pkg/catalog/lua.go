@@ -125,7 +125,9 @@ end
 `
 
 // indexLua defines index(...): writes an admitted record and its entries
-// in the hour bitmap (and, for an hour's first record, the years bitmap), the user index, the call index and a cap-tracking
+// in the hour bitmap (and, for an hour's first record, the years bitmap),
+// and counts a call entry in counter unless that is '' (a batch adds
+// them up), the user index, the call index and a cap-tracking
 // set; unindex(...): takes an admitted record out of them and out of the
 // usage counters; markDeleted(t, ...): the deleted record. Usage, daily
 // bytes and monthly counters are the callers' (a batch adds them up).
@@ -135,10 +137,10 @@ local function index(bucket, field, rec, bitmap, bit, uidx, uscore, callKey, ch,
   if redis.call('SETBIT', bitmap, bit, 1) == 0 then redis.call('SETBIT', years, year, 1) end
   if uscore ~= '' then redis.call('ZADD', uidx, uscore, field) end
   if ch ~= '' then
-    local v = redis.call('HGET', callKey, ch)
-    if v then v = v .. ',' .. hour else v = hour end
-    redis.call('HSET', callKey, ch, v)
-    redis.call('INCR', counter)
+    if redis.call('HSETNX', callKey, ch, hour) == 0 then
+      redis.call('HSET', callKey, ch, redis.call('HGET', callKey, ch) .. ',' .. hour)
+    end
+    if counter ~= '' then redis.call('INCR', counter) end
   end
   if trackType == 'set' then redis.call('ZADD', track, score, field) end
 end

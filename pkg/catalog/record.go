@@ -84,9 +84,6 @@ func kindOf(code int64) (kind, mode string) {
 	return "", ""
 }
 
-// isMessageCode says whether a kind code is a message (the "m" buckets).
-func isMessageCode(code int64) bool { return code >= 3 }
-
 // Content types stored as a code.
 var typeCodes = []string{"", "audio/wav", "audio/mpeg", "audio/ogg", "audio/x-wav", "audio/opus", "audio/mp4", "application/pdf", "image/tiff", "text/plain"}
 

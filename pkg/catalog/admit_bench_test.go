@@ -50,7 +50,7 @@ func BenchmarkAdmit(b *testing.B) {
 			ns := testenv.Namespace(b)
 			c := catalog.New(testenv.Redis(b, ns), ns)
 			for d := 0; d < memDomains; d++ {
-				if _, err := c.ApplyDomain(ctx, catalog.Domain{Domain: fmt.Sprintf("tenant%03d.example", d), Reseller: "r", ProvisionedAt: memStart}, 0); err != nil {
+				if _, err := c.ApplyDomain(ctx, catalog.Domain{Domain: fmt.Sprintf("tenant%03d.example", d), Reseller: "r", ProvisionedAt: memStart}, uint64(d+1)); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -167,27 +167,21 @@ func (c *Catalog) ApplyRecorded(ctx context.Context, batch []Recorded) error {
 }
 
 func (c *Catalog) applyRecorded(ctx context.Context, batch []Recorded) error {
-	nums := map[string]int64{}
+	var named []string
 	for _, r := range batch {
-		if r.Op == OpAdmission {
+		switch r.Op {
+		case OpAdmission:
 			if err := CheckArtifact(r.Admission.Artifact); err != nil {
 				return err
 			}
-		}
-		d := r.Admission.Artifact.Domain
-		switch r.Op {
+			named = append(named, r.Admission.Artifact.Domain)
 		case OpRefusal:
-			d = r.Refusal.Domain
-		case OpDeletion:
-			continue
+			named = append(named, r.Refusal.Domain)
 		}
-		if _, ok := nums[d]; !ok {
-			n, err := c.domainNumber(ctx, d)
-			if err != nil {
-				return err
-			}
-			nums[d] = n
-		}
+	}
+	nums, err := c.domainNumbers(ctx, named)
+	if err != nil {
+		return err
 	}
 	// The records deletions remove, and the buckets of the artifacts
 	// admissions evicted, unless admitted in this batch.

@@ -123,7 +123,7 @@ func measureMemory(b *testing.B, what string, fill func(c *catalog.Catalog, ctx 
 	c := catalog.New(rdb, ns)
 	ctx := context.Background()
 	for d := 0; d < memDomains; d++ {
-		if _, err := c.ApplyDomain(ctx, catalog.Domain{Domain: fmt.Sprintf("tenant%03d.example", d), Reseller: "reseller-" + strconv.Itoa(d%7), ProvisionedAt: memStart}, 0); err != nil {
+		if _, err := c.ApplyDomain(ctx, catalog.Domain{Domain: fmt.Sprintf("tenant%03d.example", d), Reseller: "reseller-" + strconv.Itoa(d%7), ProvisionedAt: memStart}, uint64(d+1)); err != nil {
 			b.Fatal(err)
 		}
 	}

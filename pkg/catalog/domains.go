@@ -119,6 +119,43 @@ func (c *Catalog) remember(domain string, n int64) {
 	}
 }
 
+// domainNumbers is domainNumber for many domains, in one round trip for
+// those not remembered (and one more for each without a number yet).
+func (c *Catalog) domainNumbers(ctx context.Context, domains []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(domains))
+	cmds := map[string]*redis.StringCmd{}
+	pipe := c.rdb.Pipeline()
+	for _, d := range domains {
+		if _, ok := out[d]; ok {
+			continue
+		}
+		if n, ok := c.nums.Load(d); ok {
+			out[d] = n.(int64)
+			continue
+		}
+		if cmds[d] == nil {
+			cmds[d] = pipe.HGet(ctx, c.k.domainNum(), d)
+		}
+	}
+	if len(cmds) == 0 {
+		return out, nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("catalog domain numbers: %w", err)
+	}
+	for d, cmd := range cmds {
+		n, err := cmd.Int64()
+		if err != nil {
+			if n, err = c.domainNumber(ctx, d); err != nil {
+				return nil, err
+			}
+		}
+		c.remember(d, n)
+		out[d] = n
+	}
+	return out, nil
+}
+
 // lookupNumber reads the number of domain without assigning one.
 func (c *Catalog) lookupNumber(ctx context.Context, domain string) (int64, bool, error) {
 	if n, ok := c.nums.Load(domain); ok {

@@ -42,7 +42,7 @@ func BenchmarkList(b *testing.B) {
 	deployedListpack(b, rdb)
 	c := catalog.New(rdb, ns)
 	ctx := context.Background()
-	if _, err := c.ApplyDomain(ctx, catalog.Domain{Domain: "big.example", Reseller: "r1", ProvisionedAt: listStart}, 0); err != nil {
+	if _, err := c.ApplyDomain(ctx, catalog.Domain{Domain: "big.example", Reseller: "r1", ProvisionedAt: listStart}, 1); err != nil {
 		b.Fatal(err)
 	}
 	for i := 0; i < listN; i += 2000 {

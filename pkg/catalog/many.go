@@ -57,21 +57,20 @@ func (c *Catalog) DecideMany(ctx context.Context, batch []Pending) ([]Decision, 
 
 // decideRun decides a run of artifacts none of which evicts.
 func (c *Catalog) decideRun(ctx context.Context, run []Pending, out []Decision, errs []error) {
-	nums := map[string]int64{}
+	var named []string
 	for i, p := range run {
-		if errs[i] = CheckArtifact(p.Artifact); errs[i] != nil {
-			continue
+		if errs[i] = CheckArtifact(p.Artifact); errs[i] == nil {
+			named = append(named, p.Artifact.Domain)
 		}
-		d := p.Artifact.Domain
-		if _, ok := nums[d]; ok {
-			continue
+	}
+	nums, err := c.domainNumbers(ctx, named)
+	if err != nil {
+		for i := range run {
+			if errs[i] == nil {
+				errs[i] = err
+			}
 		}
-		n, err := c.domainNumber(ctx, d)
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		nums[d] = n
+		return
 	}
 	claims := make([]*redis.StringCmd, len(run))
 	counts := map[string]*redis.StringCmd{}

@@ -87,13 +87,17 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 	// Redis emptied or being rebuilt answers nothing (503), so a valid
 	// token is never refused and a revoked one never accepted from it.
 	pipe := s.rdb.Pipeline()
-	current := pipe.Exists(ctx, bus.AppliedKey(s.ns))
+	current := pipe.HGet(ctx, bus.AppliedKey(s.ns), bus.AppliedLayoutField)
 	get := pipe.HGetAll(ctx, s.key(hex.EncodeToString(sum[:])))
-	if _, err := pipe.Exec(ctx); err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Principal{}, fmt.Errorf("authenticate: %w: %w", apierr.ErrUnavailable, err)
 	}
-	if current.Val() == 0 {
+	switch current.Val() {
+	case bus.CatalogLayout:
+	case "":
 		return Principal{}, fmt.Errorf("authenticate: %w: Redis holds no current state; it is being rebuilt from the streams", apierr.ErrUnavailable)
+	default:
+		return Principal{}, fmt.Errorf("authenticate: %w: Redis holds the catalog in another layout (%s); it must be emptied and rebuilt", apierr.ErrUnavailable, current.Val())
 	}
 	if s.hasBoot && subtle.ConstantTimeCompare(sum[:], s.bootstrap[:]) == 1 {
 		return Principal{Name: BootstrapName, Level: LevelSystem}, nil

@@ -107,3 +107,12 @@ type StreamOptions struct {
 // to Redis, per stream. Its absence means Redis holds no current callvault
 // state (emptied, or being rebuilt): nothing is answered from it then.
 func AppliedKey(ns string) string { return ns + ":applied" }
+
+// CatalogLayout names the catalog's key layout; the applied hash records
+// it (field AppliedLayoutField) when the marks are written. A Redis whose
+// marks name another layout (or none: an earlier version's) is answered
+// from no more than an emptied one.
+const (
+	CatalogLayout      = "packed-1"
+	AppliedLayoutField = "layout"
+)

@@ -17,7 +17,18 @@ import (
 type Applied struct {
 	Present        bool
 	Ingest, Config uint64
+	// Layout is the catalog layout the marks were written with ("" before
+	// layouts were marked).
+	Layout string
 }
+
+// Layout names the catalog's key layout. MarkCurrent writes it beside the
+// marks; a Redis marked with another (or none) holds keys this code does
+// not read, some under the same names (a box's members were ids, they are
+// id hashes now), so it is not used until it is emptied and rebuilt.
+const Layout = bus.CatalogLayout
+
+const layoutField = bus.AppliedLayoutField
 
 // Streams whose progress Applied records.
 const (
@@ -51,7 +62,7 @@ func (c *Catalog) MarkApplied(ctx context.Context, stream string, seq uint64) er
 // MarkCurrent writes both marks at once: after a rebuild, or at a first
 // start on empty streams. It is the only way the marks come into being.
 func (c *Catalog) MarkCurrent(ctx context.Context, ingest, config uint64) error {
-	if err := c.rdb.HSet(ctx, c.k.applied(), AppliedIngest, ingest, AppliedConfig, config).Err(); err != nil {
+	if err := c.rdb.HSet(ctx, c.k.applied(), AppliedIngest, ingest, AppliedConfig, config, layoutField, Layout).Err(); err != nil {
 		return fmt.Errorf("catalog mark current: %w", err)
 	}
 	return nil
@@ -59,7 +70,7 @@ func (c *Catalog) MarkCurrent(ctx context.Context, ingest, config uint64) error 
 
 // Applied reads the progress marks.
 func (c *Catalog) Applied(ctx context.Context) (Applied, error) {
-	vals, err := c.rdb.HMGet(ctx, c.k.applied(), AppliedIngest, AppliedConfig).Result()
+	vals, err := c.rdb.HMGet(ctx, c.k.applied(), AppliedIngest, AppliedConfig, layoutField).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return Applied{}, fmt.Errorf("catalog applied: %w", err)
 	}
@@ -67,6 +78,10 @@ func (c *Catalog) Applied(ctx context.Context) (Applied, error) {
 	for i, v := range vals {
 		s, ok := v.(string)
 		if !ok {
+			continue
+		}
+		if i == 2 {
+			a.Layout = s
 			continue
 		}
 		a.Present = true

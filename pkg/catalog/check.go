@@ -19,6 +19,11 @@ var (
 	latest   = time.Unix((1<<25)*3600, 0).UTC()
 )
 
+// maxSize bounds an artifact's size: the scripts add sizes up as Lua
+// numbers (doubles), exact to 2^53, and a batch of 2,048 artifacts of at
+// most 2^40 bytes each stays below that.
+const maxSize = 1 << 40
+
 // maxField bounds every text of a record far above any real one (a group
 // MMS's recipients run to a few KiB), so one event cannot put megabytes
 // into a bucket.
@@ -32,8 +37,12 @@ func CheckArtifact(a Artifact) error {
 		return fmt.Errorf("%w: %s has no id or domain", ErrUnstorable, a.ID)
 	case at.Before(earliest) || !at.Before(latest):
 		return fmt.Errorf("%w: %s is dated %s, outside 1970-01-01 to %s", ErrUnstorable, a.ID, at.UTC().Format(time.RFC3339), latest.Format("2006-01-02"))
-	case a.Size < 0:
-		return fmt.Errorf("%w: %s has a negative size", ErrUnstorable, a.ID)
+	case a.Size < 0 || a.Size > maxSize:
+		return fmt.Errorf("%w: %s has a size of %d bytes, outside 0 to 1 TiB", ErrUnstorable, a.ID, a.Size)
+	case a.rec.Seq >= 1<<53:
+		return fmt.Errorf("%w: %s has stream sequence %d, over 2^53", ErrUnstorable, a.ID, a.rec.Seq)
+	case kindCode(a.rec.Kind, a.rec.Mode) == 0:
+		return fmt.Errorf("%w: %s is of kind %q (mode %q), which the catalog does not know", ErrUnstorable, a.ID, a.rec.Kind, a.rec.Mode)
 	}
 	s := a.rec
 	for name, v := range map[string]string{"id": s.ID, "user": s.User, "call_id": s.CallID, "folder": s.Folder, "sha256": s.SHA256,

@@ -201,6 +201,8 @@ if ARGV[6] ~= '' then
   local l = level(tonumber(redis.call('GET', KEYS[10]) or '0'))
   if l == lvl + 1 then
     callKey, lvl = KEYS[12], l
+  elseif l == lvl + 2 then
+    callKey, lvl = KEYS[14], l
   elseif l ~= lvl then
     return {4, tostring(l)}
   end
@@ -395,20 +397,21 @@ func (c *Catalog) Decide(ctx context.Context, a Artifact, cap CapCheck) (Decisio
 }
 
 // decideCall is the decide script's keys and arguments for a at call
-// index level (the script may also use level+1: the next key is declared
-// too). ARGV[15] is the script's mode ('conflict' or the cap mode); the
+// index level (the script may also use level+1 or level+2: their keys are
+// declared too). ARGV[15] is the script's mode ('conflict' or the cap mode); the
 // cap mode proper is ARGV[16], kept apart so a conflict never reads a cap.
 func (c *Catalog) decideCall(a Artifact, cap CapCheck, mode string, level int, evictBefore, victimBucket, victimField string) ([]string, []any) {
 	p := c.place(a, level)
-	next := c.k.absent(a.Domain)
+	next, next2 := c.k.absent(a.Domain), c.k.absent(a.Domain)
 	if p.ch != "" {
 		next, _ = c.k.callKey(a.Domain, a.CallID, level+1)
+		next2, _ = c.k.callKey(a.Domain, a.CallID, level+2)
 	}
 	if victimBucket == "" {
 		victimBucket = p.bucket
 	}
 	keys := []string{p.bucket, p.bitmap, p.uidx, p.callKey, c.k.usage(a.Domain), c.trackOrUsage(a), c.k.daily(a.Domain),
-		c.k.holds(a.Domain), victimBucket, c.k.callCount(a.Domain), c.k.refused(a.Domain), next, p.years}
+		c.k.holds(a.Domain), victimBucket, c.k.callCount(a.Domain), c.k.refused(a.Domain), next, p.years, next2}
 	args := []any{p.field, p.eid, a.packed(StateAdmitted, pendingAdmitted, level), p.bit, p.uscore, p.ch, p.hour, a.Size, a.Category,
 		a.trackType, a.Score, monthExpiry(a.AcceptedAt), a.AcceptedAt.UTC().Format("20060102"), level, mode, string(cap.Mode), cap.Limit,
 		evictBefore, victimField, a.ID, a.AcceptedAt.UnixMilli(), a.refusal().stored("rMP").pack(a.Domain, true), p.yearBit}

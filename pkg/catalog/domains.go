@@ -74,6 +74,10 @@ local function number(domain, seq)
   else
     n = seq
   end
+  local other = redis.call('HGET', KEYS[4], n)
+  if other and other ~= domain then
+    return redis.error_reply('catalog: domain number ' .. n .. ' is ' .. other .. "'s: the config stream and Redis disagree; empty Redis and rebuild it")
+  end
   redis.call('HSET', KEYS[3], domain, n)
   redis.call('HSET', KEYS[4], n, domain)
   return n
@@ -143,7 +147,13 @@ func (c *Catalog) domainNumbers(ctx context.Context, domains []string) (map[stri
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("catalog domain numbers: %w", err)
 	}
-	for d, cmd := range cmds {
+	// In the order the domains come, so numbers given now (domains never
+	// provisioned) follow the batch as one-by-one admissions would.
+	for _, d := range domains {
+		cmd := cmds[d]
+		if _, ok := out[d]; ok || cmd == nil {
+			continue
+		}
 		n, err := cmd.Int64()
 		if err != nil {
 			if n, err = c.domainNumber(ctx, d); err != nil {

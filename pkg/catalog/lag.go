@@ -22,6 +22,11 @@ const (
 	ConfigConsumer = "policy-config"
 )
 
+// ErrOtherLayout: Redis holds callvault state written in another catalog
+// layout (an earlier version's). Nothing is served from it or written to
+// it; the operator empties it and the streams rebuild it.
+var ErrOtherLayout = errors.New("catalog: Redis holds the catalog in another layout: empty it (FLUSHDB, or point REDIS_URL at an empty Redis) and start again; the streams rebuild everything")
+
 // Lag says why Redis is behind the streams ("" when it is not): it holds
 // no state while the streams hold events (a Redis restarted without its
 // data, or a fresh one on the default port), or it has applied less than
@@ -30,6 +35,9 @@ func Lag(ctx context.Context, js jetstream.JetStream, n bus.Names, cat *Catalog)
 	ap, err := cat.Applied(ctx)
 	if err != nil {
 		return "", err
+	}
+	if ap.Present && ap.Layout != Layout {
+		return "", fmt.Errorf("%w: it is marked %q, this version reads %q", ErrOtherLayout, ap.Layout, Layout)
 	}
 	var events uint64
 	for _, name := range []string{n.IngestStream(), n.ConfigStream()} {

@@ -126,7 +126,7 @@ end
 
 // indexLua defines index(...): writes an admitted record and its entries
 // in the hour bitmap (and, for an hour's first record, the years bitmap),
-// and counts a call entry in counter unless that is '' (a batch adds
+// and counts a call entry in counter unless that is empty (a batch adds
 // them up), the user index, the call index and a cap-tracking
 // set; unindex(...): takes an admitted record out of them and out of the
 // usage counters; markDeleted(t, ...): the deleted record. Usage, daily

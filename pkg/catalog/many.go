@@ -16,9 +16,12 @@ type Pending struct {
 }
 
 // maxCallRun bounds the recordings with a call id of one domain that share
-// a pipeline: below it a domain's call count crosses at most one level
-// boundary within the run, so the two call keys each call declares (the
-// level at the run's start and the next) always hold the right one.
+// a pipeline: below it the run itself moves a domain's call count across
+// at most one level boundary, and each call declares the keys of the
+// level at the run's start and the two after it, so another consumer may
+// add up to three times as many entries meanwhile. Past that, the script
+// decides nothing and the artifact is decided on its own after the run,
+// later in the order than the batch placed it.
 const maxCallRun = 255
 
 // DecideMany decides a batch in order, as Decide would one after the
@@ -146,9 +149,9 @@ func (c *Catalog) decideRun(ctx context.Context, run []Pending, out []Decision, 
 		case 5:
 			errs[i] = fmt.Errorf("catalog decide %s: %w", run[i].Artifact.ID, ErrHashCollision)
 		case 2, 4:
-			// The call index grew past both declared levels (another
-			// consumer admitted meanwhile): decided on its own, after the
-			// run.
+			// The call index grew past the declared levels (another
+			// consumer admitted a great deal meanwhile): decided on its
+			// own, after the run.
 			again[i] = true
 		default:
 			out[i] = decisionOf(res)

@@ -209,7 +209,7 @@ func DepsOn(t testing.TB, store cds.Store, connect func(testing.TB, string) redi
 	// A fresh namespace is current with its empty streams, as the policy
 	// service's catch-up records at a first start; without the marks every
 	// request is refused as "being rebuilt".
-	if err := rdb.HSet(ctx, bus.AppliedKey(ns), "ingest", 0, "config", 0).Err(); err != nil {
+	if err := rdb.HSet(ctx, bus.AppliedKey(ns), "ingest", 0, "config", 0, bus.AppliedLayoutField, bus.CatalogLayout).Err(); err != nil {
 		t.Fatal(err)
 	}
 	return d

@@ -155,13 +155,12 @@ func (c *Catalog) gateOf(domain string, s stored) gated {
 	if s.Kind == KindRecording {
 		a.CallID = s.CallID
 	}
-	category := KindRecording
 	if s.Kind != KindRecording {
-		m := Message{Kind: s.Kind, Domain: domain, User: s.User, Folder: s.Folder}
-		category = m.Category()
 		a = c.MessageArtifact(Message{ID: s.ID, Domain: domain, User: s.User, Kind: s.Kind, Folder: s.Folder, ReceivedAt: s.At})
+	} else {
+		a.Category = KindRecording
 	}
-	return c.gateOfArtifact(a, s.Level, category)
+	return c.gateOfArtifact(a, s.Level, a.Category)
 }
 
 // gateOfArtifact is gateOf for an artifact being admitted: what its

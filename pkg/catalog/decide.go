@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -301,30 +302,82 @@ func parseClaim(s string) (claimed, error) {
 	return cl, nil
 }
 
-// claim registers id for domain at (class, hour) unless the id is claimed
-// already, and returns the domain's number, the claim on record and the
-// domain's call count (read in the same round trip, for the call level).
-// Only admission claims: a request that fails before its event is durably
+// claimedAs is what the claim step found for one artifact.
+type claimedAs struct {
+	// mode is the decide script's mode: the cap mode, or "conflict" when
+	// another domain owns the id.
+	mode string
+	// elsewhere: an earlier event of the id, with another time, holds
+	// this domain's claim; its recorded decision stands.
+	elsewhere bool
+	// level is the call index level the domain's call count gives now.
+	level int
+	err   error
+}
+
+// claimAll checks each artifact and claims its id for its domain at its
+// class and hour unless the id is claimed already, reading the claims on
+// record and the domains' call counts in the same round trip. Only
+// admission claims: a request that fails before its event is durably
 // published claims nothing.
-func (c *Catalog) claim(ctx context.Context, id, domain, class string, hour int64) (int64, claimed, int64, error) {
-	num, err := c.domainNumber(ctx, domain)
-	if err != nil {
-		return 0, claimed{}, 0, err
+func (c *Catalog) claimAll(ctx context.Context, batch []Pending) []claimedAs {
+	out := make([]claimedAs, len(batch))
+	var named []string
+	for i, p := range batch {
+		if out[i].err = CheckArtifact(p.Artifact); out[i].err == nil {
+			named = append(named, p.Artifact.Domain)
+		}
 	}
-	h := hashID(id)
+	nums, err := c.domainNumbers(ctx, named)
+	if err != nil {
+		for i := range out {
+			out[i].err = cmp.Or(out[i].err, err)
+		}
+		return out
+	}
+	claims := make([]*redis.StringCmd, len(batch))
+	counts := map[string]*redis.StringCmd{}
 	pipe := c.rdb.Pipeline()
-	pipe.HSetNX(ctx, c.k.claims(h), h.claim, claimValue(num, class, hour))
-	v := pipe.HGet(ctx, c.k.claims(h), h.claim)
-	count := pipe.Get(ctx, c.k.callCount(domain))
+	for i, p := range batch {
+		if out[i].err != nil {
+			continue
+		}
+		a := p.Artifact
+		pl := c.place(a, 0)
+		h := hashID(a.ID)
+		pipe.HSetNX(ctx, c.k.claims(h), h.claim, claimValue(nums[a.Domain], pl.class, pl.hour))
+		claims[i] = pipe.HGet(ctx, c.k.claims(h), h.claim)
+		if counts[a.Domain] == nil {
+			counts[a.Domain] = pipe.Get(ctx, c.k.callCount(a.Domain))
+		}
+	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return 0, claimed{}, 0, fmt.Errorf("catalog claim %s: %w", id, err)
+		for i, p := range batch {
+			out[i].err = cmp.Or(out[i].err, fmt.Errorf("catalog claim %s: %w", p.Artifact.ID, err))
+		}
+		return out
 	}
-	cl, err := parseClaim(v.Val())
-	if err != nil {
-		return 0, claimed{}, 0, err
+	for i, p := range batch {
+		if out[i].err != nil {
+			continue
+		}
+		a := p.Artifact
+		cl, err := parseClaim(claims[i].Val())
+		if err != nil {
+			out[i].err = err
+			continue
+		}
+		pl := c.place(a, 0)
+		n, _ := strconv.ParseInt(counts[a.Domain].Val(), 10, 64)
+		out[i].mode, out[i].level = string(p.Cap.Mode), callLevel(n)
+		switch {
+		case cl.num != nums[a.Domain]:
+			out[i].mode = "conflict"
+		case cl.class != pl.class || cl.hour != pl.hour:
+			out[i].elsewhere = true
+		}
 	}
-	n, _ := strconv.ParseInt(count.Val(), 10, 64)
-	return num, cl, n, nil
+	return out
 }
 
 // Decide admits or refuses a in one atomic step with its catalog write and
@@ -337,24 +390,14 @@ func (c *Catalog) claim(ctx context.Context, id, domain, class string, hour int6
 // refused as id_conflict in this domain's own refusals, so the
 // owner's artifact is neither touched nor revealed.
 func (c *Catalog) Decide(ctx context.Context, a Artifact, cap CapCheck) (Decision, error) {
-	if err := CheckArtifact(a); err != nil {
-		return Decision{}, err
-	}
-	p := c.place(a, 0)
-	num, cl, n, err := c.claim(ctx, a.ID, a.Domain, p.class, p.hour)
-	if err != nil {
-		return Decision{}, err
-	}
-	mode := string(cap.Mode)
+	cl := c.claimAll(ctx, []Pending{{Artifact: a, Cap: cap}})[0]
 	switch {
-	case cl.num != num:
-		mode = "conflict"
-	case cl.class != p.class || cl.hour != p.hour:
-		// An earlier event of the id, with another time, holds the claim:
-		// its decision stands.
+	case cl.err != nil:
+		return Decision{}, cl.err
+	case cl.elsewhere:
 		return c.repeatAt(ctx, a.Domain, a.ID)
 	}
-	level := callLevel(n)
+	mode, level := cl.mode, cl.level
 	evictBefore := ""
 	if cap.Mode == EvictOldest {
 		evictBefore = strconv.FormatInt(cap.EvictBefore.UnixMilli(), 10)
@@ -546,28 +589,59 @@ func (c *Catalog) Record(ctx context.Context, domain, id string) (Record, error)
 // doneScript removes one effect from a record's owed effects once it is
 // done.
 const doneScript = recLua + `
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return 0 end
-local t = up(raw)
-local i = string.find(t[1], ARGV[2], 2, true)
-if not i then return 0 end
-t[1] = string.sub(t[1], 1, i - 1) .. string.sub(t[1], i + 1)
-redis.call('HSET', KEYS[1], ARGV[1], pk(t))
-return 1
+for _, key in ipairs(KEYS) do
+  local raw = redis.call('HGET', key, ARGV[1])
+  if raw then
+    local t = up(raw)
+    if t[2] == ARGV[2] then
+      local i = string.find(t[1], ARGV[3], 2, true)
+      if not i then return 0 end
+      t[1] = string.sub(t[1], 1, i - 1) .. string.sub(t[1], i + 1)
+      redis.call('HSET', key, ARGV[1], pk(t))
+      return 1
+    end
+  end
+end
+return 0
 `
 
 // Done records that one pending effect of an artifact's decision is
 // confirmed. Doing it again is harmless.
 func (c *Catalog) Done(ctx context.Context, domain, id string, effect byte) error {
-	_, key, err := c.find(ctx, domain, id)
-	if errors.Is(err, ErrNoRecord) {
-		return nil
-	}
+	bucket, err := c.claimedBucket(ctx, domain, id)
 	if err != nil {
 		return err
 	}
-	if err := c.done.Run(ctx, c.rdb, []string{key}, hashID(id).field, string(effect)).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	// The script looks in the bucket the claim names, then in the
+	// domain's refusals, and changes only a record of this very id.
+	keys := []string{bucket, c.k.refused(domain)}
+	if err := c.done.Run(ctx, c.rdb, keys, hashID(id).field, encodeID(id), string(effect)).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("catalog effect %c of %s: %w", effect, id, err)
 	}
 	return nil
+}
+
+// claimedBucket is the bucket the id's claim names when domain owns the
+// id, or the domain's never-written placeholder.
+func (c *Catalog) claimedBucket(ctx context.Context, domain, id string) (string, error) {
+	h := hashID(id)
+	v, err := c.rdb.HGet(ctx, c.k.claims(h), h.claim).Result()
+	if errors.Is(err, redis.Nil) {
+		return c.k.absent(domain), nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("catalog record %s: %w", id, err)
+	}
+	cl, err := parseClaim(v)
+	if err != nil {
+		return "", err
+	}
+	num, ok, err := c.lookupNumber(ctx, domain)
+	if err != nil {
+		return "", err
+	}
+	if !ok || cl.num != num {
+		return c.k.absent(domain), nil
+	}
+	return c.k.bucket(domain, cl.class, cl.hour), nil
 }

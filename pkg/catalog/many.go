@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -60,73 +59,25 @@ func (c *Catalog) DecideMany(ctx context.Context, batch []Pending) ([]Decision, 
 
 // decideRun decides a run of artifacts none of which evicts.
 func (c *Catalog) decideRun(ctx context.Context, run []Pending, out []Decision, errs []error) {
-	var named []string
-	for i, p := range run {
-		if errs[i] = CheckArtifact(p.Artifact); errs[i] == nil {
-			named = append(named, p.Artifact.Domain)
-		}
-	}
-	nums, err := c.domainNumbers(ctx, named)
-	if err != nil {
-		for i := range run {
-			if errs[i] == nil {
-				errs[i] = err
-			}
-		}
-		return
-	}
-	claims := make([]*redis.StringCmd, len(run))
-	counts := map[string]*redis.StringCmd{}
-	pipe := c.rdb.Pipeline()
-	for i, p := range run {
-		if errs[i] != nil {
-			continue
-		}
-		a := p.Artifact
-		pl := c.place(a, 0)
-		h := hashID(a.ID)
-		pipe.HSetNX(ctx, c.k.claims(h), h.claim, claimValue(nums[a.Domain], pl.class, pl.hour))
-		claims[i] = pipe.HGet(ctx, c.k.claims(h), h.claim)
-		if counts[a.Domain] == nil {
-			counts[a.Domain] = pipe.Get(ctx, c.k.callCount(a.Domain))
-		}
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		for i := range run {
-			if errs[i] == nil {
-				errs[i] = fmt.Errorf("catalog claim %s: %w", run[i].Artifact.ID, err)
-			}
-		}
-		return
-	}
+	claims := c.claimAll(ctx, run)
 	scripts := make([]*redis.Cmd, len(run))
 	again := make([]bool, len(run))
 	build := func(pipe redis.Pipeliner) {
 		for i, p := range run {
-			if errs[i] != nil || claims[i] == nil {
+			cl := claims[i]
+			if cl.err != nil {
+				errs[i] = cl.err
 				continue
 			}
-			a := p.Artifact
-			cl, err := parseClaim(claims[i].Val())
-			if err != nil {
-				errs[i] = err
-				continue
-			}
-			pl := c.place(a, 0)
-			mode := string(p.Cap.Mode)
-			switch {
-			case cl.num != nums[a.Domain]:
-				mode = "conflict"
-			case cl.class != pl.class || cl.hour != pl.hour:
+			if cl.elsewhere {
 				again[i] = true // claimed at another time: answered on its own below
 				continue
 			}
-			n, _ := strconv.ParseInt(counts[a.Domain].Val(), 10, 64)
-			keys, args := c.decideCall(a, p.Cap, mode, callLevel(n), "", "", "")
+			keys, args := c.decideCall(p.Artifact, p.Cap, cl.mode, cl.level, "", "", "")
 			scripts[i] = c.decide.Run(ctx, pipe, keys, args...)
 		}
 	}
-	pipe = c.rdb.Pipeline()
+	pipe := c.rdb.Pipeline()
 	build(pipe)
 	if err := c.execScripts(ctx, pipe, "decide"); errors.Is(err, errReload) {
 		pipe = c.rdb.Pipeline()

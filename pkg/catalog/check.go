@@ -45,10 +45,10 @@ func CheckArtifact(a Artifact) error {
 		return fmt.Errorf("%w: %s is of kind %q (mode %q), which the catalog does not know", ErrUnstorable, a.ID, a.rec.Kind, a.rec.Mode)
 	}
 	s := a.rec
-	for name, v := range map[string]string{"id": s.ID, "user": s.User, "call_id": s.CallID, "folder": s.Folder, "sha256": s.SHA256,
-		"object key": s.ObjectKey, "from": s.From, "to": s.To, "content type": s.ContentType} {
-		if len(v) > maxField {
-			return fmt.Errorf("%w: %s: the %s is %d bytes, over %d", ErrUnstorable, a.ID, name, len(v), maxField)
+	for _, f := range [...]struct{ name, v string }{{"id", s.ID}, {"user", s.User}, {"call_id", s.CallID}, {"folder", s.Folder},
+		{"sha256", s.SHA256}, {"object key", s.ObjectKey}, {"from", s.From}, {"to", s.To}, {"content type", s.ContentType}} {
+		if len(f.v) > maxField {
+			return fmt.Errorf("%w: %s: the %s is %d bytes, over %d", ErrUnstorable, a.ID, f.name, len(f.v), maxField)
 		}
 	}
 	return nil

@@ -121,12 +121,19 @@ func (c *Catalog) gate(ctx context.Context, domain, id string, check bool, pendi
 		return DeleteResult{}, fmt.Errorf("catalog delete %s: %w", id, ErrPublishPending)
 	case Held:
 		return DeleteResult{Outcome: Held, HoldID: res[1], Record: rec}, nil
-	case Deleted, AlreadyDeleted:
+	case Deleted:
+		// The record as the script wrote it (markDeleted), without
+		// reading it back.
+		rec.State, rec.Pending, rec.Reason, rec.Rule, rec.Actor = StateDeleted, pending, reason, rule, actor
+		rec.DeletedAt = time.UnixMilli(now.UnixMilli()).UTC()
+		return DeleteResult{Outcome: Deleted, Record: rec}, nil
+	case AlreadyDeleted:
+		// Deleted meanwhile by another caller: its record says what is owed.
 		rec, err = c.Record(ctx, domain, id)
 		if err != nil {
 			return DeleteResult{}, err
 		}
-		return DeleteResult{Outcome: DeleteOutcome(res[0]), Record: rec}, nil
+		return DeleteResult{Outcome: AlreadyDeleted, Record: rec}, nil
 	default:
 		return DeleteResult{Outcome: DeleteOutcome(res[0]), Record: rec}, nil
 	}

@@ -12,8 +12,6 @@ import (
 
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/catalog"
-	"github.com/callvault/callvault/pkg/cds"
-	"github.com/callvault/callvault/pkg/testenv"
 	"github.com/callvault/callvault/services/policy"
 )
 
@@ -24,15 +22,7 @@ import (
 // empty Redis gives the same numbers.
 func TestBreak2DomainNumbersAreStreamSequences(t *testing.T) {
 	t.Parallel()
-	store, err := cds.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := testenv.Deps(t, store)
-	svc, err := policy.New(d, policy.Settings{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, svc := newService(t, policy.Settings{})
 	ctx := context.Background()
 	ns := d.Names.Namespace()
 	var wg sync.WaitGroup

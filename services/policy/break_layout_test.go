@@ -13,7 +13,6 @@ import (
 	"github.com/callvault/callvault/pkg/apierr"
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/catalog"
-	"github.com/callvault/callvault/pkg/cds"
 	"github.com/callvault/callvault/pkg/testenv"
 	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
 	"github.com/callvault/callvault/services/policy"
@@ -28,15 +27,7 @@ import (
 // rebuild such a Reader no longer finds the domain's recordings.
 func TestBreakDomainNumbersChangeOnRebuild(t *testing.T) {
 	t.Parallel()
-	store, err := cds.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := testenv.Deps(t, store)
-	svc, err := policy.New(d, policy.Settings{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, svc := newService(t, policy.Settings{})
 	ctx := context.Background()
 	ns := d.Names.Namespace()
 	faults := testenv.InjectRedisFaults(t, d.Redis)
@@ -106,15 +97,7 @@ func TestBreakDomainNumbersChangeOnRebuild(t *testing.T) {
 // culler never deletes their media). A recorded decision must replay.
 func TestBreakRebuildDropsLegacyMessages(t *testing.T) {
 	t.Parallel()
-	store, err := cds.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := testenv.Deps(t, store)
-	svc, err := policy.New(d, policy.Settings{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, svc := newService(t, policy.Settings{})
 	ctx := context.Background()
 	if _, _, err := svc.ProvisionDomain(ctx, system, "a.example", "r1"); err != nil {
 		t.Fatal(err)

@@ -32,15 +32,7 @@ func recordingEvent(id string, size int64, at time.Time) *eventv1.Envelope {
 func TestAdmissionIsIdempotent(t *testing.T) {
 	t.Parallel()
 	d, svc := setup(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	runService(t, svc)
 
 	at := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
 	pub := func(msgID string, env *eventv1.Envelope) {

@@ -36,8 +36,9 @@ var (
 	otherReseller = auth.Principal{Name: "r2-ops", Level: auth.LevelReseller, Reseller: "r2"}
 )
 
-// setupWith is setup with the operator's settings.
-func setupWith(t *testing.T, set policy.Settings) (*platform.Deps, *policy.Service) {
+// newService is a policy service on fresh test dependencies, with no
+// domain provisioned.
+func newService(t *testing.T, set policy.Settings) (*platform.Deps, *policy.Service) {
 	t.Helper()
 	store, err := cds.NewFS(t.TempDir())
 	if err != nil {
@@ -48,6 +49,28 @@ func setupWith(t *testing.T, set policy.Settings) (*platform.Deps, *policy.Servi
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d, svc
+}
+
+// runService runs svc until the test ends, and fails the test if Run
+// returns an error.
+func runService(t *testing.T, svc *policy.Service) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+}
+
+// setupWith is setup with the operator's settings.
+func setupWith(t *testing.T, set policy.Settings) (*platform.Deps, *policy.Service) {
+	t.Helper()
+	d, svc := newService(t, set)
 	if _, err := catalog.New(d.Redis, d.Names.Namespace()).ApplyDomain(context.Background(), catalog.Domain{Domain: "a.example", Reseller: "r1", ProvisionedBy: "test", ProvisionedAt: time.Now()}, 0); err != nil {
 		t.Fatal(err)
 	}

@@ -21,15 +21,7 @@ import (
 func TestUnstorableMessagesAreDeadLettered(t *testing.T) {
 	t.Parallel()
 	d, svc := setup(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	runService(t, svc)
 	vm := func(id string, at time.Time, from string) *eventv1.Envelope {
 		return &eventv1.Envelope{
 			Id: id, ArtifactId: id, AcceptedAt: timestamppb.Now(), Source: "test",

@@ -316,8 +316,10 @@ type claimedAs struct {
 }
 
 // claimAll checks each artifact and claims its id for its domain at its
-// class and hour unless the id is claimed already, reading the claims on
-// record and the domains' call counts in the same round trip. Only
+// class and hour unless the id is claimed already or the domain's record
+// of it is an id_conflict refusal: one round trip reads the claims, those
+// refusals and the domains' call counts, a second claims the ids nobody
+// holds (a redelivery of a decided id needs only the first). Only
 // admission claims: a request that fails before its event is durably
 // published claims nothing.
 func (c *Catalog) claimAll(ctx context.Context, batch []Pending) []claimedAs {
@@ -335,7 +337,13 @@ func (c *Catalog) claimAll(ctx context.Context, batch []Pending) []claimedAs {
 		}
 		return out
 	}
+	// First what is on record: the claim, and the domain's refusal of the
+	// id if any. A domain whose record of the id is an id_conflict refusal
+	// never claims it, even when the claim is gone (a rebuild restores no
+	// claim for an owner whose admission was never published, and the
+	// refused domain's redelivery must not take the id from it).
 	claims := make([]*redis.StringCmd, len(batch))
+	refusals := make([]*redis.StringCmd, len(batch))
 	counts := map[string]*redis.StringCmd{}
 	pipe := c.rdb.Pipeline()
 	for i, p := range batch {
@@ -343,33 +351,62 @@ func (c *Catalog) claimAll(ctx context.Context, batch []Pending) []claimedAs {
 			continue
 		}
 		a := p.Artifact
-		pl := c.place(a, 0)
 		h := hashID(a.ID)
-		pipe.HSetNX(ctx, c.k.claims(h), h.claim, claimValue(nums[a.Domain], pl.class, pl.hour))
 		claims[i] = pipe.HGet(ctx, c.k.claims(h), h.claim)
+		refusals[i] = pipe.HGet(ctx, c.k.refused(a.Domain), h.field)
 		if counts[a.Domain] == nil {
 			counts[a.Domain] = pipe.Get(ctx, c.k.callCount(a.Domain))
 		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	fail := func(err error) []claimedAs {
 		for i, p := range batch {
 			out[i].err = cmp.Or(out[i].err, fmt.Errorf("catalog claim %s: %w", p.Artifact.ID, err))
 		}
 		return out
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fail(err)
+	}
+	// Then the claims of ids nobody holds yet.
+	pipe = c.rdb.Pipeline()
+	unclaimed := 0
+	for i, p := range batch {
+		if out[i].err != nil || claims[i].Err() == nil {
+			continue
+		}
+		a := p.Artifact
+		if s, err := unpackStored(a.Domain, 0, refusals[i].Val()); refusals[i].Err() == nil && err == nil && s.ID == a.ID && s.Reason == ErrIDConflict {
+			out[i].mode = "conflict"
+			continue
+		}
+		pl := c.place(a, 0)
+		h := hashID(a.ID)
+		pipe.HSetNX(ctx, c.k.claims(h), h.claim, claimValue(nums[a.Domain], pl.class, pl.hour))
+		claims[i] = pipe.HGet(ctx, c.k.claims(h), h.claim)
+		unclaimed++
+	}
+	if unclaimed > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return fail(err)
+		}
 	}
 	for i, p := range batch {
 		if out[i].err != nil {
 			continue
 		}
 		a := p.Artifact
+		n, _ := strconv.ParseInt(counts[a.Domain].Val(), 10, 64)
+		out[i].level = callLevel(n)
+		if out[i].mode == "conflict" {
+			continue
+		}
 		cl, err := parseClaim(claims[i].Val())
 		if err != nil {
 			out[i].err = err
 			continue
 		}
 		pl := c.place(a, 0)
-		n, _ := strconv.ParseInt(counts[a.Domain].Val(), 10, 64)
-		out[i].mode, out[i].level = string(p.Cap.Mode), callLevel(n)
+		out[i].mode = string(p.Cap.Mode)
 		switch {
 		case cl.num != nums[a.Domain]:
 			out[i].mode = "conflict"

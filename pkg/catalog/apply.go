@@ -53,6 +53,11 @@ const (
 	OpAdmission RecordedOp = iota + 1
 	OpRefusal
 	OpDeletion
+	// opEviction is what an admission that evicted did to its victim
+	// (marked deleted, out of the folder, its usage given back), without
+	// the admission itself: the build writes the admission with plain
+	// commands and this after it.
+	opEviction
 )
 
 // applyManyScript writes recorded admissions of one domain, as the decide
@@ -119,6 +124,24 @@ if written > 0 then
   if calls > 0 then redis.call('INCRBY', KEYS[3], calls) end
 end
 return written
+`
+
+// evictScript applies what a recorded admission did to the artifact it
+// evicted, as applyMany does: an admitted victim leaves the folder, gives
+// its usage back and is marked deleted by the cap.
+// KEYS: the victim's bucket, the folder, usage. ARGV: the victim's field,
+// the admitted id, accepted at (ms), category.
+const evictScript = recLua + indexLua + `
+local vraw = redis.call('HGET', KEYS[1], ARGV[1])
+if not vraw then return 0 end
+local v = up(vraw)
+if string.sub(v[1], 1, 1) ~= 'a' then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[3], ARGV[4] .. ':bytes', -v[5])
+redis.call('HINCRBY', KEYS[3], ARGV[4] .. ':count', -1)
+redis.call('HINCRBY', KEYS[3], 'total:bytes', -v[5])
+redis.call('HSET', KEYS[1], ARGV[1], markDeleted(v, '', 'cap_evicted', 'folder cap: the oldest makes room for ' .. ARGV[2], 'policy', ARGV[3]))
+return 1
 `
 
 // refusedScript writes a recorded refusal.
@@ -194,7 +217,7 @@ func (c *Catalog) applyRecorded(ctx context.Context, batch []Recorded) error {
 	claimPipe := c.rdb.Pipeline()
 	for _, r := range batch {
 		switch r.Op {
-		case OpAdmission:
+		case OpAdmission, opEviction:
 			a := r.Admission.Artifact
 			if id := r.Admission.EvictedID; id != "" {
 				k := [2]string{a.Domain, id}
@@ -207,7 +230,9 @@ func (c *Catalog) applyRecorded(ctx context.Context, batch []Recorded) error {
 					evictedClaims = append(evictedClaims, claimPipe.HGet(ctx, c.k.claims(h), h.claim))
 				}
 			}
-			admittedHere[[2]string{a.Domain, a.ID}] = a
+			if r.Op == OpAdmission {
+				admittedHere[[2]string{a.Domain, a.ID}] = a
+			}
 		case OpDeletion:
 			k := [2]string{r.Deletion.Domain, r.Deletion.ID}
 			if _, ok := admittedHere[k]; ok {
@@ -274,6 +299,17 @@ func (c *Catalog) applyRecorded(ctx context.Context, batch []Recorded) error {
 				pipe.HSetNX(ctx, c.k.claims(h), h.claim, claimValue(nums[f.Domain], classOf(f.Kind), hourOf(f.At)))
 			}
 			c.refused.Run(ctx, pipe, []string{c.k.refused(f.Domain)}, h.field, f.stored("r").pack(f.Domain, true), f.Reason)
+		case opEviction:
+			ad := r.Admission
+			a := ad.Artifact
+			flush(a.Domain)
+			victim := [2]string{a.Domain, ad.EvictedID}
+			track := c.k.absent(a.Domain)
+			if a.trackType == trackSet {
+				track = a.trackKey
+			}
+			c.evict.Run(ctx, pipe, []string{evicted[victim], track, c.k.usage(a.Domain)},
+				hashID(ad.EvictedID).field, a.ID, a.AcceptedAt.UnixMilli(), a.Category)
 		case OpDeletion:
 			d := r.Deletion
 			flush(d.Domain)
@@ -422,7 +458,7 @@ func retryOnReload(f func() error) error {
 }
 
 func (c *Catalog) loadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{c.decide, c.done, c.gateS, c.applyMany, c.refused, c.provision, c.number, c.mark} {
+	for _, s := range []*redis.Script{c.decide, c.done, c.gateS, c.applyMany, c.refused, c.provision, c.number, c.mark, c.appendS, c.evict} {
 		if err := s.Load(ctx, c.rdb).Err(); err != nil {
 			return fmt.Errorf("catalog: load script: %w", err)
 		}

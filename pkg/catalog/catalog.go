@@ -41,9 +41,9 @@ type Recording struct {
 
 // Catalog reads and writes the artifact index.
 type Catalog struct {
-	rdb                                                              redis.UniversalClient
-	k                                                                keys
-	decide, done, gateS, applyMany, refused, provision, number, mark *redis.Script
+	rdb                                                                              redis.UniversalClient
+	k                                                                                keys
+	decide, done, gateS, applyMany, refused, provision, number, mark, appendS, evict *redis.Script
 	// nums remembers domain numbers: once given, a domain's number never
 	// changes (a rebuild gives it again in the config stream's order).
 	nums sync.Map
@@ -54,7 +54,8 @@ func New(rdb redis.UniversalClient, ns string) *Catalog {
 	return &Catalog{rdb: rdb, k: keys{ns: ns},
 		decide: redis.NewScript(decideScript), done: redis.NewScript(doneScript), gateS: redis.NewScript(gateScript),
 		applyMany: redis.NewScript(applyManyScript), refused: redis.NewScript(refusedScript),
-		provision: redis.NewScript(provisionScript), number: redis.NewScript(numberScript), mark: redis.NewScript(markScript)}
+		provision: redis.NewScript(provisionScript), number: redis.NewScript(numberScript), mark: redis.NewScript(markScript),
+		appendS: redis.NewScript(appendScript), evict: redis.NewScript(evictScript)}
 }
 
 // AdmitRecording decides r with no cap: the path of tests and tools that

@@ -29,3 +29,8 @@ var (
 
 // CursorAt is the page token of the position after (t, id).
 func CursorAt(t time.Time, id string) string { return cursor{score: t.UnixMilli(), id: id}.encode() }
+
+// LockRebuildFor takes the rebuild lock with a lease of its own.
+func LockRebuildFor(c *Catalog, ctx context.Context, lease time.Duration) (context.Context, func(), error) {
+	return c.lockRebuild(ctx, lease)
+}

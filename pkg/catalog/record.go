@@ -226,11 +226,16 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
-// pack encodes s as the record of domain in the bucket of its hour.
+// values are the fields of s as the record of domain in the bucket of its hour.
 // Recordings have 14 fields, messages 15; the scripts add the decision
 // fields. An absolute record (a conflict's, in no hour bucket) keeps its
 // whole time and object key.
-func (s stored) pack(domain string, absolute bool) string {
+func (s stored) values(domain string, absolute bool) []value {
+	return s.appendValues(make([]value, 0, fieldCount), domain, absolute)
+}
+
+// appendValues appends the fields of s (see values) to vs.
+func (s stored) appendValues(vs []value, domain string, absolute bool) []value {
 	at := s.At.UnixMilli()
 	code := kindCode(s.Kind, s.Mode)
 	base := hourOf(s.At) * hourMS
@@ -238,7 +243,6 @@ func (s stored) pack(domain string, absolute bool) string {
 	if absolute {
 		base, key = 0, s.ObjectKey
 	}
-	vs := make([]value, 0, fieldCount)
 	vs = append(vs,
 		str(string(s.State)+s.Pending),
 		str(encodeID(s.ID)),
@@ -264,7 +268,23 @@ func (s stored) pack(domain string, absolute bool) string {
 	} else {
 		vs = append(vs, str(s.From), typeValue(s.ContentType), str(s.To))
 	}
-	return packValues(vs)
+	return vs
+}
+
+// pack is the record of a domain's artifact; absolute keeps the whole
+// time and object key.
+func (s stored) pack(domain string, absolute bool) string {
+	return packValues(s.values(domain, absolute))
+}
+
+// packRefused is a refusal's record with its reason, as the refusal
+// script writes it (t[16] = reason, the holes below it false).
+func (s stored) packRefused(domain string) string {
+	vs := s.values(domain, true)
+	for len(vs) < fReason {
+		vs = append(vs, value{hole: true})
+	}
+	return packValues(append(vs, str(s.Reason)))
 }
 
 // unpackStored decodes a record of domain found in the bucket of hour.

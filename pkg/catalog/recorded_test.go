@@ -20,9 +20,11 @@ func dumpNS(t *testing.T, rdb redis.UniversalClient, ns string) map[string]strin
 	t.Helper()
 	ctx := context.Background()
 	out := map[string]string{}
-	iter := rdb.Scan(ctx, 0, ns+":*", 1000).Iterator()
-	for iter.Next(ctx) {
-		k := iter.Val()
+	all, err := testenv.Keys(ctx, rdb, ns+":*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range all {
 		typ, err := rdb.Type(ctx, k).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -48,9 +50,6 @@ func dumpNS(t *testing.T, rdb redis.UniversalClient, ns string) map[string]strin
 			t.Fatal(err)
 		}
 		out[strings.TrimPrefix(k, ns)] = typ + " " + fmt.Sprint(v)
-	}
-	if err := iter.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

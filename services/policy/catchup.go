@@ -58,9 +58,10 @@ func Lag(ctx context.Context, js jetstream.JetStream, n bus.Names, cat *catalog.
 }
 
 // CatchUp rebuilds Redis from the streams when it is behind them, before
-// anything is served from it or applied to it. The rebuild is idempotent
-// over whatever state Redis still holds. It reports why it rebuilt ("" when
-// current) and how many recorded decisions it replayed.
+// anything is served from it or applied to it. The rebuild replaces
+// whatever catalog state Redis still holds, and runs in one process at a
+// time (catalog.LockRebuild). It reports why it rebuilt ("" when current)
+// and how many recorded decisions it replayed.
 func (s *Service) CatchUp(ctx context.Context) (why string, events int, err error) {
 	s.catchMu.Lock()
 	defer s.catchMu.Unlock()
@@ -78,8 +79,21 @@ func (s *Service) CatchUp(ctx context.Context) (why string, events int, err erro
 			return "", 0, err
 		}
 	}
+	// One rebuild at a time, across processes: a rebuild that another
+	// process finished while this one waited leaves nothing to do.
+	held, release, err := s.catalog.LockRebuild(ctx)
+	if err != nil {
+		return why, 0, fmt.Errorf("catch up: %w", err)
+	}
+	defer release()
+	if why, err = s.Lag(held); err != nil || why == "" {
+		return why, 0, err
+	}
 	s.log.Warn("Redis is behind the streams; rebuilding before serving", "why", why)
-	n, err := s.rebuild(ctx)
+	n, err := s.rebuild(held)
+	if cause := context.Cause(held); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = fmt.Errorf("%w: %w", err, cause)
+	}
 	if err != nil {
 		return why, n, fmt.Errorf("catch up: %w", err)
 	}

@@ -98,22 +98,26 @@ func (s *Service) trackKey(kind retention.Kind, domain, user, folder string, at 
 	}
 }
 
-// rebuildBatch is how many decisions one pipeline applies: large enough
-// that a domain's admissions share a script call (about ten per domain
-// with 200 domains), small enough to keep a batch's scripts short.
-const rebuildBatch = 2048
+// rebuildBatch is how many decisions one batch of the build writes: large
+// enough that its index entries add up per key (about forty admissions
+// per domain with 200 domains), small enough to keep a pipeline short.
+const rebuildBatch = 8192
 
-// RebuildCatalog applies the recorded decisions of the ingest stream in
-// stream order: admissions, refusals and tombstones, as they happened.
-// Nothing is decided again: caps, holds and overrides are not consulted,
-// so the result is what the live consumers wrote, whatever today's policy
-// says. Ingest events with no decision yet are left to the admission
-// consumer, which has not acknowledged them.
+// RebuildCatalog empties the catalog (catalog.Wipe: records, indexes,
+// refusals, usage, counters and claims; config stays) and writes the
+// recorded decisions of the ingest stream into it in stream order:
+// admissions, refusals and tombstones, as they happened. Nothing is
+// decided again: caps, holds and overrides are not consulted, so the
+// result is what the live consumers wrote, whatever today's policy says
+// and whatever stale state Redis held. Ingest events with no decision yet
+// are left to the admission consumer, which has not acknowledged them.
 //
-// Reading and writing overlap: while one batch is written to Redis in a
-// single pipeline, the next is read and decoded. Batches are written one
-// at a time, in order.
+// Reading and writing overlap: while one batch is written to Redis, the
+// next is read and decoded. Batches are written one at a time, in order.
 func (s *Service) RebuildCatalog(ctx context.Context) (int, error) {
+	if _, err := s.catalog.Wipe(ctx); err != nil {
+		return 0, err
+	}
 	w := s.startRebuildWriter(ctx)
 	batch := w.buffer()
 	n, skipped, err := bus.Replay(ctx, s.d.JS, s.d.Names.IngestStream(), s.d.Names.DecisionSubjects(), func(ctx context.Context, env *eventv1.Envelope, _ uint64) error {
@@ -188,8 +192,9 @@ func artifactTime(r *eventv1.AdmissionRefused) time.Time {
 	return r.GetArtifactTime().AsTime()
 }
 
-// rebuildWriter applies batches of recorded decisions in order on a
-// goroutine of its own, so that the replay reads on meanwhile.
+// rebuildWriter writes batches of recorded decisions in order on a
+// goroutine of its own, through a catalog.Builder, so that the replay
+// reads on meanwhile.
 type rebuildWriter struct {
 	batches chan []catalog.Recorded
 	free    chan []catalog.Recorded
@@ -206,16 +211,21 @@ func (s *Service) startRebuildWriter(ctx context.Context) *rebuildWriter {
 	}
 	go func() {
 		defer close(w.done)
-		for b := range w.batches {
-			if err := s.catalog.ApplyRecorded(ctx, b); err != nil {
-				w.err = err
-				return
+		b, err := s.catalog.NewBuilder(ctx)
+		if err != nil {
+			w.err = err
+			return
+		}
+		for batch := range w.batches {
+			if err := b.Add(batch); err != nil {
+				break
 			}
 			select {
-			case w.free <- b[:0]:
+			case w.free <- batch[:0]:
 			default:
 			}
 		}
+		w.err = b.Close()
 	}()
 	return w
 }

@@ -205,7 +205,16 @@ func settled(ctx context.Context, cat *catalog.Catalog, stream string, seq uint6
 func (s *Service) Rebuild(ctx context.Context) (int, error) {
 	s.catchMu.Lock()
 	defer s.catchMu.Unlock()
-	return s.rebuild(ctx)
+	held, release, err := s.catalog.LockRebuild(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	n, err := s.rebuild(held)
+	if cause := context.Cause(held); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = fmt.Errorf("%w: %w", err, cause)
+	}
+	return n, err
 }
 
 // rebuild is Rebuild with catchMu held. It first removes the applied

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,6 +144,36 @@ func rawRead(b *testing.B, d *platform.Deps, want int) {
 	}
 }
 
+// redisCPU is the CPU time the Redis server has used, in seconds.
+func redisCPU(b *testing.B, d *platform.Deps) float64 {
+	b.Helper()
+	info, err := d.Redis.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, _ := strings.Cut(line, ":")
+		if k == "used_cpu_sys" || k == "used_cpu_user" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += f
+		}
+	}
+	return total
+}
+
+// selfCPU is the CPU time this process has used, in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
 // redisBytes sums MEMORY USAGE over the namespace's keys.
 func redisBytes(b *testing.B, d *platform.Deps) int64 {
 	b.Helper()
@@ -193,17 +225,23 @@ func BenchmarkRebuild(b *testing.B) {
 	events, tombstones := publishWorkload(b, d, s)
 	ctx := context.Background()
 	var raw, rebuild time.Duration
+	var redisBusy, selfBusy, rawSelf float64
 	for b.Loop() {
 		b.StopTimer()
 		wipeNamespace(b, d)
+		rawSelf0 := selfCPU()
 		start := time.Now()
 		rawRead(b, d, events)
 		raw += time.Since(start)
+		rawSelf += selfCPU() - rawSelf0
 		b.StartTimer()
 
+		redis0, self0 := redisCPU(b, d), selfCPU()
 		start = time.Now()
 		n, err := s.Rebuild(ctx)
 		rebuild += time.Since(start)
+		redisBusy += redisCPU(b, d) - redis0
+		selfBusy += selfCPU() - self0
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -226,5 +264,11 @@ func BenchmarkRebuild(b *testing.B) {
 	b.ReportMetric(rawRate, "raw-events/s")
 	b.ReportMetric(rebuildRate, "rebuild-events/s")
 	b.ReportMetric(rebuildRate/rawRate, "rebuild/raw")
+	// Where the rebuild's time goes: the CPU seconds Redis and this
+	// process used per second of rebuild (on a machine with few cores,
+	// their sum with the NATS server's is what bounds the ratio).
+	b.ReportMetric(redisBusy/rebuild.Seconds(), "redis-cpu/s")
+	b.ReportMetric(selfBusy/rebuild.Seconds(), "service-cpu/s")
+	b.ReportMetric(rawSelf/raw.Seconds(), "raw-reader-cpu/s")
 	b.ReportMetric(float64(redisBytes(b, d))/float64(admitted), "redis-B/artifact")
 }

@@ -118,3 +118,59 @@ func TestRebuildCatalogReportsAFailedWrite(t *testing.T) {
 		t.Fatalf("usage = %+v, want 6000 recordings of 600,000 bytes", got)
 	}
 }
+
+// TestConcurrentRebuildsCountEachRecordOnce runs three rebuilds at once,
+// as two processes (an operator's replay beside a service catching up)
+// would: a rebuild empties the catalog and counts a record when it finds
+// it absent, so one wiping while another writes would count records
+// twice. They take turns; the usage is the stream's, and the catch-up
+// that waited finds Redis current and rebuilds nothing.
+func TestConcurrentRebuildsCountEachRecordOnce(t *testing.T) {
+	t.Parallel()
+	store, err := cds.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := testenv.Deps(t, store)
+	publishAdmitted(t, d, 20_000)
+	svcs := make([]*policy.Service, 3)
+	for i := range svcs {
+		dd := *d
+		dd.Registry = prometheus.NewRegistry()
+		if svcs[i], err = policy.New(&dd, policy.Settings{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	errs := make(chan error, 3)
+	caught := make(chan int, 1)
+	cat := catalog.New(d.Redis, d.Names.Namespace())
+	go func() { _, err := svcs[0].Rebuild(ctx); errs <- err }()
+	// The others start once the first has written part of the catalog.
+	testenv.WaitFor(t, "the first rebuild to write", func() bool {
+		u, err := cat.Usage(ctx, "a.example")
+		return err == nil && u[catalog.KindRecording].Count > 0
+	})
+	go func() { _, err := svcs[1].Rebuild(ctx); errs <- err }()
+	go func() {
+		_, n, err := svcs[2].CatchUp(ctx)
+		caught <- n
+		errs <- err
+	}()
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, err := cat.Usage(ctx, "a.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := u[catalog.KindRecording]; got.Count != 20_000 || got.Bytes != 2_000_000 {
+		t.Fatalf("usage after concurrent rebuilds = %+v, want 20,000 recordings of 2,000,000 bytes", got)
+	}
+	if why, err := svcs[2].Lag(ctx); err != nil || why != "" {
+		t.Fatalf("Lag after the rebuilds = %q, %v", why, err)
+	}
+	t.Logf("the catch-up replayed %d decisions", <-caught)
+}

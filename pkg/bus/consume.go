@@ -107,6 +107,11 @@ type Consumer struct {
 	// reason rather than a generic one. Keyed by stream sequence.
 	mu      sync.Mutex
 	reasons map[uint64]string
+
+	// batch, when set, handles up to batchSize messages at a time instead
+	// of handler one at a time.
+	batch     BatchHandler
+	batchSize int
 }
 
 // NewConsumer returns a consumer; Run starts it.
@@ -154,6 +159,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	if c.batch != nil {
+		return c.runBatches(ctx, cons)
+	}
 	// Handlers run on a context that outlives ctx so a drain can finish the
 	// messages in hand; each call is still bounded by HandlerTimeout.
 	base := context.WithoutCancel(ctx)
@@ -196,24 +204,7 @@ func (c *Consumer) handle(base context.Context, m jetstream.Msg) {
 		err = fmt.Errorf("handler timed out after %s: %w", c.spec.HandlerTimeout, err)
 	}
 	cancel()
-	if err == nil {
-		if aerr := m.Ack(); aerr != nil {
-			// The side effect is done and idempotent: a redelivery is harmless.
-			c.log.Warn("ack failed; message will be redelivered", "err", aerr)
-		}
-		c.metrics.observe(c.spec.Durable, "ok")
-		return
-	}
-	if IsPoison(err) || attempts >= uint64(c.spec.MaxDeliver) {
-		c.deadLetter(base, m, err.Error(), attempts)
-		return
-	}
-	delay := c.retryDelay(attempts)
-	c.log.Warn("handler failed; retrying", "err", err, "attempt", attempts, "delay", delay)
-	if nerr := m.NakWithDelay(delay); nerr != nil {
-		c.log.Warn("nak failed; ack wait will redeliver", "err", nerr)
-	}
-	c.metrics.observe(c.spec.Durable, "retry")
+	c.settle(base, m, err, attempts)
 }
 
 // keepInProgress sends in-progress acks every third of AckWait until the

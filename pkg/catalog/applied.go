@@ -2,6 +2,8 @@ package catalog
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -20,6 +22,8 @@ type Applied struct {
 	// Layout is the catalog layout the marks were written with ("" before
 	// layouts were marked).
 	Layout string
+	// Gen names the rebuild (or first start) that wrote the marks.
+	Gen string
 }
 
 // Layout names the catalog's key layout. MarkCurrent writes it beside the
@@ -38,23 +42,41 @@ const (
 
 func (k keys) applied() string { return bus.AppliedKey(k.ns) }
 
-// markScript writes a mark that is absent even at 0, so that a Redis
-// rebuilt from streams with nothing to apply still reads as present.
+// genField names the rebuild that wrote the marks: MarkCurrent gives it
+// a new random value, so a writer that read it before a rebuild finds it
+// changed (or gone, while the rebuild runs) when it marks its work.
+const genField = "gen"
+
+// markScript moves a mark forward, for the writer that read the marks of
+// generation ARGV[3]. It only moves marks that exist: a Redis emptied
+// while an event was being applied must stay without marks (and so refuse
+// to answer) until a rebuild has restored it, not be marked current by
+// the event that happened to finish. It returns 1 when it moved (or kept)
+// the mark, 0 when the marks are gone and -1 when another rebuild wrote
+// them: either way a rebuild ran while the writer worked.
 const markScript = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if (redis.call('HGET', KEYS[1], 'gen') or '') ~= ARGV[3] then return -1 end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur or tonumber(ARGV[2]) > tonumber(cur) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 return 1
 `
 
-// MarkApplied records that stream has been applied up to seq (it never
-// moves back). It only moves marks that exist: a Redis emptied while an
-// event was being applied must stay without marks (and so refuse to
-// answer) until a rebuild has restored it, not be marked current by the
-// event that happened to finish.
-func (c *Catalog) MarkApplied(ctx context.Context, stream string, seq uint64) error {
-	if err := c.mark.Run(ctx, c.rdb, []string{c.k.applied()}, stream, seq).Err(); err != nil {
+// ErrRebuiltMeanwhile: a rebuild started (or finished) while a writer
+// applied events it had checked the marks for. What it wrote may have
+// been half wiped, so its events are retried after another rebuild.
+var ErrRebuiltMeanwhile = errors.New("catalog: Redis was rebuilt while the events were applied; they are retried after another rebuild")
+
+// MarkApplied records that stream has been applied up to seq by a writer
+// that read the marks of generation gen (Applied.Gen) before it began.
+// It returns ErrRebuiltMeanwhile when a rebuild ran since.
+func (c *Catalog) MarkApplied(ctx context.Context, stream string, seq uint64, gen string) error {
+	n, err := c.mark.Run(ctx, c.rdb, []string{c.k.applied()}, stream, seq, gen).Int()
+	if err != nil {
 		return fmt.Errorf("catalog mark %s applied: %w", stream, err)
+	}
+	if n != 1 {
+		return ErrRebuiltMeanwhile
 	}
 	return nil
 }
@@ -62,7 +84,11 @@ func (c *Catalog) MarkApplied(ctx context.Context, stream string, seq uint64) er
 // MarkCurrent writes both marks at once: after a rebuild, or at a first
 // start on empty streams. It is the only way the marks come into being.
 func (c *Catalog) MarkCurrent(ctx context.Context, ingest, config uint64) error {
-	if err := c.rdb.HSet(ctx, c.k.applied(), AppliedIngest, ingest, AppliedConfig, config, layoutField, Layout).Err(); err != nil {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	if err := c.rdb.HSet(ctx, c.k.applied(), AppliedIngest, ingest, AppliedConfig, config, layoutField, Layout, genField, hex.EncodeToString(b)).Err(); err != nil {
 		return fmt.Errorf("catalog mark current: %w", err)
 	}
 	return nil
@@ -70,7 +96,7 @@ func (c *Catalog) MarkCurrent(ctx context.Context, ingest, config uint64) error 
 
 // Applied reads the progress marks.
 func (c *Catalog) Applied(ctx context.Context) (Applied, error) {
-	vals, err := c.rdb.HMGet(ctx, c.k.applied(), AppliedIngest, AppliedConfig, layoutField).Result()
+	vals, err := c.rdb.HMGet(ctx, c.k.applied(), AppliedIngest, AppliedConfig, layoutField, genField).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return Applied{}, fmt.Errorf("catalog applied: %w", err)
 	}
@@ -82,6 +108,10 @@ func (c *Catalog) Applied(ctx context.Context) (Applied, error) {
 		}
 		if i == 2 {
 			a.Layout = s
+			continue
+		}
+		if i == 3 {
+			a.Gen = s
 			continue
 		}
 		a.Present = true

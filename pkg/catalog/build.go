@@ -44,6 +44,9 @@ var catalogSuffixes = []string{"h:", "hb:", "yb:", "u:", "c:", "box:", "sms:", "
 
 var catalogNames = map[string]bool{"cn": true, "refused": true, "usage": true, "daily": true}
 
+// registryNames are the domain registry's keys under ns:{domains}:.
+var registryNames = map[string]bool{"meta": true, "num": true, "name": true, "seq": true}
+
 // derived reports whether key is one the catalog derives from the ingest
 // stream: a domain's records, indexes, refusals, usage and cap counters,
 // or an id claim bucket.
@@ -59,10 +62,13 @@ func (k keys) derived(key string) bool {
 		return false
 	}
 	end := strings.Index(rest, "}:")
-	if end < 0 || rest[1:end] == "domains" {
+	if end < 0 {
 		return false
 	}
 	suffix := rest[end+2:]
+	if rest[1:end] == "domains" && registryNames[suffix] {
+		return false // the domain registry (a domain may be called "domains")
+	}
 	if catalogNames[suffix] {
 		return true
 	}
@@ -164,7 +170,12 @@ type Builder struct {
 	queue  chan indexStep
 	done   chan struct{}
 	mu     sync.Mutex
+	cond   *sync.Cond
 	err    error
+	// queued counts the second steps queued or running; touched the ids
+	// their deletions and evictions name.
+	queued  int
+	touched map[[2]string]int
 }
 
 // indexStep is the second step of a batch.
@@ -173,6 +184,8 @@ type indexStep struct {
 	// slow are the deletions and evictions, in stream order; an eviction
 	// applies only if its admission's record was new.
 	slow []slowStep
+	// touched are the ids slow deletes or evicts.
+	touched [][2]string
 }
 
 type slowStep struct {
@@ -293,16 +306,17 @@ func (c *Catalog) NewBuilder(ctx context.Context) (*Builder, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	b := &Builder{c: c, ctx: ctx, cancel: cancel, queue: make(chan indexStep, 1), done: make(chan struct{})}
+	b := &Builder{c: c, ctx: ctx, cancel: cancel, queue: make(chan indexStep, 1), done: make(chan struct{}), touched: map[[2]string]int{}}
+	b.cond = sync.NewCond(&b.mu)
 	go func() {
 		defer close(b.done)
 		for step := range b.queue {
-			if b.failed() != nil {
-				continue
+			if b.failed() == nil {
+				if err := c.buildIndexes(ctx, step); err != nil {
+					b.fail(err)
+				}
 			}
-			if err := c.buildIndexes(ctx, step); err != nil {
-				b.fail(err)
-			}
+			b.stepDone(step)
 		}
 	}()
 	return b, nil
@@ -313,6 +327,7 @@ func (b *Builder) fail(err error) {
 	if b.err == nil {
 		b.err = err
 	}
+	b.cond.Broadcast()
 	b.mu.Unlock()
 	b.cancel()
 }
@@ -327,20 +342,100 @@ func (b *Builder) failed() error {
 // It returns the first error of any batch so far; after one, the build is
 // over (start again from Wipe). The batch may be reused once Add returns.
 func (b *Builder) Add(batch []Recorded) error {
-	if err := b.failed(); err != nil {
-		return err
+	// A deletion or eviction runs after its batch's plain writes, which is
+	// only the same as in stream order while no admission or refusal of
+	// the id it names comes after it in that batch or while it waits: a
+	// stream never holds one (a tombstone follows its admission), but a
+	// batch is cut there, and waits for the queued second steps, all the
+	// same.
+	for len(batch) > 0 {
+		if err := b.failed(); err != nil {
+			return err
+		}
+		cut, wait := b.split(batch)
+		if wait {
+			b.idle()
+		}
+		step, err := b.c.buildRecords(b.ctx, batch[:cut])
+		if err != nil {
+			b.fail(err)
+			return b.failed()
+		}
+		b.mu.Lock()
+		b.queued++
+		for _, k := range step.touched {
+			b.touched[k]++
+		}
+		b.mu.Unlock()
+		select {
+		case b.queue <- step:
+		case <-b.done:
+			return b.failed()
+		}
+		batch = batch[cut:]
 	}
-	step, err := b.c.buildRecords(b.ctx, batch)
-	if err != nil {
-		b.fail(err)
-		return b.failed()
+	return nil
+}
+
+// split says how much of batch can be one step (up to the first admission
+// or refusal of an id a deletion or eviction before it in batch names),
+// and whether that part must wait for the queued second steps (it writes
+// an id one of them deletes or evicts).
+func (b *Builder) split(batch []Recorded) (int, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	here := map[[2]string]bool{}
+	wait := false
+	for i := range batch {
+		r := &batch[i]
+		var k [2]string
+		switch r.Op {
+		case OpAdmission:
+			k = [2]string{r.Admission.Artifact.Domain, r.Admission.Artifact.ID}
+		case OpRefusal:
+			k = [2]string{r.Refusal.Domain, r.Refusal.ID}
+		}
+		if r.Op == OpAdmission || r.Op == OpRefusal {
+			if here[k] {
+				return i, wait
+			}
+			if b.touched[k] > 0 {
+				if i > 0 {
+					return i, wait
+				}
+				wait = true
+			}
+		}
+		switch {
+		case r.Op == OpDeletion:
+			here[[2]string{r.Deletion.Domain, r.Deletion.ID}] = true
+		case r.Op == OpAdmission && r.Admission.EvictedID != "":
+			here[[2]string{r.Admission.Artifact.Domain, r.Admission.EvictedID}] = true
+		}
 	}
-	select {
-	case b.queue <- step:
-		return nil
-	case <-b.done:
-		return b.failed()
+	return len(batch), wait
+}
+
+// idle waits until every queued second step has run.
+func (b *Builder) idle() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.queued > 0 && b.err == nil {
+		b.cond.Wait()
 	}
+}
+
+// stepDone forgets what a finished second step deleted or evicted.
+func (b *Builder) stepDone(step indexStep) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.queued--
+	for _, k := range step.touched {
+		if b.touched[k]--; b.touched[k] <= 0 {
+			delete(b.touched, k)
+		}
+	}
+	b.cond.Broadcast()
 }
 
 // Close waits for every queued batch and returns the first error.
@@ -395,6 +490,7 @@ func (c *Catalog) buildRecords(ctx context.Context, batch []Recorded) (indexStep
 				}
 				vs = append(vs, str(encodeID(ad.EvictedID)))
 				step.slow = append(step.slow, slowStep{r: Recorded{Op: opEviction, Admission: *ad}, plain: len(step.plain)})
+				step.touched = append(step.touched, [2]string{a.Domain, ad.EvictedID})
 			}
 			b.cmd = pipe.HSetNX(ctx, bucket, b.field, packValues(vs))
 			step.plain = append(step.plain, b)
@@ -409,6 +505,7 @@ func (c *Catalog) buildRecords(ctx context.Context, batch []Recorded) (indexStep
 			pipe.HSetNX(ctx, c.k.refused(f.Domain), h.field, s.packRefused(f.Domain))
 		case OpDeletion:
 			step.slow = append(step.slow, slowStep{r: *r, plain: -1})
+			step.touched = append(step.touched, [2]string{r.Deletion.Domain, r.Deletion.ID})
 		}
 	}
 	if pipe.Len() > 0 {

@@ -240,3 +240,23 @@ func domainOf(domain, reseller, meta string) Domain {
 	}
 	return d
 }
+
+// DomainOwners is DomainOwner for many domains in one round trip: the
+// reseller of record of each provisioned domain (one not provisioned is
+// left out).
+func (c *Catalog) DomainOwners(ctx context.Context, domains []string) (map[string]string, error) {
+	out := make(map[string]string, len(domains))
+	if len(domains) == 0 {
+		return out, nil
+	}
+	vals, err := c.rdb.HMGet(ctx, c.k.domains(), domains...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("catalog domains: %w", err)
+	}
+	for i, v := range vals {
+		if r, ok := v.(string); ok {
+			out[domains[i]] = r
+		}
+	}
+	return out, nil
+}

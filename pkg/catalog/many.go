@@ -114,3 +114,74 @@ func (c *Catalog) decideRun(ctx context.Context, run []Pending, out []Decision, 
 		}
 	}
 }
+
+// Confirmed is one owed effect carried out, for DoneMany.
+type Confirmed struct {
+	Domain, ID string
+	Effect     byte
+}
+
+// DoneMany confirms effects as Done does one at a time, in two round
+// trips: the id claims that say where each record is, then the done
+// scripts in one pipeline. Confirming an effect again changes nothing.
+// Errors are per item.
+func (c *Catalog) DoneMany(ctx context.Context, items []Confirmed) []error {
+	errs := make([]error, len(items))
+	if len(items) == 0 {
+		return errs
+	}
+	pipe := c.rdb.Pipeline()
+	claims := make([]*redis.StringCmd, len(items))
+	for i, it := range items {
+		h := hashID(it.ID)
+		claims[i] = pipe.HGet(ctx, c.k.claims(h), h.claim)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		for i := range errs {
+			errs[i] = fmt.Errorf("catalog effects: %w", err)
+		}
+		return errs
+	}
+	buckets := make([]string, len(items))
+	for i, it := range items {
+		buckets[i] = c.k.absent(it.Domain)
+		v, err := claims[i].Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		cl, err := parseClaim(v)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		num, ok, err := c.lookupNumber(ctx, it.Domain)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		if ok && cl.num == num {
+			buckets[i] = c.k.bucket(it.Domain, cl.class, cl.hour)
+		}
+	}
+	scripts := make([]*redis.Cmd, len(items))
+	_ = retryOnReload(func() error {
+		pipe := c.rdb.Pipeline()
+		for i, it := range items {
+			if errs[i] == nil {
+				scripts[i] = c.done.Run(ctx, pipe, []string{buckets[i], c.k.refused(it.Domain)}, hashID(it.ID).field, encodeID(it.ID), string(it.Effect))
+			}
+		}
+		return c.execScripts(ctx, pipe, "effects")
+	})
+	for i, cmd := range scripts {
+		if cmd == nil {
+			continue
+		}
+		// Each script's own error says how it went (a failed pipeline
+		// sets it on every command).
+		if e := cmd.Err(); e != nil && !errors.Is(e, redis.Nil) {
+			errs[i] = fmt.Errorf("catalog effect %c of %s: %w", items[i].Effect, items[i].ID, e)
+		}
+	}
+	return errs
+}

@@ -59,6 +59,9 @@ func dump(t *testing.T, d *platform.Deps) map[string]string {
 					m[f] = "{" + rec + "}"
 				}
 			}
+			if strings.HasSuffix(k, ":applied") {
+				delete(m, "gen") // names the rebuild that wrote the marks: new each time
+			}
 			v = m
 		case "zset":
 			v, err = d.Redis.ZRangeWithScores(ctx, k, 0, -1).Result()

@@ -19,17 +19,33 @@ import (
 // artifact's own acceptance time (never the clock, so a redelivery or a
 // replay asks the same question).
 func (s *Service) capFor(ctx context.Context, kind retention.Kind, reseller, domain, user string, at time.Time) (catalog.CapCheck, retention.Policy, error) {
-	chain, err := s.overrides.Chain(ctx, kind, reseller, domain, user)
+	pol, err := s.policyFor(ctx, kind, reseller, domain, user)
 	if err != nil {
 		return catalog.CapCheck{}, retention.Policy{}, err
 	}
+	return capCheckOf(pol, at), pol, nil
+}
+
+// policyFor is the effective policy of kind for a tenant, as the
+// overrides stand now.
+func (s *Service) policyFor(ctx context.Context, kind retention.Kind, reseller, domain, user string) (retention.Policy, error) {
+	chain, err := s.overrides.Chain(ctx, kind, reseller, domain, user)
+	if err != nil {
+		return retention.Policy{}, err
+	}
 	pol, err := retention.Resolve(s.preset, kind, chain)
 	if err != nil {
-		return catalog.CapCheck{}, retention.Policy{}, bus.Poison(err)
+		return retention.Policy{}, bus.Poison(err)
 	}
+	return pol, nil
+}
+
+// capCheckOf is what admission checks for pol's cap, for an artifact
+// accepted at at.
+func capCheckOf(pol retention.Policy, at time.Time) catalog.CapCheck {
 	c := pol.Cap
 	if c == nil {
-		return catalog.CapCheck{}, pol, nil
+		return catalog.CapCheck{}
 	}
 	check := catalog.CapCheck{Limit: c.Limit}
 	switch {
@@ -42,7 +58,7 @@ func (s *Service) capFor(ctx context.Context, kind retention.Kind, reseller, dom
 	default:
 		check.Mode = catalog.RefuseAtLimit
 	}
-	return check, pol, nil
+	return check
 }
 
 var messageKinds = map[eventv1.DataKind]retention.Kind{
@@ -113,68 +129,17 @@ func (s *Service) buildArtifact(env *eventv1.Envelope, seq uint64) (catalog.Arti
 // Admit decides one ingest event: it records the decision atomically with
 // the catalog write, then carries out the effects the decision owes until
 // each is confirmed. A redelivery finds the decision recorded and only
-// finishes what is still owed, so it never decides again.
+// finishes what is still owed, so it never decides again. It is the
+// admission consumer's batch path (admitMany) for a batch of one.
+//
+// Domains are provisioned by config events only (ingest provisions an
+// unknown domain before it publishes, when its token may). An event for a
+// domain not provisioned yet is retried, then dead-lettered; one for
+// another reseller's domain is dead-lettered at once.
 func (s *Service) Admit(ctx context.Context, env *eventv1.Envelope, seq uint64) error {
-	a, kind, err := s.artifactOf(env, seq)
-	if err != nil {
-		return err
-	}
-	// Domains are provisioned by config events only (ingest provisions an
-	// unknown domain before it publishes, when its token may). An event for
-	// a domain not provisioned yet is retried, then dead-lettered; one for
-	// another reseller's domain is dead-lettered at once.
-	owner, ok, err := s.catalog.DomainOwner(ctx, a.Domain)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("artifact %s: domain %s is not provisioned", a.ID, a.Domain)
-	}
-	if owner != a.Reseller {
-		return bus.Poison(fmt.Errorf("artifact %s: domain %s belongs to another reseller", a.ID, a.Domain))
-	}
-	check, _, err := s.capFor(ctx, kind, a.Reseller, a.Domain, a.User, a.AcceptedAt)
-	if err != nil {
-		return err
-	}
-	d, err := s.catalog.Decide(ctx, a, check)
-	if err != nil {
-		return err
-	}
-	if d.Repeat {
-		// A second event for an id the domain already has a decision for
-		// (a retry beyond the duplicate window) that points at another
-		// object: that object is referenced by nothing, and the effects the
-		// decision owes belong to the event that made it (its delivery is
-		// not acknowledged until they are done), so they are never carried
-		// out with this event's body.
-		other, err := s.dropUnreferenced(ctx, a)
-		if err != nil || other {
-			return err
-		}
-	}
-	if err := s.finishDecision(ctx, env, a, kind, d, seq); err != nil {
-		return err
-	}
-	if d.EvictedID != "" {
-		if err := s.finishDeletion(ctx, env.GetTenant().GetReseller(), a.Domain, d.EvictedID); err != nil {
-			return err
-		}
-	}
-	status := string(d.State)
-	switch {
-	case d.Repeat:
-		status = "repeat"
-	case d.State == catalog.StateAdmitted:
-		status = "admitted"
-		if err := s.checkThreshold(ctx, env, d.TotalBytes); err != nil {
-			return err
-		}
-	case d.State == catalog.StateRefused:
-		status = "refused"
-	}
-	s.admitted.WithLabelValues(string(kind), status).Inc()
-	return nil
+	errs := make([]error, 1)
+	s.admitMany(ctx, []*admitItem{{env: env, seq: seq}}, errs)
+	return errs[0]
 }
 
 // dropUnreferenced removes the media of an event whose artifact was decided
@@ -192,29 +157,6 @@ func (s *Service) dropUnreferenced(ctx context.Context, a catalog.Artifact) (boo
 		return true, fmt.Errorf("remove unreferenced media %s: %w", a.ObjectKey, err)
 	}
 	return true, nil
-}
-
-// finishDecision carries out what an admission or refusal still owes.
-func (s *Service) finishDecision(ctx context.Context, env *eventv1.Envelope, a catalog.Artifact, kind retention.Kind, d catalog.Decision, seq uint64) error {
-	for _, effect := range []byte(d.Pending) {
-		switch effect {
-		case catalog.EffectRemoveMedia:
-			if a.ObjectKey != "" {
-				if err := s.d.CDS.Delete(ctx, a.ObjectKey); err != nil {
-					return fmt.Errorf("remove refused media %s: %w", a.ObjectKey, err)
-				}
-			}
-		case catalog.EffectPublish:
-			ev := decisionEvent(env, a, kind, d, seq)
-			if _, err := bus.PublishEnvelope(ctx, s.d.JS, ev.subject(s.d.Names), ev.env.GetId(), ev.env); err != nil {
-				return err
-			}
-		}
-		if err := s.catalog.Done(ctx, a.Domain, a.ID, effect); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // finishDeletion carries out what a deletion still owes: the media goes

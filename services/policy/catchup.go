@@ -39,11 +39,12 @@ func (s *Service) handleConfig(ctx context.Context, m jetstream.Msg) error {
 	if err != nil {
 		return bus.Poison(fmt.Errorf("message metadata: %w", err))
 	}
-	if err := s.ensureState(ctx); err != nil {
+	gen, err := s.ensureState(ctx)
+	if err != nil {
 		return err
 	}
 	err = s.applyConfigEvent(ctx, env, md.Sequence.Stream)
-	return settled(ctx, s.catalog, catalog.AppliedConfig, md.Sequence.Stream, err)
+	return s.settled(ctx, catalog.AppliedConfig, md.Sequence.Stream, gen, err)
 }
 
 // Lag says why Redis is behind the streams ("" when it is not); see
@@ -129,20 +130,44 @@ func (s *Service) markFresh(ctx context.Context) (bool, error) {
 	return true, s.catalog.MarkCurrent(ctx, 0, 0)
 }
 
-// ensureState runs before every event is applied: a Redis that lost its
-// data while the service ran (restarted without persistence, flushed)
-// holds no applied marks, and an event applied to it would be decided
-// against empty state. One EXISTS per event is the price of never doing so.
-func (s *Service) ensureState(ctx context.Context) error {
-	n, err := s.d.Redis.Exists(ctx, s.catalog.AppliedKey()).Result()
+// ensureState runs before every event (or batch) is applied: a Redis that
+// lost its data while the service ran (restarted without persistence,
+// flushed) holds no applied marks, and an event applied to it would be
+// decided against empty state. It returns the generation of the marks,
+// which the writer hands back when it marks its work (catalog.MarkApplied):
+// a rebuild that started meanwhile is caught there.
+func (s *Service) ensureState(ctx context.Context) (string, error) {
+	for range 3 {
+		ap, err := s.catalog.Applied(ctx)
+		if err != nil {
+			return "", fmt.Errorf("check applied marks: %w", err)
+		}
+		if ap.Present {
+			return ap.Gen, nil
+		}
+		if _, _, err := s.CatchUp(ctx); err != nil {
+			return "", err
+		}
+	}
+	return "", errors.New("check applied marks: Redis lost them again after each rebuild")
+}
+
+// rebuiltMeanwhile handles a writer that found a rebuild ran while it
+// applied events: what it wrote may have been half wiped, and a rebuild
+// that did not see its decision events would leave that as it is. Once
+// the rebuild in progress (if any) has finished, the marks are cleared,
+// so the next event is applied only after a rebuild that sees them all.
+func (s *Service) rebuiltMeanwhile(ctx context.Context) error {
+	held, release, err := s.catalog.LockRebuild(ctx)
 	if err != nil {
-		return fmt.Errorf("check applied marks: %w", err)
+		return err
 	}
-	if n == 1 {
-		return nil
+	defer release()
+	s.log.Warn("Redis was rebuilt while events were applied; rebuilding again before the next")
+	if err := s.catalog.ClearApplied(held); err != nil {
+		return err
 	}
-	_, _, err = s.CatchUp(ctx)
-	return err
+	return catalog.ErrRebuiltMeanwhile
 }
 
 // watchState re-checks every interval, so that a Redis emptied while no

@@ -4,6 +4,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -51,6 +51,9 @@ type Settings struct {
 	RecordingCeilingMonths int `env:"CALLVAULT_RECORDING_CEILING_MONTHS, default=24"`
 	// Orphans configures the sweep of media no artifact references.
 	Orphans OrphanSweep
+	// AdmitBatch is how many ingest events the admission consumer decides
+	// at a time (1 decides them one by one).
+	AdmitBatch int `env:"CALLVAULT_ADMIT_BATCH, default=256"`
 }
 
 // AdmitConsumer is the durable consumer that admits artifacts.
@@ -130,7 +133,7 @@ func New(d *platform.Deps, set Settings) (*Service, error) {
 	d.Registry.MustRegister(s.admitted)
 	s.orphanSweep, s.orphans = orphanSettings(set.Orphans), newOrphanMetrics(d.Registry)
 	spec := bus.DefaultSpec(d.Names.IngestStream(), AdmitConsumer, d.Names.RecordingSubject(), d.Names.MessageSubject())
-	s.consumer = bus.NewConsumer(d.JS, d.Names, spec, s.handle, d.Log, d.Bus)
+	s.consumer = bus.NewBatchConsumer(d.JS, d.Names, spec, cmp.Or(set.AdmitBatch, DefaultAdmitBatch), s.handleBatch, d.Log, d.Bus)
 	cspec := bus.DefaultSpec(d.Names.ConfigStream(), ConfigConsumer, d.Names.ConfigSubjects())
 	cspec.MaxAckPending = 1
 	s.config = bus.NewConsumer(d.JS, d.Names, cspec, s.handleConfig, d.Log, d.Bus)
@@ -167,31 +170,18 @@ func (s *Service) RegisterGRPC(g *grpc.Server) {
 	policyv1.RegisterPolicyServiceServer(g, &grpcServer{s: s})
 }
 
-func (s *Service) handle(ctx context.Context, m jetstream.Msg) error {
-	env, err := bus.DecodeEnvelope(m.Data())
-	if err != nil {
-		return err
-	}
-	md, err := m.Metadata()
-	if err != nil {
-		return bus.Poison(fmt.Errorf("message metadata: %w", err))
-	}
-	if err := s.ensureState(ctx); err != nil {
-		return err
-	}
-	err = s.Admit(ctx, env, md.Sequence.Stream)
-	return settled(ctx, s.catalog, catalog.AppliedIngest, md.Sequence.Stream, err)
-}
-
 // settled records that Redis holds the effect of the event at seq: after
 // it was applied, or when it is poison (it will have no effect and goes to
 // the dead letters), so that a dead-lettered last event does not make Redis
-// look behind the consumer that acknowledged it.
-func settled(ctx context.Context, cat *catalog.Catalog, stream string, seq uint64, err error) error {
+// look behind the consumer that acknowledged it. gen is what ensureState
+// returned before the event was applied.
+func (s *Service) settled(ctx context.Context, stream string, seq uint64, gen string, err error) error {
 	if err != nil && !bus.IsPoison(err) {
 		return err
 	}
-	if merr := cat.MarkApplied(ctx, stream, seq); merr != nil {
+	if merr := s.catalog.MarkApplied(ctx, stream, seq, gen); errors.Is(merr, catalog.ErrRebuiltMeanwhile) {
+		return s.rebuiltMeanwhile(ctx)
+	} else if merr != nil {
 		return merr
 	}
 	return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -173,4 +174,103 @@ func TestConcurrentRebuildsCountEachRecordOnce(t *testing.T) {
 		t.Fatalf("Lag after the rebuilds = %q, %v", why, err)
 	}
 	t.Logf("the catch-up replayed %d decisions", <-caught)
+}
+
+// holdScripts blocks the first pipeline of scripts after it is armed
+// until released: a batch of the admission consumer held between its id
+// claims and its decisions.
+type holdScripts struct {
+	armed   atomic.Bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (h *holdScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *holdScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (h *holdScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && cmds[0].Name() == "evalsha" && h.armed.CompareAndSwap(true, false) {
+			close(h.held)
+			<-h.release
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestBatchAcrossARebuildIsAppliedAgain: a batch of the admission
+// consumer claims its ids, then stops before its decisions while another
+// process rebuilds Redis (wiping the claims). Its decisions then land on
+// the rebuilt catalog without their claims. The batch finds the marks of
+// another rebuild when it marks its work, so its events are retried after
+// one more rebuild, which replays the decisions it published: every
+// recording is found by id, counted once, and the catalog is what a
+// rebuild makes of the streams.
+func TestBatchAcrossARebuildIsAppliedAgain(t *testing.T) {
+	t.Parallel()
+	store, err := cds.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := testenv.Deps(t, store)
+	opts := *d.Redis.(*redis.Client).Options()
+	held := redis.NewClient(&opts)
+	t.Cleanup(func() { _ = held.Close() })
+	hook := &holdScripts{held: make(chan struct{}), release: make(chan struct{})}
+	held.AddHook(hook)
+	dl := *d
+	dl.Redis, dl.Registry = held, prometheus.NewRegistry()
+	live, err := policy.New(&dl, policy.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := live.ProvisionDomain(context.Background(), system, "a.example", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	other := *d
+	other.Registry = prometheus.NewRegistry()
+	operator, err := policy.New(&other, policy.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	running := runPolicy(t, live)
+	stop := func() { once.Do(running) }
+	defer stop()
+	publishRecordings(t, d, 0, 50)
+	waitDecided(t, d)
+
+	hook.armed.Store(true)
+	publishRecordings(t, d, 50, 100)
+	<-hook.held
+	if _, err := operator.Rebuild(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	close(hook.release)
+	waitDecided(t, d)
+	testenv.WaitFor(t, "Redis current", func() bool {
+		why, err := live.Lag(context.Background())
+		return err == nil && why == ""
+	})
+	ctx := context.Background()
+	cat := catalog.New(d.Redis, d.Names.Namespace())
+	for i := range 100 {
+		if r, err := cat.Record(ctx, "a.example", fmt.Sprintf("rec-%d", i)); err != nil || r.State != catalog.StateAdmitted {
+			t.Fatalf("rec-%d: %+v, %v; want admitted", i, r, err)
+		}
+	}
+	u, err := cat.Usage(ctx, "a.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := u[catalog.KindRecording]; got.Count != 100 {
+		t.Fatalf("usage %+v, want 100 recordings", got)
+	}
+	before := withoutDeletionTimes(catalogDump(t, d))
+	stop()
+	if _, err := operator.Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	diffDumps(t, "live vs rebuilt", before, withoutDeletionTimes(catalogDump(t, d)))
 }

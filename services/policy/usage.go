@@ -82,20 +82,44 @@ func (s *Service) alertKey(domain string) string {
 	return s.d.Names.Namespace() + ":{" + domain + "}:usage:alert"
 }
 
-// checkThreshold publishes a usage.threshold event when an admission takes
-// a domain to 95 % of its capacity. A flag remembers the crossing, so the
-// event fires once; it is cleared when usage falls back below, and the
-// next crossing fires again.
-func (s *Service) checkThreshold(ctx context.Context, env *eventv1.Envelope, total int64) error {
-	domain := env.GetTenant().GetDomain()
-	// One round trip in the common case: the assignment and the flag
-	// together; a write only when the side of the threshold changes.
+// thresholdCheck is one domain's total after an admission, with the
+// admitted event.
+type thresholdCheck struct {
+	env   *eventv1.Envelope
+	total int64
+}
+
+// checkThresholds publishes a usage.threshold event for each domain an
+// admission took to 95 % of its capacity, reading every assignment and
+// flag in one round trip; errors are per check. A flag remembers the
+// crossing, so the event fires once; it is cleared when usage falls back
+// below, and the next crossing fires again.
+func (s *Service) checkThresholds(ctx context.Context, checks []thresholdCheck) []error {
+	errs := make([]error, len(checks))
 	pipe := s.d.Redis.Pipeline()
-	assigned := pipe.Get(ctx, s.bundleKey(domain))
-	flagged := pipe.Exists(ctx, s.alertKey(domain))
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return err
+	assigned := make([]*redis.StringCmd, len(checks))
+	flagged := make([]*redis.IntCmd, len(checks))
+	for i, c := range checks {
+		domain := c.env.GetTenant().GetDomain()
+		assigned[i] = pipe.Get(ctx, s.bundleKey(domain))
+		flagged[i] = pipe.Exists(ctx, s.alertKey(domain))
 	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	for i, c := range checks {
+		errs[i] = s.judgeThreshold(ctx, c.env, c.total, assigned[i], flagged[i])
+	}
+	return errs
+}
+
+// judgeThreshold acts on one domain's assignment and flag: a write only
+// when the side of the threshold changes.
+func (s *Service) judgeThreshold(ctx context.Context, env *eventv1.Envelope, total int64, assigned *redis.StringCmd, flagged *redis.IntCmd) error {
+	domain := env.GetTenant().GetDomain()
 	a, err := s.parseAssignment(domain, assigned)
 	if err != nil {
 		return err

@@ -1,7 +1,8 @@
 package catalog_test
 
-// Attacks on the plain-command rebuild (Builder, BuildRecorded, Wipe).
-// A failing test is a defect report; each says what it shows.
+// Attacks on the plain-command rebuild (Builder, BuildRecorded, Wipe),
+// kept as regression tests: each failed on the first version of the
+// builder and says what it showed.
 
 import (
 	"errors"

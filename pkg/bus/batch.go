@@ -141,7 +141,8 @@ func (c *Consumer) settle(base context.Context, m jetstream.Msg, err error, atte
 	c.metrics.observe(c.spec.Durable, "retry")
 }
 
-// keepAllInProgress is keepInProgress for every message of a batch.
+// keepAllInProgress sends in-progress acks for every message of a batch
+// every third of AckWait until the returned function is called.
 func (c *Consumer) keepAllInProgress(batch []jetstream.Msg) func() {
 	every := c.spec.AckWait / 3
 	if every <= 0 {

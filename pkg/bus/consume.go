@@ -211,32 +211,7 @@ func (c *Consumer) handle(base context.Context, m jetstream.Msg) {
 // returned function is called, so a slow handler is never redelivered
 // while it still runs.
 func (c *Consumer) keepInProgress(m jetstream.Msg) func() {
-	every := c.spec.AckWait / 3
-	if every <= 0 {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if err := m.InProgress(); err != nil {
-					c.log.Warn("in-progress ack failed", "err", err)
-				}
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		wg.Wait()
-	}
+	return c.keepAllInProgress([]jetstream.Msg{m})
 }
 
 func (c *Consumer) lostReason(seq uint64) string {

@@ -137,6 +137,7 @@ func (s *Service) markFresh(ctx context.Context) (bool, error) {
 // which the writer hands back when it marks its work (catalog.MarkApplied):
 // a rebuild that started meanwhile is caught there.
 func (s *Service) ensureState(ctx context.Context) (string, error) {
+	ctx = s.waitContext(ctx)
 	for range 3 {
 		ap, err := s.catalog.Applied(ctx)
 		if err != nil {
@@ -158,7 +159,7 @@ func (s *Service) ensureState(ctx context.Context) (string, error) {
 // the rebuild in progress (if any) has finished, the marks are cleared,
 // so the next event is applied only after a rebuild that sees them all.
 func (s *Service) rebuiltMeanwhile(ctx context.Context) error {
-	held, release, err := s.catalog.LockRebuild(ctx)
+	held, release, err := s.catalog.LockRebuild(s.waitContext(ctx))
 	if err != nil {
 		return err
 	}

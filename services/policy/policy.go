@@ -79,6 +79,12 @@ type Service struct {
 	orphans     *prometheus.CounterVec
 	// catchMu makes concurrent catch-ups (handlers, the watcher) one.
 	catchMu sync.Mutex
+	// life ends when Run's context does: a handler waits for a rebuild
+	// (its own process's or another's) on it rather than on its own
+	// deadline, so events are not retried, nor dead-lettered, for as long
+	// as a rebuild takes. In-progress acks keep them meanwhile.
+	lifeMu sync.Mutex
+	life   context.Context
 }
 
 // New returns the service; an unknown preset is an error.
@@ -143,6 +149,9 @@ func New(d *platform.Deps, set Settings) (*Service, error) {
 // Run catches Redis up with the streams if it is behind them, then runs
 // the admission and config consumers until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
+	s.lifeMu.Lock()
+	s.life = ctx
+	s.lifeMu.Unlock()
 	for _, w := range s.catalog.CheckEncoding(ctx) {
 		s.log.Warn("Redis keeps the catalog uncompacted; set it as deploy/redis/redis.conf does", "setting", w)
 	}
@@ -168,6 +177,17 @@ func (s *Service) RegisterHTTP(*http.ServeMux, auth.Authenticator) {}
 // RegisterGRPC registers PolicyService.
 func (s *Service) RegisterGRPC(g *grpc.Server) {
 	policyv1.RegisterPolicyServiceServer(g, &grpcServer{s: s})
+}
+
+// waitContext is what a handler waits for a rebuild on: the service's
+// life, or ctx outside Run.
+func (s *Service) waitContext(ctx context.Context) context.Context {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	if s.life == nil {
+		return ctx
+	}
+	return s.life
 }
 
 // settled records that Redis holds the effect of the event at seq: after

@@ -69,17 +69,27 @@ var ErrRebuiltMeanwhile = errors.New("catalog: Redis was rebuilt while the event
 
 // MarkApplied records that stream has been applied up to seq by a writer
 // that read the marks of generation gen (Applied.Gen) before it began.
-// It returns ErrRebuiltMeanwhile when a rebuild ran since.
+// It returns ErrMarksGone when the marks are gone (a rebuild is starting),
+// ErrRebuiltMeanwhile when another rebuild wrote them since.
 func (c *Catalog) MarkApplied(ctx context.Context, stream string, seq uint64, gen string) error {
 	n, err := c.mark.Run(ctx, c.rdb, []string{c.k.applied()}, stream, seq, gen).Int()
 	if err != nil {
 		return fmt.Errorf("catalog mark %s applied: %w", stream, err)
 	}
-	if n != 1 {
-		return ErrRebuiltMeanwhile
+	switch n {
+	case 1:
+		return nil
+	case 0:
+		return ErrMarksGone
 	}
-	return nil
+	return ErrRebuiltMeanwhile
 }
+
+// ErrMarksGone: the marks were removed while a writer applied events (a
+// rebuild is starting, or Redis was emptied). A writer still registered
+// (EnterWriter) kept the rebuild from emptying anything meanwhile; its
+// events are retried once the rebuild is over.
+var ErrMarksGone = fmt.Errorf("%w: the applied marks were removed meanwhile", ErrRebuiltMeanwhile)
 
 // MarkCurrent writes both marks at once: after a rebuild, or at a first
 // start on empty streams. It is the only way the marks come into being.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -99,4 +100,57 @@ func (c *Catalog) lockRebuild(ctx context.Context, lease time.Duration) (context
 		})
 	}
 	return held, release, nil
+}
+
+// Writers that apply events register while they work, so that a rebuild
+// empties the catalog only once none is deciding against it: a writer
+// registers, then checks that the applied marks exist (a rebuild removes
+// them first), so one that saw them registered before the rebuild began
+// and the rebuild waits for it (WaitWriters). A registration lapses after
+// its lease, so a writer that died does not hold rebuilds back.
+
+func (k keys) writers() string { return k.ns + ":rebuild:writers" }
+
+// EnterWriter registers a writer for at most lease and returns the
+// function that ends the registration.
+func (c *Catalog) EnterWriter(ctx context.Context, lease time.Duration) (func(), error) {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	token := hex.EncodeToString(b)
+	until := time.Now().Add(lease).UnixMilli()
+	if err := c.rdb.ZAdd(ctx, c.k.writers(), redis.Z{Score: float64(until), Member: token}).Err(); err != nil {
+		return nil, fmt.Errorf("catalog writer: %w", err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			ctx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer stop()
+			_ = c.rdb.ZRem(ctx, c.k.writers(), token).Err()
+		})
+	}, nil
+}
+
+// WaitWriters waits until no registered writer's lease is live.
+func (c *Catalog) WaitWriters(ctx context.Context) error {
+	for {
+		now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+		if err := c.rdb.ZRemRangeByScore(ctx, c.k.writers(), "-inf", "("+now).Err(); err != nil {
+			return fmt.Errorf("catalog writers: %w", err)
+		}
+		n, err := c.rdb.ZCard(ctx, c.k.writers()).Result()
+		if err != nil {
+			return fmt.Errorf("catalog writers: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("catalog writers: %d still applying events: %w", n, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

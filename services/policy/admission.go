@@ -142,21 +142,24 @@ func (s *Service) Admit(ctx context.Context, env *eventv1.Envelope, seq uint64) 
 	return errs[0]
 }
 
-// dropUnreferenced removes the media of an event whose artifact was decided
-// earlier with another object (a PBX that uploaded the same id again after
-// the duplicate window): the catalog never references this object.
-func (s *Service) dropUnreferenced(ctx context.Context, a catalog.Artifact) (bool, error) {
+// repeatOf looks at the record of an event whose artifact was decided
+// before: when the event points at another object (a PBX that uploaded
+// the same id again after the duplicate window) it removes that object,
+// which the catalog never references, and reports other; it also reports
+// the stream sequence of the event that made the decision (0 when the
+// record does not say).
+func (s *Service) repeatOf(ctx context.Context, a catalog.Artifact) (other bool, decidedBy uint64, err error) {
 	rec, err := s.catalog.Record(ctx, a.Domain, a.ID)
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
 	if a.ObjectKey == "" || a.ObjectKey == rec.ObjectKey {
-		return false, nil
+		return false, rec.Seq, nil
 	}
 	if err := s.d.CDS.Delete(ctx, a.ObjectKey); err != nil {
-		return true, fmt.Errorf("remove unreferenced media %s: %w", a.ObjectKey, err)
+		return true, 0, fmt.Errorf("remove unreferenced media %s: %w", a.ObjectKey, err)
 	}
-	return true, nil
+	return true, 0, nil
 }
 
 // finishDeletion carries out what a deletion still owes: the media goes

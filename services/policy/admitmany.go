@@ -2,8 +2,10 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -18,8 +20,8 @@ import (
 // decides at a time unless Settings.AdmitBatch says otherwise.
 const DefaultAdmitBatch = 256
 
-// publishWorkers bounds the decision events of a batch in flight at once.
-const publishWorkers = 64
+// effectWorkers bounds the effects of a batch in flight at once.
+const effectWorkers = 64
 
 // admitItem is one ingest event of a batch, as admission works on it.
 type admitItem struct {
@@ -40,13 +42,14 @@ type admitItem struct {
 // acknowledged.
 func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) []error {
 	errs := make([]error, len(msgs))
-	gen, err := s.ensureState(ctx)
+	w, err := s.ensureState(ctx)
 	if err != nil {
 		for i := range errs {
 			errs[i] = err
 		}
 		return errs
 	}
+	defer w.leave()
 	seqs := make([]uint64, len(msgs))
 	items := make([]*admitItem, 0, len(msgs))
 	for i, m := range msgs {
@@ -65,21 +68,24 @@ func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) []error
 	}
 	s.admitMany(ctx, items, errs)
 	// What is settled (admitted, refused, repeated, or dead-lettered as
-	// poison) moves the applied mark, as settled does for one event.
+	// poison) moves the applied mark once: that records that Redis holds
+	// its effect, so that a dead-lettered last event does not make Redis
+	// look behind the consumer that acknowledged it.
 	var top uint64
 	for i, err := range errs {
 		if err == nil || bus.IsPoison(err) {
 			top = max(top, seqs[i])
 		}
 	}
-	if top > 0 {
-		if merr := s.settled(ctx, catalog.AppliedIngest, top, gen, nil); merr != nil {
+	// The generation is checked whether or not anything settled: a batch
+	// whose every publish failed still wrote its decisions.
+	if merr := s.settle(ctx, w, catalog.AppliedIngest, top); merr != nil {
+		rebuilt := errors.Is(merr, catalog.ErrRebuiltMeanwhile)
+		for i, err := range errs {
 			// Nothing of the batch is settled: every event is retried (the
 			// poison ones are dead-lettered then).
-			for i, err := range errs {
-				if err == nil || bus.IsPoison(err) {
-					errs[i] = merr
-				}
+			if err == nil || bus.IsPoison(err) || rebuilt {
+				errs[i] = merr
 			}
 		}
 	}
@@ -251,11 +257,17 @@ func (s *Service) decideSegment(ctx context.Context, pending []catalog.Pending, 
 		}
 		it.d = ds[i]
 		if it.d.Repeat {
-			// As in Admit: another object under a decided id is dropped,
-			// and the effects stay with the event that made the decision.
-			other, err := s.dropUnreferenced(ctx, it.a)
+			// Another object under a decided id is dropped. What the
+			// decision still owes is carried out by the delivery of the
+			// event that made it (not acknowledged until it is done), never
+			// with this event's body: a decision event must say what was
+			// decided, from the event it was decided on.
+			other, decidedBy, err := s.repeatOf(ctx, it.a)
 			if err != nil || other {
 				fail(it, err)
+				continue
+			}
+			if decidedBy != 0 && decidedBy != it.seq {
 				continue
 			}
 		}
@@ -264,7 +276,10 @@ func (s *Service) decideSegment(ctx context.Context, pending []catalog.Pending, 
 	s.finishMany(ctx, items, fail)
 	for _, it := range items {
 		if !it.done && it.d.EvictedID != "" {
-			if err := s.finishDeletion(ctx, it.env.GetTenant().GetReseller(), it.a.Domain, it.d.EvictedID); err != nil {
+			ectx, cancel := context.WithTimeout(ctx, 2*effectTimeout)
+			err := s.finishDeletion(ectx, it.env.GetTenant().GetReseller(), it.a.Domain, it.d.EvictedID)
+			cancel()
+			if err != nil {
 				fail(it, err)
 			}
 		}
@@ -272,10 +287,11 @@ func (s *Service) decideSegment(ctx context.Context, pending []catalog.Pending, 
 }
 
 // finishMany carries out what the decisions owe, an effect at a time
-// across the batch: the first owed effect of every item, confirmed in one
-// pipeline, then the second. An item whose
-// effect fails owes the rest still; its event is retried and the
-// redelivery finds the decision recorded and finishes it.
+// across the batch: the first owed effect of every item, all at once and
+// each under its own deadline (a store that hangs on one media delete
+// fails that item only), confirmed in one pipeline; then the second. An
+// item whose effect fails owes the rest still; its event is retried and
+// the redelivery finds the decision recorded and finishes it.
 func (s *Service) finishMany(ctx context.Context, items []*admitItem, fail func(*admitItem, error)) {
 	for round := 0; ; round++ {
 		var now []*admitItem
@@ -287,27 +303,16 @@ func (s *Service) finishMany(ctx context.Context, items []*admitItem, fail func(
 		if len(now) == 0 {
 			return
 		}
-		var publish []*admitItem
-		for _, it := range now {
-			switch it.owed[round] {
-			case catalog.EffectRemoveMedia:
-				if it.a.ObjectKey != "" {
-					if err := s.d.CDS.Delete(ctx, it.a.ObjectKey); err != nil {
-						fail(it, fmt.Errorf("remove refused media %s: %w", it.a.ObjectKey, err))
-					}
-				}
-			case catalog.EffectPublish:
-				publish = append(publish, it)
-			}
-		}
-		s.publishDecisions(ctx, publish, fail)
+		errs := s.carryOut(ctx, now, round)
 		var confirm []catalog.Confirmed
 		var confirming []*admitItem
-		for _, it := range now {
-			if !it.done {
-				confirm = append(confirm, catalog.Confirmed{Domain: it.a.Domain, ID: it.a.ID, Effect: it.owed[round]})
-				confirming = append(confirming, it)
+		for i, it := range now {
+			if errs[i] != nil {
+				fail(it, errs[i])
+				continue
 			}
+			confirm = append(confirm, catalog.Confirmed{Domain: it.a.Domain, ID: it.a.ID, Effect: it.owed[round]})
+			confirming = append(confirming, it)
 		}
 		for i, err := range s.catalog.DoneMany(ctx, confirm) {
 			if err != nil {
@@ -317,27 +322,38 @@ func (s *Service) finishMany(ctx context.Context, items []*admitItem, fail func(
 	}
 }
 
-// publishDecisions publishes the decision events of items concurrently,
-// each under its own Nats-Msg-Id (a retry is dropped by the stream as a
-// duplicate), and waits for every PubAck. Their order in the stream does
-// not matter to a rebuild: no decision event reads another's, and what
-// would (a deletion or an eviction of an artifact) waits until the
-// artifact's own admission is published (catalog.ErrPublishPending).
-func (s *Service) publishDecisions(ctx context.Context, items []*admitItem, fail func(*admitItem, error)) {
-	if len(items) == 0 {
-		return
-	}
+// effectTimeout bounds one effect (a media delete, a publish) of a batch.
+const effectTimeout = 5 * time.Second
+
+// carryOut runs effect number round of each item concurrently, each under
+// its own deadline. Decision events go out under their own Nats-Msg-Id (a
+// retry is dropped by the stream as a duplicate); their order in the
+// stream does not matter to a rebuild: no decision event reads another's,
+// and what would (a deletion or an eviction of an artifact) waits until
+// the artifact's own admission is published (catalog.ErrPublishPending).
+func (s *Service) carryOut(ctx context.Context, items []*admitItem, round int) []error {
 	errs := make([]error, len(items))
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range min(publishWorkers, len(items)) {
+	for range min(effectWorkers, len(items)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range next {
 				it := items[i]
-				ev := decisionEvent(it.env, it.a, it.kind, it.d, it.seq)
-				_, errs[i] = bus.PublishEnvelope(ctx, s.d.JS, ev.subject(s.d.Names), ev.env.GetId(), ev.env)
+				ectx, cancel := context.WithTimeout(ctx, effectTimeout)
+				switch it.owed[round] {
+				case catalog.EffectRemoveMedia:
+					if it.a.ObjectKey != "" {
+						if err := s.d.CDS.Delete(ectx, it.a.ObjectKey); err != nil {
+							errs[i] = fmt.Errorf("remove refused media %s: %w", it.a.ObjectKey, err)
+						}
+					}
+				case catalog.EffectPublish:
+					ev := decisionEvent(it.env, it.a, it.kind, it.d, it.seq)
+					_, errs[i] = bus.PublishEnvelope(ectx, s.d.JS, ev.subject(s.d.Names), ev.env.GetId(), ev.env)
+				}
+				cancel()
 			}
 		}()
 	}
@@ -346,9 +362,5 @@ func (s *Service) publishDecisions(ctx context.Context, items []*admitItem, fail
 	}
 	close(next)
 	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			fail(items[i], err)
-		}
-	}
+	return errs
 }

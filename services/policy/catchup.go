@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,12 +40,19 @@ func (s *Service) handleConfig(ctx context.Context, m jetstream.Msg) error {
 	if err != nil {
 		return bus.Poison(fmt.Errorf("message metadata: %w", err))
 	}
-	gen, err := s.ensureState(ctx)
+	w, err := s.ensureState(ctx)
 	if err != nil {
 		return err
 	}
+	defer w.leave()
 	err = s.applyConfigEvent(ctx, env, md.Sequence.Stream)
-	return s.settled(ctx, catalog.AppliedConfig, md.Sequence.Stream, gen, err)
+	if err != nil && !bus.IsPoison(err) {
+		return err
+	}
+	if serr := s.settle(ctx, w, catalog.AppliedConfig, md.Sequence.Stream); serr != nil {
+		return serr
+	}
+	return err
 }
 
 // Lag says why Redis is behind the streams ("" when it is not); see
@@ -130,27 +138,68 @@ func (s *Service) markFresh(ctx context.Context) (bool, error) {
 	return true, s.catalog.MarkCurrent(ctx, 0, 0)
 }
 
+// DefaultWriterLease is Settings.WriterLease unless set.
+const DefaultWriterLease = 2 * time.Minute
+
 // ensureState runs before every event (or batch) is applied: a Redis that
 // lost its data while the service ran (restarted without persistence,
 // flushed) holds no applied marks, and an event applied to it would be
-// decided against empty state. It returns the generation of the marks,
-// which the writer hands back when it marks its work (catalog.MarkApplied):
-// a rebuild that started meanwhile is caught there.
-func (s *Service) ensureState(ctx context.Context) (string, error) {
+// decided against empty state. It registers the caller as a writer first,
+// so a rebuild that starts now waits until leave is called before it
+// empties anything, and returns the generation of the marks, which the
+// writer hands back when it marks its work (catalog.MarkApplied): a
+// writer that outlived its registration is caught there.
+func (s *Service) ensureState(ctx context.Context) (*writer, error) {
 	ctx = s.waitContext(ctx)
 	for range 3 {
+		start, lease := time.Now(), cmp.Or(s.set.WriterLease, DefaultWriterLease)
+		leave, err := s.catalog.EnterWriter(ctx, lease)
+		if err != nil {
+			return nil, err
+		}
 		ap, err := s.catalog.Applied(ctx)
 		if err != nil {
-			return "", fmt.Errorf("check applied marks: %w", err)
+			leave()
+			return nil, fmt.Errorf("check applied marks: %w", err)
 		}
 		if ap.Present {
-			return ap.Gen, nil
+			return &writer{gen: ap.Gen, leave: leave, until: start.Add(lease)}, nil
 		}
+		leave()
 		if _, _, err := s.CatchUp(ctx); err != nil {
-			return "", err
+			return nil, err
 		}
 	}
-	return "", errors.New("check applied marks: Redis lost them again after each rebuild")
+	return nil, errors.New("check applied marks: Redis lost them again after each rebuild")
+}
+
+// writer is a registered writer: the generation of the marks it saw, and
+// until when its registration holds rebuilds back.
+type writer struct {
+	gen   string
+	leave func()
+	until time.Time
+}
+
+// settle moves the applied mark of stream to seq for w (see settled) and
+// ends w's registration. A writer whose marks went while it was still
+// registered held the rebuild back, so its events are retried once the
+// rebuild is over; one that outlived its registration, or found another
+// rebuild's marks, may have written into a catalog being emptied, so the
+// marks are cleared for one more rebuild.
+func (s *Service) settle(ctx context.Context, w *writer, stream string, seq uint64) error {
+	err := s.catalog.MarkApplied(ctx, stream, seq, w.gen)
+	registered := time.Now().Before(w.until)
+	w.leave()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, catalog.ErrMarksGone) && registered:
+		return err
+	case errors.Is(err, catalog.ErrRebuiltMeanwhile):
+		return s.rebuiltMeanwhile(ctx)
+	}
+	return err
 }
 
 // rebuiltMeanwhile handles a writer that found a rebuild ran while it

@@ -54,6 +54,11 @@ type Settings struct {
 	// AdmitBatch is how many ingest events the admission consumer decides
 	// at a time (1 decides them one by one).
 	AdmitBatch int `env:"CALLVAULT_ADMIT_BATCH, default=256"`
+	// WriterLease bounds how long a batch applying events holds a rebuild
+	// back (a rebuild waits for the batches that saw the marks before it
+	// cleared them); a batch that outlives it is applied again after one
+	// more rebuild.
+	WriterLease time.Duration `env:"CALLVAULT_WRITER_LEASE, default=2m"`
 }
 
 // AdmitConsumer is the durable consumer that admits artifacts.
@@ -72,6 +77,7 @@ type Service struct {
 	holds       *hold.Store
 	overrides   *override.Store
 	preset      retention.Preset
+	set         Settings
 	bundles     bundle.Catalogue
 	log         *slog.Logger
 	admitted    *prometheus.CounterVec
@@ -126,11 +132,11 @@ func New(d *platform.Deps, set Settings) (*Service, error) {
 	s := &Service{
 		bundles:   cat,
 		preset:    preset,
-		overrides: override.NewStore(d.Redis, d.Names.Namespace()),
-		d:         d,
-		catalog:   catalog.New(d.Redis, d.Names.Namespace()),
-		holds:     hold.NewStore(d.Redis, d.Names.Namespace()),
-		log:       d.Log.With("service", "policy"),
+		overrides: override.NewStore(d.Redis, d.Names.Namespace()), set: set,
+		d:       d,
+		catalog: catalog.New(d.Redis, d.Names.Namespace()),
+		holds:   hold.NewStore(d.Redis, d.Names.Namespace()),
+		log:     d.Log.With("service", "policy"),
 		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "callvault", Subsystem: "policy", Name: "admissions_total",
 			Help: "Artifacts seen by admission, by kind and outcome (admitted, duplicate).",
@@ -190,23 +196,6 @@ func (s *Service) waitContext(ctx context.Context) context.Context {
 	return s.life
 }
 
-// settled records that Redis holds the effect of the event at seq: after
-// it was applied, or when it is poison (it will have no effect and goes to
-// the dead letters), so that a dead-lettered last event does not make Redis
-// look behind the consumer that acknowledged it. gen is what ensureState
-// returned before the event was applied.
-func (s *Service) settled(ctx context.Context, stream string, seq uint64, gen string, err error) error {
-	if err != nil && !bus.IsPoison(err) {
-		return err
-	}
-	if merr := s.catalog.MarkApplied(ctx, stream, seq, gen); errors.Is(merr, catalog.ErrRebuiltMeanwhile) {
-		return s.rebuiltMeanwhile(ctx)
-	} else if merr != nil {
-		return merr
-	}
-	return err
-}
-
 // Rebuild replays the config stream and the recorded decisions of the
 // ingest stream into Redis, then records how far that brought it: the
 // whole config stream, and every ingest event the admission consumer had
@@ -236,6 +225,11 @@ func (s *Service) rebuild(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	if err := s.catalog.ClearApplied(ctx); err != nil {
+		return 0, err
+	}
+	// Writers that saw the marks before they went finish first: nothing
+	// is decided against a catalog being emptied or rebuilt.
+	if err := s.catalog.WaitWriters(ctx); err != nil {
 		return 0, err
 	}
 	if _, err := s.RebuildConfig(ctx); err != nil {

@@ -200,8 +200,9 @@ func (h *holdScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 }
 
 // TestBatchAcrossARebuildIsAppliedAgain: a batch of the admission
-// consumer claims its ids, then stops before its decisions while another
-// process rebuilds Redis (wiping the claims). Its decisions then land on
+// consumer claims its ids, then stops before its decisions for longer
+// than its writer lease (one second here), so another process's rebuild
+// stops waiting for it and wipes the claims. Its decisions then land on
 // the rebuilt catalog without their claims. The batch finds the marks of
 // another rebuild when it marks its work, so its events are retried after
 // one more rebuild, which replays the decisions it published: every
@@ -221,7 +222,7 @@ func TestBatchAcrossARebuildIsAppliedAgain(t *testing.T) {
 	held.AddHook(hook)
 	dl := *d
 	dl.Redis, dl.Registry = held, prometheus.NewRegistry()
-	live, err := policy.New(&dl, policy.Settings{})
+	live, err := policy.New(&dl, policy.Settings{WriterLease: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

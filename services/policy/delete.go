@@ -41,6 +41,14 @@ func (s *Service) Delete(ctx context.Context, req DeleteRequest) (catalog.Delete
 	if err := v.Err(); err != nil {
 		return catalog.DeleteResult{}, err
 	}
+	// A deletion writes the catalog: it registers as a writer, so it never
+	// runs while a rebuild empties the catalog (which would answer Absent
+	// for an artifact the rebuild is about to restore).
+	w, err := s.ensureState(ctx)
+	if err != nil {
+		return catalog.DeleteResult{}, err
+	}
+	defer w.leave()
 	rec, err := s.catalog.Record(ctx, req.Domain, req.ID)
 	if err != nil {
 		if errors.Is(err, catalog.ErrNoRecord) {

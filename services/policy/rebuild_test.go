@@ -275,3 +275,61 @@ func TestBatchAcrossARebuildIsAppliedAgain(t *testing.T) {
 	}
 	diffDumps(t, "live vs rebuilt", before, withoutDeletionTimes(catalogDump(t, d)))
 }
+
+// TestDeleteWaitsForARebuild: a deletion asked while another process
+// rebuilds (the catalog already emptied, the replay not yet run) waits
+// for the rebuild and then deletes the artifact, rather than answering
+// that it does not exist.
+func TestDeleteWaitsForARebuild(t *testing.T) {
+	t.Parallel()
+	store, err := cds.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := testenv.Deps(t, store)
+	ctx := context.Background()
+	svc, err := policy.New(d, policy.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := svc.ProvisionDomain(ctx, system, "a.example", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	running := runPolicy(t, svc)
+	stop := func() { once.Do(running) }
+	defer stop()
+	publishRecordings(t, d, 0, 3)
+	waitDecided(t, d)
+
+	br := &blockReplay{JetStream: d.JS, ingest: d.Names.IngestStream(), entered: make(chan struct{}), release: make(chan struct{})}
+	d2 := *d
+	d2.JS, d2.Registry = br, prometheus.NewRegistry()
+	other, err := policy.New(&d2, policy.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rebuilt := make(chan error, 1)
+	go func() { _, err := other.Rebuild(ctx); rebuilt <- err }()
+	<-br.entered // the catalog is empty now
+	deleted := make(chan catalog.DeleteResult, 1)
+	go func() {
+		res, err := svc.Delete(ctx, policy.DeleteRequest{Domain: "a.example", ID: "rec-1", Explicit: true, Reason: "admin", Actor: "ops"})
+		if err != nil {
+			t.Error(err)
+		}
+		deleted <- res
+	}()
+	select {
+	case res := <-deleted:
+		t.Fatalf("the deletion answered %s while the catalog was being rebuilt", res.Outcome)
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(br.release)
+	if err := <-rebuilt; err != nil {
+		t.Fatal(err)
+	}
+	if res := <-deleted; res.Outcome != catalog.Deleted {
+		t.Fatalf("after the rebuild the deletion answered %s, want %s", res.Outcome, catalog.Deleted)
+	}
+}

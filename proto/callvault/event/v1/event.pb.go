@@ -371,6 +371,7 @@ type Envelope struct {
 	//	*Envelope_TokenRevoked
 	//	*Envelope_UsageThreshold
 	//	*Envelope_Admitted
+	//	*Envelope_Archived
 	Body isEnvelope_Body `protobuf_oneof:"body"`
 	// The artifact this event is about (empty for config and token events).
 	ArtifactId string `protobuf:"bytes,5,opt,name=artifact_id,json=artifactId,proto3" json:"artifact_id,omitempty"`
@@ -538,6 +539,15 @@ func (x *Envelope) GetAdmitted() *ArtifactAdmitted {
 	return nil
 }
 
+func (x *Envelope) GetArchived() *ArtifactArchived {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_Archived); ok {
+			return x.Archived
+		}
+	}
+	return nil
+}
+
 func (x *Envelope) GetArtifactId() string {
 	if x != nil {
 		return x.ArtifactId
@@ -603,6 +613,10 @@ type Envelope_Admitted struct {
 	Admitted *ArtifactAdmitted `protobuf:"bytes,19,opt,name=admitted,proto3,oneof"`
 }
 
+type Envelope_Archived struct {
+	Archived *ArtifactArchived `protobuf:"bytes,20,opt,name=archived,proto3,oneof"`
+}
+
 func (*Envelope_Recording) isEnvelope_Body() {}
 
 func (*Envelope_Cdr) isEnvelope_Body() {}
@@ -622,6 +636,8 @@ func (*Envelope_TokenRevoked) isEnvelope_Body() {}
 func (*Envelope_UsageThreshold) isEnvelope_Body() {}
 
 func (*Envelope_Admitted) isEnvelope_Body() {}
+
+func (*Envelope_Archived) isEnvelope_Body() {}
 
 // ArtifactAdmitted is the policy service's decision to admit an artifact to
 // the catalog. It carries the whole artifact, so a rebuild applies the
@@ -1327,6 +1343,7 @@ type ConfigPayload struct {
 	//	*ConfigPayload_Hold
 	//	*ConfigPayload_Override
 	//	*ConfigPayload_Bundle
+	//	*ConfigPayload_ArchiveConfig
 	Value         isConfigPayload_Value `protobuf_oneof:"value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1405,6 +1422,15 @@ func (x *ConfigPayload) GetBundle() *BundleAssignment {
 	return nil
 }
 
+func (x *ConfigPayload) GetArchiveConfig() *ArchiveConfigRecord {
+	if x != nil {
+		if x, ok := x.Value.(*ConfigPayload_ArchiveConfig); ok {
+			return x.ArchiveConfig
+		}
+	}
+	return nil
+}
+
 type isConfigPayload_Value interface {
 	isConfigPayload_Value()
 }
@@ -1425,6 +1451,10 @@ type ConfigPayload_Bundle struct {
 	Bundle *BundleAssignment `protobuf:"bytes,4,opt,name=bundle,proto3,oneof"`
 }
 
+type ConfigPayload_ArchiveConfig struct {
+	ArchiveConfig *ArchiveConfigRecord `protobuf:"bytes,5,opt,name=archive_config,json=archiveConfig,proto3,oneof"`
+}
+
 func (*ConfigPayload_Domain) isConfigPayload_Value() {}
 
 func (*ConfigPayload_Hold) isConfigPayload_Value() {}
@@ -1432,6 +1462,478 @@ func (*ConfigPayload_Hold) isConfigPayload_Value() {}
 func (*ConfigPayload_Override) isConfigPayload_Value() {}
 
 func (*ConfigPayload_Bundle) isConfigPayload_Value() {}
+
+func (*ConfigPayload_ArchiveConfig) isConfigPayload_Value() {}
+
+// ArchiveConfigRecord is one remote storage (offload) configuration as the
+// archive router records it. Its secret travels sealed (AES-256-GCM under
+// the key named by key_id), so a replay restores a working configuration
+// and no event body holds a secret in clear.
+type ArchiveConfigRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// "system", "reseller" or "domain".
+	Level string `protobuf:"bytes,3,opt,name=level,proto3" json:"level,omitempty"`
+	// The reseller id or domain matched; empty at system level.
+	Match string `protobuf:"bytes,4,opt,name=match,proto3" json:"match,omitempty"`
+	// The reseller a domain-level configuration's domain belongs to (and a
+	// reseller-level one's own): tenancy checks compare it.
+	OwnerReseller string `protobuf:"bytes,5,opt,name=owner_reseller,json=ownerReseller,proto3" json:"owner_reseller,omitempty"`
+	Enabled       bool   `protobuf:"varint,6,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// "s3", "s3_glacier_ir", "wasabi" or "sftp".
+	StorageType    string `protobuf:"bytes,7,opt,name=storage_type,json=storageType,proto3" json:"storage_type,omitempty"`
+	SendRecordings bool   `protobuf:"varint,8,opt,name=send_recordings,json=sendRecordings,proto3" json:"send_recordings,omitempty"`
+	SendCdrs       bool   `protobuf:"varint,9,opt,name=send_cdrs,json=sendCdrs,proto3" json:"send_cdrs,omitempty"`
+	PathTemplate   string `protobuf:"bytes,10,opt,name=path_template,json=pathTemplate,proto3" json:"path_template,omitempty"`
+	// S3 family.
+	Bucket      string `protobuf:"bytes,11,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	Region      string `protobuf:"bytes,12,opt,name=region,proto3" json:"region,omitempty"`
+	Endpoint    string `protobuf:"bytes,13,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	AccessKeyId string `protobuf:"bytes,14,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	// "", "governance" or "compliance": S3 Object Lock until delete-by.
+	WormMode string `protobuf:"bytes,15,opt,name=worm_mode,json=wormMode,proto3" json:"worm_mode,omitempty"`
+	// SFTP.
+	Host     string `protobuf:"bytes,16,opt,name=host,proto3" json:"host,omitempty"`
+	Port     int32  `protobuf:"varint,17,opt,name=port,proto3" json:"port,omitempty"`
+	Username string `protobuf:"bytes,18,opt,name=username,proto3" json:"username,omitempty"`
+	// The server's host key, "SHA256:" and the base64 fingerprint.
+	HostKeyFingerprint string `protobuf:"bytes,19,opt,name=host_key_fingerprint,json=hostKeyFingerprint,proto3" json:"host_key_fingerprint,omitempty"`
+	// Where objects go under the bucket or the SFTP user's directory.
+	Prefix string `protobuf:"bytes,20,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// An age X25519 recipient: objects are encrypted to it before upload.
+	AgeRecipient  string                 `protobuf:"bytes,21,opt,name=age_recipient,json=ageRecipient,proto3" json:"age_recipient,omitempty"`
+	Secret        *SealedSecret          `protobuf:"bytes,22,opt,name=secret,proto3" json:"secret,omitempty"`
+	UpdatedBy     string                 `protobuf:"bytes,23,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,25,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveConfigRecord) Reset() {
+	*x = ArchiveConfigRecord{}
+	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveConfigRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveConfigRecord) ProtoMessage() {}
+
+func (x *ArchiveConfigRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveConfigRecord.ProtoReflect.Descriptor instead.
+func (*ArchiveConfigRecord) Descriptor() ([]byte, []int) {
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ArchiveConfigRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetMatch() string {
+	if x != nil {
+		return x.Match
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetOwnerReseller() string {
+	if x != nil {
+		return x.OwnerReseller
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *ArchiveConfigRecord) GetStorageType() string {
+	if x != nil {
+		return x.StorageType
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetSendRecordings() bool {
+	if x != nil {
+		return x.SendRecordings
+	}
+	return false
+}
+
+func (x *ArchiveConfigRecord) GetSendCdrs() bool {
+	if x != nil {
+		return x.SendCdrs
+	}
+	return false
+}
+
+func (x *ArchiveConfigRecord) GetPathTemplate() string {
+	if x != nil {
+		return x.PathTemplate
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetWormMode() string {
+	if x != nil {
+		return x.WormMode
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ArchiveConfigRecord) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetHostKeyFingerprint() string {
+	if x != nil {
+		return x.HostKeyFingerprint
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetAgeRecipient() string {
+	if x != nil {
+		return x.AgeRecipient
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetSecret() *SealedSecret {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *ArchiveConfigRecord) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
+func (x *ArchiveConfigRecord) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *ArchiveConfigRecord) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+// SealedSecret is a secret encrypted at rest.
+type SealedSecret struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "secret_access_key", "password" or "private_key".
+	Kind  string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	KeyId string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The nonce followed by the AES-256-GCM ciphertext and tag.
+	Box           []byte `protobuf:"bytes,3,opt,name=box,proto3" json:"box,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SealedSecret) Reset() {
+	*x = SealedSecret{}
+	mi := &file_callvault_event_v1_event_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealedSecret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealedSecret) ProtoMessage() {}
+
+func (x *SealedSecret) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_event_v1_event_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealedSecret.ProtoReflect.Descriptor instead.
+func (*SealedSecret) Descriptor() ([]byte, []int) {
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SealedSecret) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *SealedSecret) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SealedSecret) GetBox() []byte {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
+// ArtifactArchived is the archive router's record of where an admitted
+// artifact went: archived to a configuration (and verified), or not
+// archived, with the reason.
+type ArtifactArchived struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ArtifactId string                 `protobuf:"bytes,1,opt,name=artifact_id,json=artifactId,proto3" json:"artifact_id,omitempty"`
+	Kind       DataKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=callvault.event.v1.DataKind" json:"kind,omitempty"`
+	// Empty when nothing matched ("not archived").
+	ConfigId  string `protobuf:"bytes,3,opt,name=config_id,json=configId,proto3" json:"config_id,omitempty"`
+	Location  string `protobuf:"bytes,4,opt,name=location,proto3" json:"location,omitempty"`
+	Key       string `protobuf:"bytes,5,opt,name=key,proto3" json:"key,omitempty"`
+	SizeBytes int64  `protobuf:"varint,6,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// SHA-256 (hex) of the bytes stored, after any encryption.
+	Sha256       string `protobuf:"bytes,7,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Encrypted    bool   `protobuf:"varint,8,opt,name=encrypted,proto3" json:"encrypted,omitempty"`
+	StorageClass string `protobuf:"bytes,9,opt,name=storage_class,json=storageClass,proto3" json:"storage_class,omitempty"`
+	// WORM retention set on the object, if any.
+	RetainUntil       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=retain_until,json=retainUntil,proto3" json:"retain_until,omitempty"`
+	NotArchivedReason string                 `protobuf:"bytes,11,opt,name=not_archived_reason,json=notArchivedReason,proto3" json:"not_archived_reason,omitempty"`
+	ArchivedAt        *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=archived_at,json=archivedAt,proto3" json:"archived_at,omitempty"`
+	// The admission decision this follows (its stream sequence).
+	AdmittedSequence uint64 `protobuf:"varint,13,opt,name=admitted_sequence,json=admittedSequence,proto3" json:"admitted_sequence,omitempty"`
+	// The storage type of the configuration at the time.
+	StorageType   string `protobuf:"bytes,14,opt,name=storage_type,json=storageType,proto3" json:"storage_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactArchived) Reset() {
+	*x = ArtifactArchived{}
+	mi := &file_callvault_event_v1_event_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactArchived) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactArchived) ProtoMessage() {}
+
+func (x *ArtifactArchived) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_event_v1_event_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactArchived.ProtoReflect.Descriptor instead.
+func (*ArtifactArchived) Descriptor() ([]byte, []int) {
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ArtifactArchived) GetArtifactId() string {
+	if x != nil {
+		return x.ArtifactId
+	}
+	return ""
+}
+
+func (x *ArtifactArchived) GetKind() DataKind {
+	if x != nil {
+		return x.Kind
+	}
+	return DataKind_DATA_KIND_UNSPECIFIED
+}
+
+func (x *ArtifactArchived) GetConfigId() string {
+	if x != nil {
+		return x.ConfigId
+	}
+	return ""
+}
+
+func (x *ArtifactArchived) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *ArtifactArchived) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ArtifactArchived) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *ArtifactArchived) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ArtifactArchived) GetEncrypted() bool {
+	if x != nil {
+		return x.Encrypted
+	}
+	return false
+}
+
+func (x *ArtifactArchived) GetStorageClass() string {
+	if x != nil {
+		return x.StorageClass
+	}
+	return ""
+}
+
+func (x *ArtifactArchived) GetRetainUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetainUntil
+	}
+	return nil
+}
+
+func (x *ArtifactArchived) GetNotArchivedReason() string {
+	if x != nil {
+		return x.NotArchivedReason
+	}
+	return ""
+}
+
+func (x *ArtifactArchived) GetArchivedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ArchivedAt
+	}
+	return nil
+}
+
+func (x *ArtifactArchived) GetAdmittedSequence() uint64 {
+	if x != nil {
+		return x.AdmittedSequence
+	}
+	return 0
+}
+
+func (x *ArtifactArchived) GetStorageType() string {
+	if x != nil {
+		return x.StorageType
+	}
+	return ""
+}
 
 // LegalHold freezes every deletion under its scope until released.
 type LegalHold struct {
@@ -1455,7 +1957,7 @@ type LegalHold struct {
 
 func (x *LegalHold) Reset() {
 	*x = LegalHold{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1969,7 @@ func (x *LegalHold) String() string {
 func (*LegalHold) ProtoMessage() {}
 
 func (x *LegalHold) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[11]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1982,7 @@ func (x *LegalHold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegalHold.ProtoReflect.Descriptor instead.
 func (*LegalHold) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{11}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LegalHold) GetId() string {
@@ -1557,7 +2059,7 @@ type CalendarDuration struct {
 
 func (x *CalendarDuration) Reset() {
 	*x = CalendarDuration{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[12]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +2071,7 @@ func (x *CalendarDuration) String() string {
 func (*CalendarDuration) ProtoMessage() {}
 
 func (x *CalendarDuration) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[12]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +2084,7 @@ func (x *CalendarDuration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CalendarDuration.ProtoReflect.Descriptor instead.
 func (*CalendarDuration) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{12}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CalendarDuration) GetMonths() int32 {
@@ -1613,7 +2115,7 @@ type OverrideCap struct {
 
 func (x *OverrideCap) Reset() {
 	*x = OverrideCap{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[13]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +2127,7 @@ func (x *OverrideCap) String() string {
 func (*OverrideCap) ProtoMessage() {}
 
 func (x *OverrideCap) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[13]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +2140,7 @@ func (x *OverrideCap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OverrideCap.ProtoReflect.Descriptor instead.
 func (*OverrideCap) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{13}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OverrideCap) GetLimit() int64 {
@@ -1687,7 +2189,7 @@ type RetentionOverride struct {
 
 func (x *RetentionOverride) Reset() {
 	*x = RetentionOverride{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[14]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +2201,7 @@ func (x *RetentionOverride) String() string {
 func (*RetentionOverride) ProtoMessage() {}
 
 func (x *RetentionOverride) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[14]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +2214,7 @@ func (x *RetentionOverride) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionOverride.ProtoReflect.Descriptor instead.
 func (*RetentionOverride) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{14}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RetentionOverride) GetKind() DataKind {
@@ -1820,7 +2322,7 @@ type BundleAssignment struct {
 
 func (x *BundleAssignment) Reset() {
 	*x = BundleAssignment{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[15]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +2334,7 @@ func (x *BundleAssignment) String() string {
 func (*BundleAssignment) ProtoMessage() {}
 
 func (x *BundleAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[15]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +2347,7 @@ func (x *BundleAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleAssignment.ProtoReflect.Descriptor instead.
 func (*BundleAssignment) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{15}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BundleAssignment) GetDomain() string {
@@ -1896,7 +2398,7 @@ type DomainRecord struct {
 
 func (x *DomainRecord) Reset() {
 	*x = DomainRecord{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[16]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +2410,7 @@ func (x *DomainRecord) String() string {
 func (*DomainRecord) ProtoMessage() {}
 
 func (x *DomainRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[16]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,7 +2423,7 @@ func (x *DomainRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainRecord.ProtoReflect.Descriptor instead.
 func (*DomainRecord) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{16}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DomainRecord) GetDomain() string {
@@ -1973,7 +2475,7 @@ type TokenIssued struct {
 
 func (x *TokenIssued) Reset() {
 	*x = TokenIssued{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[17]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1985,7 +2487,7 @@ func (x *TokenIssued) String() string {
 func (*TokenIssued) ProtoMessage() {}
 
 func (x *TokenIssued) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[17]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1998,7 +2500,7 @@ func (x *TokenIssued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenIssued.ProtoReflect.Descriptor instead.
 func (*TokenIssued) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{17}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TokenIssued) GetTokenSha256() string {
@@ -2076,7 +2578,7 @@ type TokenRevoked struct {
 
 func (x *TokenRevoked) Reset() {
 	*x = TokenRevoked{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[18]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2590,7 @@ func (x *TokenRevoked) String() string {
 func (*TokenRevoked) ProtoMessage() {}
 
 func (x *TokenRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[18]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2603,7 @@ func (x *TokenRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevoked.ProtoReflect.Descriptor instead.
 func (*TokenRevoked) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{18}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TokenRevoked) GetTokenSha256() string {
@@ -2139,7 +2641,7 @@ type UsageThreshold struct {
 
 func (x *UsageThreshold) Reset() {
 	*x = UsageThreshold{}
-	mi := &file_callvault_event_v1_event_proto_msgTypes[19]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2151,7 +2653,7 @@ func (x *UsageThreshold) String() string {
 func (*UsageThreshold) ProtoMessage() {}
 
 func (x *UsageThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_event_v1_event_proto_msgTypes[19]
+	mi := &file_callvault_event_v1_event_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2164,7 +2666,7 @@ func (x *UsageThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageThreshold.ProtoReflect.Descriptor instead.
 func (*UsageThreshold) Descriptor() ([]byte, []int) {
-	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{19}
+	return file_callvault_event_v1_event_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UsageThreshold) GetUsedBytes() int64 {
@@ -2209,7 +2711,7 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\n" +
 	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12!\n" +
-	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\"\xa4\a\n" +
+	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\"\xe8\a\n" +
 	"\bEnvelope\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\vaccepted_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -2226,7 +2728,8 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\ftoken_issued\x18\x10 \x01(\v2\x1f.callvault.event.v1.TokenIssuedH\x00R\vtokenIssued\x12G\n" +
 	"\rtoken_revoked\x18\x11 \x01(\v2 .callvault.event.v1.TokenRevokedH\x00R\ftokenRevoked\x12M\n" +
 	"\x0fusage_threshold\x18\x12 \x01(\v2\".callvault.event.v1.UsageThresholdH\x00R\x0eusageThreshold\x12B\n" +
-	"\badmitted\x18\x13 \x01(\v2$.callvault.event.v1.ArtifactAdmittedH\x00R\badmitted\x12\x1f\n" +
+	"\badmitted\x18\x13 \x01(\v2$.callvault.event.v1.ArtifactAdmittedH\x00R\badmitted\x12B\n" +
+	"\barchived\x18\x14 \x01(\v2$.callvault.event.v1.ArtifactArchivedH\x00R\barchived\x12\x1f\n" +
 	"\vartifact_id\x18\x05 \x01(\tR\n" +
 	"artifactId\x12\x12\n" +
 	"\x04type\x18\x06 \x01(\tR\x04type\x12%\n" +
@@ -2298,13 +2801,67 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"after_json\x18\x05 \x01(\tR\tafterJson\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x129\n" +
 	"\x06before\x18\a \x01(\v2!.callvault.event.v1.ConfigPayloadR\x06before\x127\n" +
-	"\x05after\x18\b \x01(\v2!.callvault.event.v1.ConfigPayloadR\x05after\"\x8e\x02\n" +
+	"\x05after\x18\b \x01(\v2!.callvault.event.v1.ConfigPayloadR\x05after\"\xe0\x02\n" +
 	"\rConfigPayload\x12:\n" +
 	"\x06domain\x18\x01 \x01(\v2 .callvault.event.v1.DomainRecordH\x00R\x06domain\x123\n" +
 	"\x04hold\x18\x02 \x01(\v2\x1d.callvault.event.v1.LegalHoldH\x00R\x04hold\x12C\n" +
 	"\boverride\x18\x03 \x01(\v2%.callvault.event.v1.RetentionOverrideH\x00R\boverride\x12>\n" +
-	"\x06bundle\x18\x04 \x01(\v2$.callvault.event.v1.BundleAssignmentH\x00R\x06bundleB\a\n" +
-	"\x05value\"\x8d\x02\n" +
+	"\x06bundle\x18\x04 \x01(\v2$.callvault.event.v1.BundleAssignmentH\x00R\x06bundle\x12P\n" +
+	"\x0earchive_config\x18\x05 \x01(\v2'.callvault.event.v1.ArchiveConfigRecordH\x00R\rarchiveConfigB\a\n" +
+	"\x05value\"\xc3\x06\n" +
+	"\x13ArchiveConfigRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05level\x18\x03 \x01(\tR\x05level\x12\x14\n" +
+	"\x05match\x18\x04 \x01(\tR\x05match\x12%\n" +
+	"\x0eowner_reseller\x18\x05 \x01(\tR\rownerReseller\x12\x18\n" +
+	"\aenabled\x18\x06 \x01(\bR\aenabled\x12!\n" +
+	"\fstorage_type\x18\a \x01(\tR\vstorageType\x12'\n" +
+	"\x0fsend_recordings\x18\b \x01(\bR\x0esendRecordings\x12\x1b\n" +
+	"\tsend_cdrs\x18\t \x01(\bR\bsendCdrs\x12#\n" +
+	"\rpath_template\x18\n" +
+	" \x01(\tR\fpathTemplate\x12\x16\n" +
+	"\x06bucket\x18\v \x01(\tR\x06bucket\x12\x16\n" +
+	"\x06region\x18\f \x01(\tR\x06region\x12\x1a\n" +
+	"\bendpoint\x18\r \x01(\tR\bendpoint\x12\"\n" +
+	"\raccess_key_id\x18\x0e \x01(\tR\vaccessKeyId\x12\x1b\n" +
+	"\tworm_mode\x18\x0f \x01(\tR\bwormMode\x12\x12\n" +
+	"\x04host\x18\x10 \x01(\tR\x04host\x12\x12\n" +
+	"\x04port\x18\x11 \x01(\x05R\x04port\x12\x1a\n" +
+	"\busername\x18\x12 \x01(\tR\busername\x120\n" +
+	"\x14host_key_fingerprint\x18\x13 \x01(\tR\x12hostKeyFingerprint\x12\x16\n" +
+	"\x06prefix\x18\x14 \x01(\tR\x06prefix\x12#\n" +
+	"\rage_recipient\x18\x15 \x01(\tR\fageRecipient\x128\n" +
+	"\x06secret\x18\x16 \x01(\v2 .callvault.event.v1.SealedSecretR\x06secret\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\x17 \x01(\tR\tupdatedBy\x129\n" +
+	"\n" +
+	"updated_at\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x129\n" +
+	"\n" +
+	"created_at\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"K\n" +
+	"\fSealedSecret\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x10\n" +
+	"\x03box\x18\x03 \x01(\fR\x03box\"\xa6\x04\n" +
+	"\x10ArtifactArchived\x12\x1f\n" +
+	"\vartifact_id\x18\x01 \x01(\tR\n" +
+	"artifactId\x120\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1c.callvault.event.v1.DataKindR\x04kind\x12\x1b\n" +
+	"\tconfig_id\x18\x03 \x01(\tR\bconfigId\x12\x1a\n" +
+	"\blocation\x18\x04 \x01(\tR\blocation\x12\x10\n" +
+	"\x03key\x18\x05 \x01(\tR\x03key\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x06 \x01(\x03R\tsizeBytes\x12\x16\n" +
+	"\x06sha256\x18\a \x01(\tR\x06sha256\x12\x1c\n" +
+	"\tencrypted\x18\b \x01(\bR\tencrypted\x12#\n" +
+	"\rstorage_class\x18\t \x01(\tR\fstorageClass\x12=\n" +
+	"\fretain_until\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\vretainUntil\x12.\n" +
+	"\x13not_archived_reason\x18\v \x01(\tR\x11notArchivedReason\x12;\n" +
+	"\varchived_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"archivedAt\x12+\n" +
+	"\x11admitted_sequence\x18\r \x01(\x04R\x10admittedSequence\x12!\n" +
+	"\fstorage_type\x18\x0e \x01(\tR\vstorageType\"\x8d\x02\n" +
 	"\tLegalHold\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\breseller\x18\x02 \x01(\tR\breseller\x12\x16\n" +
@@ -2416,7 +2973,7 @@ func file_callvault_event_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_callvault_event_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_callvault_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_callvault_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_callvault_event_v1_event_proto_goTypes = []any{
 	(DataKind)(0),                 // 0: callvault.event.v1.DataKind
 	(RecordingMode)(0),            // 1: callvault.event.v1.RecordingMode
@@ -2432,19 +2989,22 @@ var file_callvault_event_v1_event_proto_goTypes = []any{
 	(*AdmissionRefused)(nil),      // 11: callvault.event.v1.AdmissionRefused
 	(*ConfigChanged)(nil),         // 12: callvault.event.v1.ConfigChanged
 	(*ConfigPayload)(nil),         // 13: callvault.event.v1.ConfigPayload
-	(*LegalHold)(nil),             // 14: callvault.event.v1.LegalHold
-	(*CalendarDuration)(nil),      // 15: callvault.event.v1.CalendarDuration
-	(*OverrideCap)(nil),           // 16: callvault.event.v1.OverrideCap
-	(*RetentionOverride)(nil),     // 17: callvault.event.v1.RetentionOverride
-	(*BundleAssignment)(nil),      // 18: callvault.event.v1.BundleAssignment
-	(*DomainRecord)(nil),          // 19: callvault.event.v1.DomainRecord
-	(*TokenIssued)(nil),           // 20: callvault.event.v1.TokenIssued
-	(*TokenRevoked)(nil),          // 21: callvault.event.v1.TokenRevoked
-	(*UsageThreshold)(nil),        // 22: callvault.event.v1.UsageThreshold
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*ArchiveConfigRecord)(nil),   // 14: callvault.event.v1.ArchiveConfigRecord
+	(*SealedSecret)(nil),          // 15: callvault.event.v1.SealedSecret
+	(*ArtifactArchived)(nil),      // 16: callvault.event.v1.ArtifactArchived
+	(*LegalHold)(nil),             // 17: callvault.event.v1.LegalHold
+	(*CalendarDuration)(nil),      // 18: callvault.event.v1.CalendarDuration
+	(*OverrideCap)(nil),           // 19: callvault.event.v1.OverrideCap
+	(*RetentionOverride)(nil),     // 20: callvault.event.v1.RetentionOverride
+	(*BundleAssignment)(nil),      // 21: callvault.event.v1.BundleAssignment
+	(*DomainRecord)(nil),          // 22: callvault.event.v1.DomainRecord
+	(*TokenIssued)(nil),           // 23: callvault.event.v1.TokenIssued
+	(*TokenRevoked)(nil),          // 24: callvault.event.v1.TokenRevoked
+	(*UsageThreshold)(nil),        // 25: callvault.event.v1.UsageThreshold
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 }
 var file_callvault_event_v1_event_proto_depIdxs = []int32{
-	23, // 0: callvault.event.v1.Envelope.accepted_at:type_name -> google.protobuf.Timestamp
+	26, // 0: callvault.event.v1.Envelope.accepted_at:type_name -> google.protobuf.Timestamp
 	3,  // 1: callvault.event.v1.Envelope.tenant:type_name -> callvault.event.v1.Tenant
 	7,  // 2: callvault.event.v1.Envelope.recording:type_name -> callvault.event.v1.RecordingStored
 	8,  // 3: callvault.event.v1.Envelope.cdr:type_name -> callvault.event.v1.CdrRecorded
@@ -2452,50 +3012,58 @@ var file_callvault_event_v1_event_proto_depIdxs = []int32{
 	10, // 5: callvault.event.v1.Envelope.deletion:type_name -> callvault.event.v1.ArtifactDeleted
 	11, // 6: callvault.event.v1.Envelope.refusal:type_name -> callvault.event.v1.AdmissionRefused
 	12, // 7: callvault.event.v1.Envelope.config:type_name -> callvault.event.v1.ConfigChanged
-	20, // 8: callvault.event.v1.Envelope.token_issued:type_name -> callvault.event.v1.TokenIssued
-	21, // 9: callvault.event.v1.Envelope.token_revoked:type_name -> callvault.event.v1.TokenRevoked
-	22, // 10: callvault.event.v1.Envelope.usage_threshold:type_name -> callvault.event.v1.UsageThreshold
+	23, // 8: callvault.event.v1.Envelope.token_issued:type_name -> callvault.event.v1.TokenIssued
+	24, // 9: callvault.event.v1.Envelope.token_revoked:type_name -> callvault.event.v1.TokenRevoked
+	25, // 10: callvault.event.v1.Envelope.usage_threshold:type_name -> callvault.event.v1.UsageThreshold
 	6,  // 11: callvault.event.v1.Envelope.admitted:type_name -> callvault.event.v1.ArtifactAdmitted
-	0,  // 12: callvault.event.v1.ArtifactAdmitted.kind:type_name -> callvault.event.v1.DataKind
-	7,  // 13: callvault.event.v1.ArtifactAdmitted.recording:type_name -> callvault.event.v1.RecordingStored
-	9,  // 14: callvault.event.v1.ArtifactAdmitted.message:type_name -> callvault.event.v1.MessageStored
-	23, // 15: callvault.event.v1.ArtifactAdmitted.ingest_accepted_at:type_name -> google.protobuf.Timestamp
-	1,  // 16: callvault.event.v1.RecordingStored.mode:type_name -> callvault.event.v1.RecordingMode
-	23, // 17: callvault.event.v1.RecordingStored.started_at:type_name -> google.protobuf.Timestamp
-	4,  // 18: callvault.event.v1.RecordingStored.media:type_name -> callvault.event.v1.MediaObject
-	23, // 19: callvault.event.v1.CdrRecorded.started_at:type_name -> google.protobuf.Timestamp
-	0,  // 20: callvault.event.v1.MessageStored.kind:type_name -> callvault.event.v1.DataKind
-	2,  // 21: callvault.event.v1.MessageStored.folder:type_name -> callvault.event.v1.MessageFolder
-	23, // 22: callvault.event.v1.MessageStored.received_at:type_name -> google.protobuf.Timestamp
-	4,  // 23: callvault.event.v1.MessageStored.media:type_name -> callvault.event.v1.MediaObject
-	0,  // 24: callvault.event.v1.ArtifactDeleted.kind:type_name -> callvault.event.v1.DataKind
-	4,  // 25: callvault.event.v1.ArtifactDeleted.media:type_name -> callvault.event.v1.MediaObject
-	0,  // 26: callvault.event.v1.AdmissionRefused.kind:type_name -> callvault.event.v1.DataKind
-	4,  // 27: callvault.event.v1.AdmissionRefused.media:type_name -> callvault.event.v1.MediaObject
-	23, // 28: callvault.event.v1.AdmissionRefused.ingest_accepted_at:type_name -> google.protobuf.Timestamp
-	23, // 29: callvault.event.v1.AdmissionRefused.artifact_time:type_name -> google.protobuf.Timestamp
-	13, // 30: callvault.event.v1.ConfigChanged.before:type_name -> callvault.event.v1.ConfigPayload
-	13, // 31: callvault.event.v1.ConfigChanged.after:type_name -> callvault.event.v1.ConfigPayload
-	19, // 32: callvault.event.v1.ConfigPayload.domain:type_name -> callvault.event.v1.DomainRecord
-	14, // 33: callvault.event.v1.ConfigPayload.hold:type_name -> callvault.event.v1.LegalHold
-	17, // 34: callvault.event.v1.ConfigPayload.override:type_name -> callvault.event.v1.RetentionOverride
-	18, // 35: callvault.event.v1.ConfigPayload.bundle:type_name -> callvault.event.v1.BundleAssignment
-	23, // 36: callvault.event.v1.LegalHold.placed_at:type_name -> google.protobuf.Timestamp
-	0,  // 37: callvault.event.v1.RetentionOverride.kind:type_name -> callvault.event.v1.DataKind
-	15, // 38: callvault.event.v1.RetentionOverride.min_storage:type_name -> callvault.event.v1.CalendarDuration
-	15, // 39: callvault.event.v1.RetentionOverride.retention:type_name -> callvault.event.v1.CalendarDuration
-	16, // 40: callvault.event.v1.RetentionOverride.cap:type_name -> callvault.event.v1.OverrideCap
-	23, // 41: callvault.event.v1.RetentionOverride.updated_at:type_name -> google.protobuf.Timestamp
-	23, // 42: callvault.event.v1.BundleAssignment.assigned_at:type_name -> google.protobuf.Timestamp
-	23, // 43: callvault.event.v1.DomainRecord.provisioned_at:type_name -> google.protobuf.Timestamp
-	23, // 44: callvault.event.v1.TokenIssued.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 45: callvault.event.v1.TokenIssued.issued_at:type_name -> google.protobuf.Timestamp
-	23, // 46: callvault.event.v1.TokenRevoked.revoked_at:type_name -> google.protobuf.Timestamp
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	16, // 12: callvault.event.v1.Envelope.archived:type_name -> callvault.event.v1.ArtifactArchived
+	0,  // 13: callvault.event.v1.ArtifactAdmitted.kind:type_name -> callvault.event.v1.DataKind
+	7,  // 14: callvault.event.v1.ArtifactAdmitted.recording:type_name -> callvault.event.v1.RecordingStored
+	9,  // 15: callvault.event.v1.ArtifactAdmitted.message:type_name -> callvault.event.v1.MessageStored
+	26, // 16: callvault.event.v1.ArtifactAdmitted.ingest_accepted_at:type_name -> google.protobuf.Timestamp
+	1,  // 17: callvault.event.v1.RecordingStored.mode:type_name -> callvault.event.v1.RecordingMode
+	26, // 18: callvault.event.v1.RecordingStored.started_at:type_name -> google.protobuf.Timestamp
+	4,  // 19: callvault.event.v1.RecordingStored.media:type_name -> callvault.event.v1.MediaObject
+	26, // 20: callvault.event.v1.CdrRecorded.started_at:type_name -> google.protobuf.Timestamp
+	0,  // 21: callvault.event.v1.MessageStored.kind:type_name -> callvault.event.v1.DataKind
+	2,  // 22: callvault.event.v1.MessageStored.folder:type_name -> callvault.event.v1.MessageFolder
+	26, // 23: callvault.event.v1.MessageStored.received_at:type_name -> google.protobuf.Timestamp
+	4,  // 24: callvault.event.v1.MessageStored.media:type_name -> callvault.event.v1.MediaObject
+	0,  // 25: callvault.event.v1.ArtifactDeleted.kind:type_name -> callvault.event.v1.DataKind
+	4,  // 26: callvault.event.v1.ArtifactDeleted.media:type_name -> callvault.event.v1.MediaObject
+	0,  // 27: callvault.event.v1.AdmissionRefused.kind:type_name -> callvault.event.v1.DataKind
+	4,  // 28: callvault.event.v1.AdmissionRefused.media:type_name -> callvault.event.v1.MediaObject
+	26, // 29: callvault.event.v1.AdmissionRefused.ingest_accepted_at:type_name -> google.protobuf.Timestamp
+	26, // 30: callvault.event.v1.AdmissionRefused.artifact_time:type_name -> google.protobuf.Timestamp
+	13, // 31: callvault.event.v1.ConfigChanged.before:type_name -> callvault.event.v1.ConfigPayload
+	13, // 32: callvault.event.v1.ConfigChanged.after:type_name -> callvault.event.v1.ConfigPayload
+	22, // 33: callvault.event.v1.ConfigPayload.domain:type_name -> callvault.event.v1.DomainRecord
+	17, // 34: callvault.event.v1.ConfigPayload.hold:type_name -> callvault.event.v1.LegalHold
+	20, // 35: callvault.event.v1.ConfigPayload.override:type_name -> callvault.event.v1.RetentionOverride
+	21, // 36: callvault.event.v1.ConfigPayload.bundle:type_name -> callvault.event.v1.BundleAssignment
+	14, // 37: callvault.event.v1.ConfigPayload.archive_config:type_name -> callvault.event.v1.ArchiveConfigRecord
+	15, // 38: callvault.event.v1.ArchiveConfigRecord.secret:type_name -> callvault.event.v1.SealedSecret
+	26, // 39: callvault.event.v1.ArchiveConfigRecord.updated_at:type_name -> google.protobuf.Timestamp
+	26, // 40: callvault.event.v1.ArchiveConfigRecord.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 41: callvault.event.v1.ArtifactArchived.kind:type_name -> callvault.event.v1.DataKind
+	26, // 42: callvault.event.v1.ArtifactArchived.retain_until:type_name -> google.protobuf.Timestamp
+	26, // 43: callvault.event.v1.ArtifactArchived.archived_at:type_name -> google.protobuf.Timestamp
+	26, // 44: callvault.event.v1.LegalHold.placed_at:type_name -> google.protobuf.Timestamp
+	0,  // 45: callvault.event.v1.RetentionOverride.kind:type_name -> callvault.event.v1.DataKind
+	18, // 46: callvault.event.v1.RetentionOverride.min_storage:type_name -> callvault.event.v1.CalendarDuration
+	18, // 47: callvault.event.v1.RetentionOverride.retention:type_name -> callvault.event.v1.CalendarDuration
+	19, // 48: callvault.event.v1.RetentionOverride.cap:type_name -> callvault.event.v1.OverrideCap
+	26, // 49: callvault.event.v1.RetentionOverride.updated_at:type_name -> google.protobuf.Timestamp
+	26, // 50: callvault.event.v1.BundleAssignment.assigned_at:type_name -> google.protobuf.Timestamp
+	26, // 51: callvault.event.v1.DomainRecord.provisioned_at:type_name -> google.protobuf.Timestamp
+	26, // 52: callvault.event.v1.TokenIssued.expires_at:type_name -> google.protobuf.Timestamp
+	26, // 53: callvault.event.v1.TokenIssued.issued_at:type_name -> google.protobuf.Timestamp
+	26, // 54: callvault.event.v1.TokenRevoked.revoked_at:type_name -> google.protobuf.Timestamp
+	55, // [55:55] is the sub-list for method output_type
+	55, // [55:55] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_callvault_event_v1_event_proto_init() }
@@ -2514,6 +3082,7 @@ func file_callvault_event_v1_event_proto_init() {
 		(*Envelope_TokenRevoked)(nil),
 		(*Envelope_UsageThreshold)(nil),
 		(*Envelope_Admitted)(nil),
+		(*Envelope_Archived)(nil),
 	}
 	file_callvault_event_v1_event_proto_msgTypes[3].OneofWrappers = []any{
 		(*ArtifactAdmitted_Recording)(nil),
@@ -2524,15 +3093,16 @@ func file_callvault_event_v1_event_proto_init() {
 		(*ConfigPayload_Hold)(nil),
 		(*ConfigPayload_Override)(nil),
 		(*ConfigPayload_Bundle)(nil),
+		(*ConfigPayload_ArchiveConfig)(nil),
 	}
-	file_callvault_event_v1_event_proto_msgTypes[14].OneofWrappers = []any{}
+	file_callvault_event_v1_event_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_callvault_event_v1_event_proto_rawDesc), len(file_callvault_event_v1_event_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

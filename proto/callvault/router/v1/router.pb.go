@@ -1041,6 +1041,1456 @@ func (x *ResolveTargetResponse) GetConfig() *StorageConfig {
 	return nil
 }
 
+// ArchiveConfig is one remote storage configuration.
+type ArchiveConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Assigned by CreateConfig.
+	Id   string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// "system", "reseller" or "domain".
+	Level string `protobuf:"bytes,3,opt,name=level,proto3" json:"level,omitempty"`
+	// The reseller id (reseller level) or domain (domain level); empty at
+	// system level.
+	Match   string `protobuf:"bytes,4,opt,name=match,proto3" json:"match,omitempty"`
+	Enabled bool   `protobuf:"varint,5,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// "s3", "s3_glacier_ir", "wasabi" or "sftp". "ftp" is refused.
+	StorageType    string `protobuf:"bytes,6,opt,name=storage_type,json=storageType,proto3" json:"storage_type,omitempty"`
+	SendRecordings bool   `protobuf:"varint,7,opt,name=send_recordings,json=sendRecordings,proto3" json:"send_recordings,omitempty"`
+	SendCdrs       bool   `protobuf:"varint,8,opt,name=send_cdrs,json=sendCdrs,proto3" json:"send_cdrs,omitempty"`
+	// Fields: {reseller} {domain} {user} {call_id} {recording_id} {yyyy}
+	// {mm} {dd} {ext}; it must name {recording_id}.
+	PathTemplate string `protobuf:"bytes,9,opt,name=path_template,json=pathTemplate,proto3" json:"path_template,omitempty"`
+	Bucket       string `protobuf:"bytes,10,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	Region       string `protobuf:"bytes,11,opt,name=region,proto3" json:"region,omitempty"`
+	Endpoint     string `protobuf:"bytes,12,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Prefix       string `protobuf:"bytes,13,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	AccessKeyId  string `protobuf:"bytes,14,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	// "", "governance" or "compliance" (S3 only).
+	WormMode string `protobuf:"bytes,15,opt,name=worm_mode,json=wormMode,proto3" json:"worm_mode,omitempty"`
+	Host     string `protobuf:"bytes,16,opt,name=host,proto3" json:"host,omitempty"`
+	Port     int32  `protobuf:"varint,17,opt,name=port,proto3" json:"port,omitempty"`
+	Username string `protobuf:"bytes,18,opt,name=username,proto3" json:"username,omitempty"`
+	// "SHA256:..." as ssh-keygen -l prints it; required for SFTP.
+	HostKeyFingerprint string `protobuf:"bytes,19,opt,name=host_key_fingerprint,json=hostKeyFingerprint,proto3" json:"host_key_fingerprint,omitempty"`
+	// An age X25519 recipient ("age1..."): objects are encrypted to it.
+	AgeRecipient string `protobuf:"bytes,20,opt,name=age_recipient,json=ageRecipient,proto3" json:"age_recipient,omitempty"`
+	// Output only: a secret is stored.
+	HasSecret bool `protobuf:"varint,21,opt,name=has_secret,json=hasSecret,proto3" json:"has_secret,omitempty"`
+	// Output only.
+	Status    *ConfigState           `protobuf:"bytes,22,opt,name=status,proto3" json:"status,omitempty"`
+	UpdatedBy string                 `protobuf:"bytes,23,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,25,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// The reseller the configuration belongs to (output only).
+	OwnerReseller string `protobuf:"bytes,26,opt,name=owner_reseller,json=ownerReseller,proto3" json:"owner_reseller,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveConfig) Reset() {
+	*x = ArchiveConfig{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveConfig) ProtoMessage() {}
+
+func (x *ArchiveConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveConfig.ProtoReflect.Descriptor instead.
+func (*ArchiveConfig) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ArchiveConfig) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetMatch() string {
+	if x != nil {
+		return x.Match
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *ArchiveConfig) GetStorageType() string {
+	if x != nil {
+		return x.StorageType
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetSendRecordings() bool {
+	if x != nil {
+		return x.SendRecordings
+	}
+	return false
+}
+
+func (x *ArchiveConfig) GetSendCdrs() bool {
+	if x != nil {
+		return x.SendCdrs
+	}
+	return false
+}
+
+func (x *ArchiveConfig) GetPathTemplate() string {
+	if x != nil {
+		return x.PathTemplate
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetWormMode() string {
+	if x != nil {
+		return x.WormMode
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ArchiveConfig) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetHostKeyFingerprint() string {
+	if x != nil {
+		return x.HostKeyFingerprint
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetAgeRecipient() string {
+	if x != nil {
+		return x.AgeRecipient
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetHasSecret() bool {
+	if x != nil {
+		return x.HasSecret
+	}
+	return false
+}
+
+func (x *ArchiveConfig) GetStatus() *ConfigState {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *ArchiveConfig) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
+func (x *ArchiveConfig) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ArchiveConfig) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *ArchiveConfig) GetOwnerReseller() string {
+	if x != nil {
+		return x.OwnerReseller
+	}
+	return ""
+}
+
+// ArchiveSecret is write-only.
+type ArchiveSecret struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Value:
+	//
+	//	*ArchiveSecret_SecretAccessKey
+	//	*ArchiveSecret_Password
+	//	*ArchiveSecret_PrivateKey
+	Value         isArchiveSecret_Value `protobuf_oneof:"value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveSecret) Reset() {
+	*x = ArchiveSecret{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveSecret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveSecret) ProtoMessage() {}
+
+func (x *ArchiveSecret) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveSecret.ProtoReflect.Descriptor instead.
+func (*ArchiveSecret) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ArchiveSecret) GetValue() isArchiveSecret_Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *ArchiveSecret) GetSecretAccessKey() string {
+	if x != nil {
+		if x, ok := x.Value.(*ArchiveSecret_SecretAccessKey); ok {
+			return x.SecretAccessKey
+		}
+	}
+	return ""
+}
+
+func (x *ArchiveSecret) GetPassword() string {
+	if x != nil {
+		if x, ok := x.Value.(*ArchiveSecret_Password); ok {
+			return x.Password
+		}
+	}
+	return ""
+}
+
+func (x *ArchiveSecret) GetPrivateKey() string {
+	if x != nil {
+		if x, ok := x.Value.(*ArchiveSecret_PrivateKey); ok {
+			return x.PrivateKey
+		}
+	}
+	return ""
+}
+
+type isArchiveSecret_Value interface {
+	isArchiveSecret_Value()
+}
+
+type ArchiveSecret_SecretAccessKey struct {
+	SecretAccessKey string `protobuf:"bytes,1,opt,name=secret_access_key,json=secretAccessKey,proto3,oneof"`
+}
+
+type ArchiveSecret_Password struct {
+	Password string `protobuf:"bytes,2,opt,name=password,proto3,oneof"`
+}
+
+type ArchiveSecret_PrivateKey struct {
+	PrivateKey string `protobuf:"bytes,3,opt,name=private_key,json=privateKey,proto3,oneof"`
+}
+
+func (*ArchiveSecret_SecretAccessKey) isArchiveSecret_Value() {}
+
+func (*ArchiveSecret_Password) isArchiveSecret_Value() {}
+
+func (*ArchiveSecret_PrivateKey) isArchiveSecret_Value() {}
+
+// ConfigState is a configuration's status tag.
+type ConfigState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "active", "error", "disabled" or "idle" (enabled, nothing sent yet).
+	State         string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	LastSuccessAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_success_at,json=lastSuccessAt,proto3" json:"last_success_at,omitempty"`
+	LastError     string                 `protobuf:"bytes,3,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastErrorAt   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_error_at,json=lastErrorAt,proto3" json:"last_error_at,omitempty"`
+	// Artifacts waiting for this configuration.
+	Waiting       int64 `protobuf:"varint,5,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	Archived      int64 `protobuf:"varint,6,opt,name=archived,proto3" json:"archived,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigState) Reset() {
+	*x = ConfigState{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigState) ProtoMessage() {}
+
+func (x *ConfigState) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigState.ProtoReflect.Descriptor instead.
+func (*ConfigState) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ConfigState) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ConfigState) GetLastSuccessAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSuccessAt
+	}
+	return nil
+}
+
+func (x *ConfigState) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *ConfigState) GetLastErrorAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorAt
+	}
+	return nil
+}
+
+func (x *ConfigState) GetWaiting() int64 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *ConfigState) GetArchived() int64 {
+	if x != nil {
+		return x.Archived
+	}
+	return 0
+}
+
+type CreateConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *ArchiveConfig         `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	Secret        *ArchiveSecret         `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateConfigRequest) Reset() {
+	*x = CreateConfigRequest{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateConfigRequest) ProtoMessage() {}
+
+func (x *CreateConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateConfigRequest.ProtoReflect.Descriptor instead.
+func (*CreateConfigRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CreateConfigRequest) GetConfig() *ArchiveConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *CreateConfigRequest) GetSecret() *ArchiveSecret {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+type CreateConfigResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Config *ArchiveConfig         `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	// Advice, e.g. Wasabi's 90-day minimum billing.
+	Warnings      []string `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateConfigResponse) Reset() {
+	*x = CreateConfigResponse{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateConfigResponse) ProtoMessage() {}
+
+func (x *CreateConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateConfigResponse.ProtoReflect.Descriptor instead.
+func (*CreateConfigResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CreateConfigResponse) GetConfig() *ArchiveConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *CreateConfigResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+type GetConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConfigRequest) Reset() {
+	*x = GetConfigRequest{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConfigRequest) ProtoMessage() {}
+
+func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetConfigRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetConfigRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *ArchiveConfig         `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConfigResponse) Reset() {
+	*x = GetConfigResponse{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConfigResponse) ProtoMessage() {}
+
+func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
+func (*GetConfigResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetConfigResponse) GetConfig() *ArchiveConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type UpdateConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *ArchiveConfig         `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	Secret        *ArchiveSecret         `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateConfigRequest) Reset() {
+	*x = UpdateConfigRequest{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateConfigRequest) ProtoMessage() {}
+
+func (x *UpdateConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateConfigRequest.ProtoReflect.Descriptor instead.
+func (*UpdateConfigRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *UpdateConfigRequest) GetConfig() *ArchiveConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *UpdateConfigRequest) GetSecret() *ArchiveSecret {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+type UpdateConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *ArchiveConfig         `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	Warnings      []string               `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateConfigResponse) Reset() {
+	*x = UpdateConfigResponse{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateConfigResponse) ProtoMessage() {}
+
+func (x *UpdateConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateConfigResponse.ProtoReflect.Descriptor instead.
+func (*UpdateConfigResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UpdateConfigResponse) GetConfig() *ArchiveConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *UpdateConfigResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+type DeleteConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConfigRequest) Reset() {
+	*x = DeleteConfigRequest{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConfigRequest) ProtoMessage() {}
+
+func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConfigRequest.ProtoReflect.Descriptor instead.
+func (*DeleteConfigRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DeleteConfigRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConfigResponse) Reset() {
+	*x = DeleteConfigResponse{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConfigResponse) ProtoMessage() {}
+
+func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConfigResponse.ProtoReflect.Descriptor instead.
+func (*DeleteConfigResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{24}
+}
+
+type ListConfigsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional filters.
+	Level         string `protobuf:"bytes,1,opt,name=level,proto3" json:"level,omitempty"`
+	Match         string `protobuf:"bytes,2,opt,name=match,proto3" json:"match,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConfigsRequest) Reset() {
+	*x = ListConfigsRequest{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConfigsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConfigsRequest) ProtoMessage() {}
+
+func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConfigsRequest.ProtoReflect.Descriptor instead.
+func (*ListConfigsRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListConfigsRequest) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *ListConfigsRequest) GetMatch() string {
+	if x != nil {
+		return x.Match
+	}
+	return ""
+}
+
+type ListConfigsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Configs       []*ArchiveConfig       `protobuf:"bytes,1,rep,name=configs,proto3" json:"configs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConfigsResponse) Reset() {
+	*x = ListConfigsResponse{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConfigsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConfigsResponse) ProtoMessage() {}
+
+func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConfigsResponse.ProtoReflect.Descriptor instead.
+func (*ListConfigsResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListConfigsResponse) GetConfigs() []*ArchiveConfig {
+	if x != nil {
+		return x.Configs
+	}
+	return nil
+}
+
+type TestConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TestConfigRequest) Reset() {
+	*x = TestConfigRequest{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TestConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TestConfigRequest) ProtoMessage() {}
+
+func (x *TestConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TestConfigRequest.ProtoReflect.Descriptor instead.
+func (*TestConfigRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *TestConfigRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type TestConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ok    bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	// "auth", "bucket_missing", "permission", "host_key_mismatch",
+	// "unreachable", "object_lock_missing", "verify_failed" or "other".
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Detail string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The step that failed: "connect", "bucket", "object_lock", "write",
+	// "read" or "delete".
+	Step          string `protobuf:"bytes,4,opt,name=step,proto3" json:"step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TestConfigResponse) Reset() {
+	*x = TestConfigResponse{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TestConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TestConfigResponse) ProtoMessage() {}
+
+func (x *TestConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TestConfigResponse.ProtoReflect.Descriptor instead.
+func (*TestConfigResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *TestConfigResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *TestConfigResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *TestConfigResponse) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *TestConfigResponse) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+type GetStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatusRequest) Reset() {
+	*x = GetStatusRequest{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatusRequest) ProtoMessage() {}
+
+func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetStatusRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetStatusRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *ConfigState           `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatusResponse) Reset() {
+	*x = GetStatusResponse{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatusResponse) ProtoMessage() {}
+
+func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetStatusResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetStatusResponse) GetStatus() *ConfigState {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type GetArchiveStatesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	ArtifactIds   []string               `protobuf:"bytes,2,rep,name=artifact_ids,json=artifactIds,proto3" json:"artifact_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetArchiveStatesRequest) Reset() {
+	*x = GetArchiveStatesRequest{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetArchiveStatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetArchiveStatesRequest) ProtoMessage() {}
+
+func (x *GetArchiveStatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetArchiveStatesRequest.ProtoReflect.Descriptor instead.
+func (*GetArchiveStatesRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetArchiveStatesRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *GetArchiveStatesRequest) GetArtifactIds() []string {
+	if x != nil {
+		return x.ArtifactIds
+	}
+	return nil
+}
+
+type GetArchiveStatesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	States        []*ArchiveState        `protobuf:"bytes,1,rep,name=states,proto3" json:"states,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetArchiveStatesResponse) Reset() {
+	*x = GetArchiveStatesResponse{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetArchiveStatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetArchiveStatesResponse) ProtoMessage() {}
+
+func (x *GetArchiveStatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetArchiveStatesResponse.ProtoReflect.Descriptor instead.
+func (*GetArchiveStatesResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetArchiveStatesResponse) GetStates() []*ArchiveState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+// ArchiveState is where one artifact is archived.
+type ArchiveState struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ArtifactId string                 `protobuf:"bytes,1,opt,name=artifact_id,json=artifactId,proto3" json:"artifact_id,omitempty"`
+	// "archived", "pending" or "not_archived".
+	State      string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	ConfigId   string                 `protobuf:"bytes,3,opt,name=config_id,json=configId,proto3" json:"config_id,omitempty"`
+	ConfigName string                 `protobuf:"bytes,4,opt,name=config_name,json=configName,proto3" json:"config_name,omitempty"`
+	Location   string                 `protobuf:"bytes,5,opt,name=location,proto3" json:"location,omitempty"`
+	ArchivedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=archived_at,json=archivedAt,proto3" json:"archived_at,omitempty"`
+	// Why it is not archived, or the error it waits on.
+	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	Encrypted     bool   `protobuf:"varint,8,opt,name=encrypted,proto3" json:"encrypted,omitempty"`
+	Sha256        string `protobuf:"bytes,9,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	SizeBytes     int64  `protobuf:"varint,10,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveState) Reset() {
+	*x = ArchiveState{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveState) ProtoMessage() {}
+
+func (x *ArchiveState) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveState.ProtoReflect.Descriptor instead.
+func (*ArchiveState) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ArchiveState) GetArtifactId() string {
+	if x != nil {
+		return x.ArtifactId
+	}
+	return ""
+}
+
+func (x *ArchiveState) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ArchiveState) GetConfigId() string {
+	if x != nil {
+		return x.ConfigId
+	}
+	return ""
+}
+
+func (x *ArchiveState) GetConfigName() string {
+	if x != nil {
+		return x.ConfigName
+	}
+	return ""
+}
+
+func (x *ArchiveState) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *ArchiveState) GetArchivedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ArchivedAt
+	}
+	return nil
+}
+
+func (x *ArchiveState) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ArchiveState) GetEncrypted() bool {
+	if x != nil {
+		return x.Encrypted
+	}
+	return false
+}
+
+func (x *ArchiveState) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ArchiveState) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+type OpenArchivedRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Domain     string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	ArtifactId string                 `protobuf:"bytes,2,opt,name=artifact_id,json=artifactId,proto3" json:"artifact_id,omitempty"`
+	Offset     int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Below zero: to the end.
+	Length        int64 `protobuf:"varint,4,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenArchivedRequest) Reset() {
+	*x = OpenArchivedRequest{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenArchivedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenArchivedRequest) ProtoMessage() {}
+
+func (x *OpenArchivedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenArchivedRequest.ProtoReflect.Descriptor instead.
+func (*OpenArchivedRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *OpenArchivedRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *OpenArchivedRequest) GetArtifactId() string {
+	if x != nil {
+		return x.ArtifactId
+	}
+	return ""
+}
+
+func (x *OpenArchivedRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *OpenArchivedRequest) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type OpenArchivedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenArchivedResponse) Reset() {
+	*x = OpenArchivedResponse{}
+	mi := &file_callvault_router_v1_router_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenArchivedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenArchivedResponse) ProtoMessage() {}
+
+func (x *OpenArchivedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_router_v1_router_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenArchivedResponse.ProtoReflect.Descriptor instead.
+func (*OpenArchivedResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_router_v1_router_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *OpenArchivedResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_callvault_router_v1_router_proto protoreflect.FileDescriptor
 
 const file_callvault_router_v1_router_proto_rawDesc = "" +
@@ -1101,7 +2551,117 @@ const file_callvault_router_v1_router_proto_rawDesc = "" +
 	"\x14ResolveTargetRequest\x122\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x1a.callvault.event.v1.TenantR\x06tenant\"S\n" +
 	"\x15ResolveTargetResponse\x12:\n" +
-	"\x06config\x18\x01 \x01(\v2\".callvault.router.v1.StorageConfigR\x06config*\x99\x01\n" +
+	"\x06config\x18\x01 \x01(\v2\".callvault.router.v1.StorageConfigR\x06config\"\xdc\x06\n" +
+	"\rArchiveConfig\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05level\x18\x03 \x01(\tR\x05level\x12\x14\n" +
+	"\x05match\x18\x04 \x01(\tR\x05match\x12\x18\n" +
+	"\aenabled\x18\x05 \x01(\bR\aenabled\x12!\n" +
+	"\fstorage_type\x18\x06 \x01(\tR\vstorageType\x12'\n" +
+	"\x0fsend_recordings\x18\a \x01(\bR\x0esendRecordings\x12\x1b\n" +
+	"\tsend_cdrs\x18\b \x01(\bR\bsendCdrs\x12#\n" +
+	"\rpath_template\x18\t \x01(\tR\fpathTemplate\x12\x16\n" +
+	"\x06bucket\x18\n" +
+	" \x01(\tR\x06bucket\x12\x16\n" +
+	"\x06region\x18\v \x01(\tR\x06region\x12\x1a\n" +
+	"\bendpoint\x18\f \x01(\tR\bendpoint\x12\x16\n" +
+	"\x06prefix\x18\r \x01(\tR\x06prefix\x12\"\n" +
+	"\raccess_key_id\x18\x0e \x01(\tR\vaccessKeyId\x12\x1b\n" +
+	"\tworm_mode\x18\x0f \x01(\tR\bwormMode\x12\x12\n" +
+	"\x04host\x18\x10 \x01(\tR\x04host\x12\x12\n" +
+	"\x04port\x18\x11 \x01(\x05R\x04port\x12\x1a\n" +
+	"\busername\x18\x12 \x01(\tR\busername\x120\n" +
+	"\x14host_key_fingerprint\x18\x13 \x01(\tR\x12hostKeyFingerprint\x12#\n" +
+	"\rage_recipient\x18\x14 \x01(\tR\fageRecipient\x12\x1d\n" +
+	"\n" +
+	"has_secret\x18\x15 \x01(\bR\thasSecret\x128\n" +
+	"\x06status\x18\x16 \x01(\v2 .callvault.router.v1.ConfigStateR\x06status\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\x17 \x01(\tR\tupdatedBy\x129\n" +
+	"\n" +
+	"created_at\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12%\n" +
+	"\x0eowner_reseller\x18\x1a \x01(\tR\rownerReseller\"\x87\x01\n" +
+	"\rArchiveSecret\x12,\n" +
+	"\x11secret_access_key\x18\x01 \x01(\tH\x00R\x0fsecretAccessKey\x12\x1c\n" +
+	"\bpassword\x18\x02 \x01(\tH\x00R\bpassword\x12!\n" +
+	"\vprivate_key\x18\x03 \x01(\tH\x00R\n" +
+	"privateKeyB\a\n" +
+	"\x05value\"\xfc\x01\n" +
+	"\vConfigState\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12B\n" +
+	"\x0flast_success_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rlastSuccessAt\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x03 \x01(\tR\tlastError\x12>\n" +
+	"\rlast_error_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\x12\x18\n" +
+	"\awaiting\x18\x05 \x01(\x03R\awaiting\x12\x1a\n" +
+	"\barchived\x18\x06 \x01(\x03R\barchived\"\x8d\x01\n" +
+	"\x13CreateConfigRequest\x12:\n" +
+	"\x06config\x18\x01 \x01(\v2\".callvault.router.v1.ArchiveConfigR\x06config\x12:\n" +
+	"\x06secret\x18\x02 \x01(\v2\".callvault.router.v1.ArchiveSecretR\x06secret\"n\n" +
+	"\x14CreateConfigResponse\x12:\n" +
+	"\x06config\x18\x01 \x01(\v2\".callvault.router.v1.ArchiveConfigR\x06config\x12\x1a\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\"\n" +
+	"\x10GetConfigRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"O\n" +
+	"\x11GetConfigResponse\x12:\n" +
+	"\x06config\x18\x01 \x01(\v2\".callvault.router.v1.ArchiveConfigR\x06config\"\x8d\x01\n" +
+	"\x13UpdateConfigRequest\x12:\n" +
+	"\x06config\x18\x01 \x01(\v2\".callvault.router.v1.ArchiveConfigR\x06config\x12:\n" +
+	"\x06secret\x18\x02 \x01(\v2\".callvault.router.v1.ArchiveSecretR\x06secret\"n\n" +
+	"\x14UpdateConfigResponse\x12:\n" +
+	"\x06config\x18\x01 \x01(\v2\".callvault.router.v1.ArchiveConfigR\x06config\x12\x1a\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"%\n" +
+	"\x13DeleteConfigRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
+	"\x14DeleteConfigResponse\"@\n" +
+	"\x12ListConfigsRequest\x12\x14\n" +
+	"\x05level\x18\x01 \x01(\tR\x05level\x12\x14\n" +
+	"\x05match\x18\x02 \x01(\tR\x05match\"S\n" +
+	"\x13ListConfigsResponse\x12<\n" +
+	"\aconfigs\x18\x01 \x03(\v2\".callvault.router.v1.ArchiveConfigR\aconfigs\"#\n" +
+	"\x11TestConfigRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"h\n" +
+	"\x12TestConfigResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\tR\x04step\"\"\n" +
+	"\x10GetStatusRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"M\n" +
+	"\x11GetStatusResponse\x128\n" +
+	"\x06status\x18\x01 \x01(\v2 .callvault.router.v1.ConfigStateR\x06status\"T\n" +
+	"\x17GetArchiveStatesRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12!\n" +
+	"\fartifact_ids\x18\x02 \x03(\tR\vartifactIds\"U\n" +
+	"\x18GetArchiveStatesResponse\x129\n" +
+	"\x06states\x18\x01 \x03(\v2!.callvault.router.v1.ArchiveStateR\x06states\"\xc9\x02\n" +
+	"\fArchiveState\x12\x1f\n" +
+	"\vartifact_id\x18\x01 \x01(\tR\n" +
+	"artifactId\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
+	"\tconfig_id\x18\x03 \x01(\tR\bconfigId\x12\x1f\n" +
+	"\vconfig_name\x18\x04 \x01(\tR\n" +
+	"configName\x12\x1a\n" +
+	"\blocation\x18\x05 \x01(\tR\blocation\x12;\n" +
+	"\varchived_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"archivedAt\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\x1c\n" +
+	"\tencrypted\x18\b \x01(\bR\tencrypted\x12\x16\n" +
+	"\x06sha256\x18\t \x01(\tR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\n" +
+	" \x01(\x03R\tsizeBytes\"~\n" +
+	"\x13OpenArchivedRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1f\n" +
+	"\vartifact_id\x18\x02 \x01(\tR\n" +
+	"artifactId\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x04 \x01(\x03R\x06length\"*\n" +
+	"\x14OpenArchivedResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data*\x99\x01\n" +
 	"\vStorageType\x12\x1c\n" +
 	"\x18STORAGE_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18STORAGE_TYPE_S3_STANDARD\x10\x01\x12\x1e\n" +
@@ -1123,7 +2683,18 @@ const file_callvault_router_v1_router_proto_rawDesc = "" +
 	"\x13DeleteStorageConfig\x12/.callvault.router.v1.DeleteStorageConfigRequest\x1a0.callvault.router.v1.DeleteStorageConfigResponse\x12o\n" +
 	"\x10GetStorageConfig\x12,.callvault.router.v1.GetStorageConfigRequest\x1a-.callvault.router.v1.GetStorageConfigResponse\x12u\n" +
 	"\x12ListStorageConfigs\x12..callvault.router.v1.ListStorageConfigsRequest\x1a/.callvault.router.v1.ListStorageConfigsResponse\x12f\n" +
-	"\rResolveTarget\x12).callvault.router.v1.ResolveTargetRequest\x1a*.callvault.router.v1.ResolveTargetResponseB\xd7\x01\n" +
+	"\rResolveTarget\x12).callvault.router.v1.ResolveTargetRequest\x1a*.callvault.router.v1.ResolveTargetResponse2\x90\a\n" +
+	"\x0eArchiveService\x12c\n" +
+	"\fCreateConfig\x12(.callvault.router.v1.CreateConfigRequest\x1a).callvault.router.v1.CreateConfigResponse\x12Z\n" +
+	"\tGetConfig\x12%.callvault.router.v1.GetConfigRequest\x1a&.callvault.router.v1.GetConfigResponse\x12c\n" +
+	"\fUpdateConfig\x12(.callvault.router.v1.UpdateConfigRequest\x1a).callvault.router.v1.UpdateConfigResponse\x12c\n" +
+	"\fDeleteConfig\x12(.callvault.router.v1.DeleteConfigRequest\x1a).callvault.router.v1.DeleteConfigResponse\x12`\n" +
+	"\vListConfigs\x12'.callvault.router.v1.ListConfigsRequest\x1a(.callvault.router.v1.ListConfigsResponse\x12]\n" +
+	"\n" +
+	"TestConfig\x12&.callvault.router.v1.TestConfigRequest\x1a'.callvault.router.v1.TestConfigResponse\x12Z\n" +
+	"\tGetStatus\x12%.callvault.router.v1.GetStatusRequest\x1a&.callvault.router.v1.GetStatusResponse\x12o\n" +
+	"\x10GetArchiveStates\x12,.callvault.router.v1.GetArchiveStatesRequest\x1a-.callvault.router.v1.GetArchiveStatesResponse\x12e\n" +
+	"\fOpenArchived\x12(.callvault.router.v1.OpenArchivedRequest\x1a).callvault.router.v1.OpenArchivedResponse0\x01B\xd7\x01\n" +
 	"\x17com.callvault.router.v1B\vRouterProtoP\x01ZAgithub.com/callvault/callvault/proto/callvault/router/v1;routerv1\xa2\x02\x03CRX\xaa\x02\x13Callvault.Router.V1\xca\x02\x13Callvault\\Router\\V1\xe2\x02\x1fCallvault\\Router\\V1\\GPBMetadata\xea\x02\x15Callvault::Router::V1b\x06proto3"
 
 var (
@@ -1139,7 +2710,7 @@ func file_callvault_router_v1_router_proto_rawDescGZIP() []byte {
 }
 
 var file_callvault_router_v1_router_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_callvault_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_callvault_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_callvault_router_v1_router_proto_goTypes = []any{
 	(StorageType)(0),                    // 0: callvault.router.v1.StorageType
 	(ArchiveLevel)(0),                   // 1: callvault.router.v1.ArchiveLevel
@@ -1158,14 +2729,36 @@ var file_callvault_router_v1_router_proto_goTypes = []any{
 	(*ListStorageConfigsResponse)(nil),  // 14: callvault.router.v1.ListStorageConfigsResponse
 	(*ResolveTargetRequest)(nil),        // 15: callvault.router.v1.ResolveTargetRequest
 	(*ResolveTargetResponse)(nil),       // 16: callvault.router.v1.ResolveTargetResponse
-	(*timestamppb.Timestamp)(nil),       // 17: google.protobuf.Timestamp
-	(*v1.Tenant)(nil),                   // 18: callvault.event.v1.Tenant
+	(*ArchiveConfig)(nil),               // 17: callvault.router.v1.ArchiveConfig
+	(*ArchiveSecret)(nil),               // 18: callvault.router.v1.ArchiveSecret
+	(*ConfigState)(nil),                 // 19: callvault.router.v1.ConfigState
+	(*CreateConfigRequest)(nil),         // 20: callvault.router.v1.CreateConfigRequest
+	(*CreateConfigResponse)(nil),        // 21: callvault.router.v1.CreateConfigResponse
+	(*GetConfigRequest)(nil),            // 22: callvault.router.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),           // 23: callvault.router.v1.GetConfigResponse
+	(*UpdateConfigRequest)(nil),         // 24: callvault.router.v1.UpdateConfigRequest
+	(*UpdateConfigResponse)(nil),        // 25: callvault.router.v1.UpdateConfigResponse
+	(*DeleteConfigRequest)(nil),         // 26: callvault.router.v1.DeleteConfigRequest
+	(*DeleteConfigResponse)(nil),        // 27: callvault.router.v1.DeleteConfigResponse
+	(*ListConfigsRequest)(nil),          // 28: callvault.router.v1.ListConfigsRequest
+	(*ListConfigsResponse)(nil),         // 29: callvault.router.v1.ListConfigsResponse
+	(*TestConfigRequest)(nil),           // 30: callvault.router.v1.TestConfigRequest
+	(*TestConfigResponse)(nil),          // 31: callvault.router.v1.TestConfigResponse
+	(*GetStatusRequest)(nil),            // 32: callvault.router.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),           // 33: callvault.router.v1.GetStatusResponse
+	(*GetArchiveStatesRequest)(nil),     // 34: callvault.router.v1.GetArchiveStatesRequest
+	(*GetArchiveStatesResponse)(nil),    // 35: callvault.router.v1.GetArchiveStatesResponse
+	(*ArchiveState)(nil),                // 36: callvault.router.v1.ArchiveState
+	(*OpenArchivedRequest)(nil),         // 37: callvault.router.v1.OpenArchivedRequest
+	(*OpenArchivedResponse)(nil),        // 38: callvault.router.v1.OpenArchivedResponse
+	(*timestamppb.Timestamp)(nil),       // 39: google.protobuf.Timestamp
+	(*v1.Tenant)(nil),                   // 40: callvault.event.v1.Tenant
 }
 var file_callvault_router_v1_router_proto_depIdxs = []int32{
 	0,  // 0: callvault.router.v1.StorageConfig.type:type_name -> callvault.router.v1.StorageType
 	1,  // 1: callvault.router.v1.StorageConfig.level:type_name -> callvault.router.v1.ArchiveLevel
 	2,  // 2: callvault.router.v1.StorageConfig.status:type_name -> callvault.router.v1.ConfigStatus
-	17, // 3: callvault.router.v1.StorageConfig.last_error_at:type_name -> google.protobuf.Timestamp
+	39, // 3: callvault.router.v1.StorageConfig.last_error_at:type_name -> google.protobuf.Timestamp
 	3,  // 4: callvault.router.v1.CreateStorageConfigRequest.config:type_name -> callvault.router.v1.StorageConfig
 	4,  // 5: callvault.router.v1.CreateStorageConfigRequest.secret:type_name -> callvault.router.v1.Secret
 	3,  // 6: callvault.router.v1.CreateStorageConfigResponse.config:type_name -> callvault.router.v1.StorageConfig
@@ -1175,25 +2768,59 @@ var file_callvault_router_v1_router_proto_depIdxs = []int32{
 	3,  // 10: callvault.router.v1.GetStorageConfigResponse.config:type_name -> callvault.router.v1.StorageConfig
 	1,  // 11: callvault.router.v1.ListStorageConfigsRequest.level:type_name -> callvault.router.v1.ArchiveLevel
 	3,  // 12: callvault.router.v1.ListStorageConfigsResponse.configs:type_name -> callvault.router.v1.StorageConfig
-	18, // 13: callvault.router.v1.ResolveTargetRequest.tenant:type_name -> callvault.event.v1.Tenant
+	40, // 13: callvault.router.v1.ResolveTargetRequest.tenant:type_name -> callvault.event.v1.Tenant
 	3,  // 14: callvault.router.v1.ResolveTargetResponse.config:type_name -> callvault.router.v1.StorageConfig
-	5,  // 15: callvault.router.v1.RouterService.CreateStorageConfig:input_type -> callvault.router.v1.CreateStorageConfigRequest
-	7,  // 16: callvault.router.v1.RouterService.UpdateStorageConfig:input_type -> callvault.router.v1.UpdateStorageConfigRequest
-	9,  // 17: callvault.router.v1.RouterService.DeleteStorageConfig:input_type -> callvault.router.v1.DeleteStorageConfigRequest
-	11, // 18: callvault.router.v1.RouterService.GetStorageConfig:input_type -> callvault.router.v1.GetStorageConfigRequest
-	13, // 19: callvault.router.v1.RouterService.ListStorageConfigs:input_type -> callvault.router.v1.ListStorageConfigsRequest
-	15, // 20: callvault.router.v1.RouterService.ResolveTarget:input_type -> callvault.router.v1.ResolveTargetRequest
-	6,  // 21: callvault.router.v1.RouterService.CreateStorageConfig:output_type -> callvault.router.v1.CreateStorageConfigResponse
-	8,  // 22: callvault.router.v1.RouterService.UpdateStorageConfig:output_type -> callvault.router.v1.UpdateStorageConfigResponse
-	10, // 23: callvault.router.v1.RouterService.DeleteStorageConfig:output_type -> callvault.router.v1.DeleteStorageConfigResponse
-	12, // 24: callvault.router.v1.RouterService.GetStorageConfig:output_type -> callvault.router.v1.GetStorageConfigResponse
-	14, // 25: callvault.router.v1.RouterService.ListStorageConfigs:output_type -> callvault.router.v1.ListStorageConfigsResponse
-	16, // 26: callvault.router.v1.RouterService.ResolveTarget:output_type -> callvault.router.v1.ResolveTargetResponse
-	21, // [21:27] is the sub-list for method output_type
-	15, // [15:21] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	19, // 15: callvault.router.v1.ArchiveConfig.status:type_name -> callvault.router.v1.ConfigState
+	39, // 16: callvault.router.v1.ArchiveConfig.created_at:type_name -> google.protobuf.Timestamp
+	39, // 17: callvault.router.v1.ArchiveConfig.updated_at:type_name -> google.protobuf.Timestamp
+	39, // 18: callvault.router.v1.ConfigState.last_success_at:type_name -> google.protobuf.Timestamp
+	39, // 19: callvault.router.v1.ConfigState.last_error_at:type_name -> google.protobuf.Timestamp
+	17, // 20: callvault.router.v1.CreateConfigRequest.config:type_name -> callvault.router.v1.ArchiveConfig
+	18, // 21: callvault.router.v1.CreateConfigRequest.secret:type_name -> callvault.router.v1.ArchiveSecret
+	17, // 22: callvault.router.v1.CreateConfigResponse.config:type_name -> callvault.router.v1.ArchiveConfig
+	17, // 23: callvault.router.v1.GetConfigResponse.config:type_name -> callvault.router.v1.ArchiveConfig
+	17, // 24: callvault.router.v1.UpdateConfigRequest.config:type_name -> callvault.router.v1.ArchiveConfig
+	18, // 25: callvault.router.v1.UpdateConfigRequest.secret:type_name -> callvault.router.v1.ArchiveSecret
+	17, // 26: callvault.router.v1.UpdateConfigResponse.config:type_name -> callvault.router.v1.ArchiveConfig
+	17, // 27: callvault.router.v1.ListConfigsResponse.configs:type_name -> callvault.router.v1.ArchiveConfig
+	19, // 28: callvault.router.v1.GetStatusResponse.status:type_name -> callvault.router.v1.ConfigState
+	36, // 29: callvault.router.v1.GetArchiveStatesResponse.states:type_name -> callvault.router.v1.ArchiveState
+	39, // 30: callvault.router.v1.ArchiveState.archived_at:type_name -> google.protobuf.Timestamp
+	5,  // 31: callvault.router.v1.RouterService.CreateStorageConfig:input_type -> callvault.router.v1.CreateStorageConfigRequest
+	7,  // 32: callvault.router.v1.RouterService.UpdateStorageConfig:input_type -> callvault.router.v1.UpdateStorageConfigRequest
+	9,  // 33: callvault.router.v1.RouterService.DeleteStorageConfig:input_type -> callvault.router.v1.DeleteStorageConfigRequest
+	11, // 34: callvault.router.v1.RouterService.GetStorageConfig:input_type -> callvault.router.v1.GetStorageConfigRequest
+	13, // 35: callvault.router.v1.RouterService.ListStorageConfigs:input_type -> callvault.router.v1.ListStorageConfigsRequest
+	15, // 36: callvault.router.v1.RouterService.ResolveTarget:input_type -> callvault.router.v1.ResolveTargetRequest
+	20, // 37: callvault.router.v1.ArchiveService.CreateConfig:input_type -> callvault.router.v1.CreateConfigRequest
+	22, // 38: callvault.router.v1.ArchiveService.GetConfig:input_type -> callvault.router.v1.GetConfigRequest
+	24, // 39: callvault.router.v1.ArchiveService.UpdateConfig:input_type -> callvault.router.v1.UpdateConfigRequest
+	26, // 40: callvault.router.v1.ArchiveService.DeleteConfig:input_type -> callvault.router.v1.DeleteConfigRequest
+	28, // 41: callvault.router.v1.ArchiveService.ListConfigs:input_type -> callvault.router.v1.ListConfigsRequest
+	30, // 42: callvault.router.v1.ArchiveService.TestConfig:input_type -> callvault.router.v1.TestConfigRequest
+	32, // 43: callvault.router.v1.ArchiveService.GetStatus:input_type -> callvault.router.v1.GetStatusRequest
+	34, // 44: callvault.router.v1.ArchiveService.GetArchiveStates:input_type -> callvault.router.v1.GetArchiveStatesRequest
+	37, // 45: callvault.router.v1.ArchiveService.OpenArchived:input_type -> callvault.router.v1.OpenArchivedRequest
+	6,  // 46: callvault.router.v1.RouterService.CreateStorageConfig:output_type -> callvault.router.v1.CreateStorageConfigResponse
+	8,  // 47: callvault.router.v1.RouterService.UpdateStorageConfig:output_type -> callvault.router.v1.UpdateStorageConfigResponse
+	10, // 48: callvault.router.v1.RouterService.DeleteStorageConfig:output_type -> callvault.router.v1.DeleteStorageConfigResponse
+	12, // 49: callvault.router.v1.RouterService.GetStorageConfig:output_type -> callvault.router.v1.GetStorageConfigResponse
+	14, // 50: callvault.router.v1.RouterService.ListStorageConfigs:output_type -> callvault.router.v1.ListStorageConfigsResponse
+	16, // 51: callvault.router.v1.RouterService.ResolveTarget:output_type -> callvault.router.v1.ResolveTargetResponse
+	21, // 52: callvault.router.v1.ArchiveService.CreateConfig:output_type -> callvault.router.v1.CreateConfigResponse
+	23, // 53: callvault.router.v1.ArchiveService.GetConfig:output_type -> callvault.router.v1.GetConfigResponse
+	25, // 54: callvault.router.v1.ArchiveService.UpdateConfig:output_type -> callvault.router.v1.UpdateConfigResponse
+	27, // 55: callvault.router.v1.ArchiveService.DeleteConfig:output_type -> callvault.router.v1.DeleteConfigResponse
+	29, // 56: callvault.router.v1.ArchiveService.ListConfigs:output_type -> callvault.router.v1.ListConfigsResponse
+	31, // 57: callvault.router.v1.ArchiveService.TestConfig:output_type -> callvault.router.v1.TestConfigResponse
+	33, // 58: callvault.router.v1.ArchiveService.GetStatus:output_type -> callvault.router.v1.GetStatusResponse
+	35, // 59: callvault.router.v1.ArchiveService.GetArchiveStates:output_type -> callvault.router.v1.GetArchiveStatesResponse
+	38, // 60: callvault.router.v1.ArchiveService.OpenArchived:output_type -> callvault.router.v1.OpenArchivedResponse
+	46, // [46:61] is the sub-list for method output_type
+	31, // [31:46] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_callvault_router_v1_router_proto_init() }
@@ -1206,15 +2833,20 @@ func file_callvault_router_v1_router_proto_init() {
 		(*Secret_Password)(nil),
 		(*Secret_PrivateKeyPem)(nil),
 	}
+	file_callvault_router_v1_router_proto_msgTypes[15].OneofWrappers = []any{
+		(*ArchiveSecret_SecretAccessKey)(nil),
+		(*ArchiveSecret_Password)(nil),
+		(*ArchiveSecret_PrivateKey)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_callvault_router_v1_router_proto_rawDesc), len(file_callvault_router_v1_router_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   14,
+			NumMessages:   36,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_callvault_router_v1_router_proto_goTypes,
 		DependencyIndexes: file_callvault_router_v1_router_proto_depIdxs,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts (or stops) the real servers the integration tests talk to, each on
-# a loopback port of its own: Redis, NATS JetStream and an S3-compatible
-# server. Writes their addresses to .test-env/env for the test run.
+# a loopback port of its own: Redis, NATS JetStream, an S3-compatible
+# server and an OpenSSH SFTP server. Writes their addresses to .test-env/env
+# for the test run.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -16,6 +17,10 @@ S3_PORT="${CALLVAULT_TEST_S3_PORT:-17070}"
 CLUSTER_PORTS="${CALLVAULT_TEST_REDIS_CLUSTER_PORTS:-17001 17002 17003}"
 S3_ACCESS=callvault-test
 S3_SECRET=callvault-test-secret
+SFTP_PORT="${CALLVAULT_TEST_SFTP_PORT:-17022}"
+# sshd re-executes itself for every connection and so insists on being
+# started by its absolute path.
+SSHD_BIN=/usr/sbin/sshd
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -65,6 +70,85 @@ cluster_url() {
   echo "redis-cluster://${url}"
 }
 
+fingerprint() { ssh-keygen -lf "$1" | awk '{print $2}'; }
+
+# start_sshd runs Debian's OpenSSH server as whoever runs this script: its
+# own config, host key and client key under ${STATE}/sshd, public-key login
+# for that one user, the SFTP subsystem only. Run by a user other than root
+# it can only log that user in, which is all the tests need.
+start_sshd() {
+  mkdir -p "${STATE}/sshd" "${STATE}/sftp-root"
+  local dir user
+  # Every path sshd is given must be absolute: it changes to / when it
+  # daemonizes, and reads a relative AuthorizedKeysFile as relative to the
+  # user's home.
+  dir="$(cd "${STATE}/sshd" && pwd)"
+  user="$(id -un)"
+  if port_open "${SFTP_PORT}"; then
+    if [[ -f "${dir}/sshd.pid" ]] && kill -0 "$(cat "${dir}/sshd.pid")" 2>/dev/null; then
+      return 0
+    fi
+    echo "testenv: 127.0.0.1:${SFTP_PORT} is taken by a server this state dir did not start" >&2
+    return 1
+  fi
+  [[ -f "${dir}/host_ed25519" ]] || ssh-keygen -q -t ed25519 -N "" -C callvault-test-host -f "${dir}/host_ed25519"
+  # A key no server holds, for the tests that expect a pinned key to be refused.
+  [[ -f "${dir}/other_host_ed25519" ]] || ssh-keygen -q -t ed25519 -N "" -C callvault-test-other -f "${dir}/other_host_ed25519"
+  [[ -f "${dir}/client_ed25519" ]] || ssh-keygen -q -t ed25519 -N "" -C callvault-test-client -f "${dir}/client_ed25519"
+  echo "restrict $(cat "${dir}/client_ed25519.pub")" >"${dir}/authorized_keys"
+  cat >"${dir}/sshd_config" <<CONF
+ListenAddress 127.0.0.1:${SFTP_PORT}
+HostKey ${dir}/host_ed25519
+PidFile ${dir}/sshd.pid
+AuthorizedKeysFile ${dir}/authorized_keys
+AllowUsers ${user}
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+DisableForwarding yes
+PermitTTY no
+PrintMotd no
+Subsystem sftp internal-sftp
+ForceCommand internal-sftp
+MaxStartups 100:30:200
+LogLevel VERBOSE
+CONF
+  # Run as root, sshd privilege-separates into its compiled-in empty
+  # directory, which the Debian package would otherwise create at boot.
+  if [[ "$(id -u)" == 0 ]]; then
+    mkdir -p /run/sshd
+    chmod 0755 /run/sshd
+  fi
+  "${SSHD_BIN}" -t -f "${dir}/sshd_config"
+  "${SSHD_BIN}" -f "${dir}/sshd_config" -E "${dir}/sshd.log"
+  wait_port sshd "${SFTP_PORT}" "${dir}/sshd.log"
+}
+
+sshd_env() {
+  local dir root
+  dir="$(cd "${STATE}/sshd" && pwd)"
+  root="$(cd "${STATE}/sftp-root" && pwd)"
+  cat <<ENV
+export CALLVAULT_TEST_SFTP_ADDR=127.0.0.1:${SFTP_PORT}
+export CALLVAULT_TEST_SFTP_USER=$(id -un)
+export CALLVAULT_TEST_SFTP_KEY=${dir}/client_ed25519
+export CALLVAULT_TEST_SFTP_HOSTKEY=$(fingerprint "${dir}/host_ed25519.pub")
+export CALLVAULT_TEST_SFTP_OTHER_HOSTKEY=$(fingerprint "${dir}/other_host_ed25519.pub")
+export CALLVAULT_TEST_SFTP_ROOT=${root}
+ENV
+}
+
+stop_sshd() {
+  if [[ -f "${STATE}/sshd/sshd.pid" ]]; then
+    kill "$(cat "${STATE}/sshd/sshd.pid")" 2>/dev/null || true
+    rm -f "${STATE}/sshd/sshd.pid"
+  fi
+}
+
 start() {
   local bin
   bin="$(bash scripts/tools.sh servers | tail -1)"
@@ -87,6 +171,7 @@ start() {
   wait_port nats "${NATS_PORT}" "${STATE}/nats.log"
   wait_port s3 "${S3_PORT}" "${STATE}/s3.log"
   start_cluster
+  start_sshd
   # A server left running from before gets the limits too.
   local p
   for p in "${REDIS_PORT}" ${CLUSTER_PORTS}; do
@@ -100,7 +185,8 @@ export CALLVAULT_TEST_S3_ENDPOINT=http://127.0.0.1:${S3_PORT}
 export CALLVAULT_TEST_S3_ACCESS_KEY=${S3_ACCESS}
 export CALLVAULT_TEST_S3_SECRET_KEY=${S3_SECRET}
 ENV
-  echo "testenv: redis :${REDIS_PORT}, redis cluster $(cluster_url), nats :${NATS_PORT}, s3 :${S3_PORT} (env in ${STATE}/env)"
+  sshd_env >>"${STATE}/env"
+  echo "testenv: redis :${REDIS_PORT}, redis cluster $(cluster_url), nats :${NATS_PORT}, s3 :${S3_PORT}, sftp :${SFTP_PORT} (env in ${STATE}/env)"
 }
 
 stop_cluster() {
@@ -123,6 +209,7 @@ stop() {
     kill "$(cat "${STATE}/redis.pid")" 2>/dev/null || true
   fi
   stop_cluster
+  stop_sshd
   sleep 0.5
   rm -rf "${STATE}"
 }
@@ -133,5 +220,8 @@ case "${1:-start}" in
   # Only the Redis Cluster (with the other servers already running).
   cluster) start_cluster && echo "export CALLVAULT_TEST_REDIS_CLUSTER_URL=$(cluster_url)" ;;
   cluster-stop) stop_cluster ;;
-  *) echo "usage: $0 start|stop|cluster|cluster-stop" >&2; exit 2 ;;
+  # Only the SFTP server; prints its variables.
+  sshd) start_sshd && sshd_env ;;
+  sshd-stop) stop_sshd ;;
+  *) echo "usage: $0 start|stop|cluster|cluster-stop|sshd|sshd-stop" >&2; exit 2 ;;
 esac

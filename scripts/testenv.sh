@@ -78,11 +78,12 @@ fingerprint() { ssh-keygen -lf "$1" | awk '{print $2}'; }
 # it can only log that user in, which is all the tests need.
 start_sshd() {
   mkdir -p "${STATE}/sshd" "${STATE}/sftp-root"
-  local dir user
+  local dir root user
   # Every path sshd is given must be absolute: it changes to / when it
   # daemonizes, and reads a relative AuthorizedKeysFile as relative to the
   # user's home.
   dir="$(cd "${STATE}/sshd" && pwd)"
+  root="$(cd "${STATE}/sftp-root" && pwd)"
   user="$(id -un)"
   if port_open "${SFTP_PORT}"; then
     if [[ -f "${dir}/sshd.pid" ]] && kill -0 "$(cat "${dir}/sshd.pid")" 2>/dev/null; then
@@ -113,7 +114,9 @@ DisableForwarding yes
 PermitTTY no
 PrintMotd no
 Subsystem sftp internal-sftp
-ForceCommand internal-sftp
+# Relative paths start in the upload root, as they start in a login
+# directory on a tenant's server.
+ForceCommand internal-sftp -d ${root}
 MaxStartups 100:30:200
 LogLevel VERBOSE
 CONF

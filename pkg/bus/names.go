@@ -59,6 +59,10 @@ func (n Names) UsageSubject() string { return n.ns + ".ingest.usage" }
 // the archive router and the culler consume, beside refused and deleted.
 func (n Names) AdmittedSubject() string { return n.ns + ".ingest.admitted" }
 
+// ArchivedSubject carries the archive router's records of where each
+// admitted artifact was archived (or why it was not).
+func (n Names) ArchivedSubject() string { return n.ns + ".ingest.archived" }
+
 // DecisionSubjects are the subjects of recorded decisions, the ones a
 // rebuild applies: admissions, refusals and tombstones.
 func (n Names) DecisionSubjects() []string {
@@ -75,6 +79,9 @@ func (n Names) HoldSubject() string { return n.ns + ".config.hold" }
 
 // PolicySubject carries retention override changes.
 func (n Names) PolicySubject() string { return n.ns + ".config.policy" }
+
+// ArchiveConfigSubject carries remote storage configuration changes.
+func (n Names) ArchiveConfigSubject() string { return n.ns + ".config.archive" }
 
 // DomainSubject carries the provisioning of one domain. One subject per
 // domain lets a publish expect the subject to be empty, so the stream

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/nats-io/nats.go"
@@ -25,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/callvault/callvault/pkg/auth"
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/platform"
 	"github.com/callvault/callvault/pkg/server"
@@ -46,6 +48,7 @@ type Config struct {
 	ExternalNATS bool `env:"CALLVAULT_EXTERNAL_NATS, default=false"`
 	Limits       ingest.Limits
 	Policy       policy.Settings
+	Router       router.Settings
 }
 
 // EmbeddedRedis is the REDIS_URL value that skips probing and uses the
@@ -135,7 +138,14 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	services := []platform.Service{ingest.New(d, cfg.Limits, pol), pol, router.New(d), culler.New(d), gateway.New(d, pol)}
+	if err := a.secretKey(&cfg.Router); err != nil {
+		return err
+	}
+	rt, err := router.New(d, cfg.Router, policyRetention{pol})
+	if err != nil {
+		return err
+	}
+	services := []platform.Service{ingest.New(d, cfg.Limits, pol), pol, rt, culler.New(d), gateway.New(d, pol)}
 	// Nothing is served from Redis before it has caught up with the
 	// streams: an in-process Redis starts empty, and so does a Redis that
 	// restarted without its data or a fresh one on the default port.
@@ -200,6 +210,46 @@ func (a *App) bootstrapToken() (string, error) {
 	}
 	a.cfg.Platform.BootstrapToken = strings.TrimSpace(string(raw))
 	return "system-scope bootstrap token in " + path, nil
+}
+
+// secretKey uses CALLVAULT_SECRET_KEY, or a key kept in the data
+// directory (created on first start, mode 0600), which seals the secrets
+// of archive configurations. The key itself is never logged.
+func (a *App) secretKey(set *router.Settings) error {
+	if set.SecretKey != "" {
+		return nil
+	}
+	path := filepath.Join(a.cfg.DataDir, "secret-key")
+	raw, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist):
+		spec, err := router.NewSecretKeySpec("local-1")
+		if err != nil {
+			return fmt.Errorf("secret key: %w", err)
+		}
+		raw = []byte(spec + "\n")
+		if err := os.WriteFile(path, raw, 0o600); err != nil {
+			return fmt.Errorf("secret key: %w", err)
+		}
+	default:
+		return fmt.Errorf("secret key: %w", err)
+	}
+	set.SecretKey = strings.TrimSpace(string(raw))
+	a.log.Info("archive configuration secrets are sealed with the key kept in the data directory", "path", path)
+	return nil
+}
+
+// policyRetention answers the router's delete-by question from the policy
+// service in this process.
+type policyRetention struct{ pol *policy.Service }
+
+func (r policyRetention) DeleteBy(ctx context.Context, domain, id string) (time.Time, error) {
+	ex, err := r.pol.Explain(ctx, auth.Principal{Name: "router", Level: auth.LevelSystem}, domain, id)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return ex.DeleteBy, nil
 }
 
 // redis connects to REDIS_URL or falls back to an in-process server. The

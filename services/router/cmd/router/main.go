@@ -1,4 +1,4 @@
-// Command router runs the router service as its own process.
+// Command router runs the archive router as its own process.
 package main
 
 import (
@@ -12,7 +12,9 @@ func main() {
 	platform.Main("router", func(ctx context.Context) error {
 		var cfg router.Config
 		return platform.RunService(ctx, "router", &cfg, &cfg.Platform, func(d *platform.Deps) (platform.Service, error) {
-			return router.New(d), nil
+			// Standalone, WORM objects are locked for WORMDefault: the
+			// delete-by date is asked of the policy service in process only.
+			return router.New(d, cfg.Settings, nil)
 		}, func() (*string, *string) { return &cfg.HTTPAddr, &cfg.GRPCAddr })
 	})
 }

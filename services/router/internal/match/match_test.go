@@ -87,4 +87,3 @@ func TestBestIgnoresOrder(t *testing.T) {
 		}
 	}
 }
-

@@ -1,0 +1,398 @@
+package router
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/callvault/callvault/pkg/bus"
+	"github.com/callvault/callvault/pkg/cds"
+	"github.com/callvault/callvault/pkg/tenant"
+	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
+	"github.com/callvault/callvault/services/router/internal/match"
+	"github.com/callvault/callvault/services/router/internal/pathtmpl"
+	"github.com/callvault/callvault/services/router/internal/target"
+)
+
+// outcome of one attempt to archive an artifact.
+type outcome int
+
+const (
+	outcomeArchived outcome = iota + 1
+	outcomeNotArchived
+	outcomeSkipped // already recorded, or not something the router sends
+)
+
+// transientError is a target failure worth retrying; the configuration
+// it waits for is marked error meanwhile.
+type transientError struct {
+	configID string
+	err      error
+}
+
+func (e *transientError) Error() string { return e.err.Error() }
+func (e *transientError) Unwrap() error { return e.err }
+
+// handleBatch archives a batch of admission decisions concurrently, each
+// upload holding its configuration's semaphore. A transient failure is
+// retried with backoff by the stream for the first ParkAfter deliveries,
+// then parked: the message is acknowledged and the work waits in the
+// router's own list, so a target that stays down holds no stream slot.
+func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) []error {
+	errs := make([]error, len(msgs))
+	var wg sync.WaitGroup
+	for i, m := range msgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.handle(ctx, m)
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+func (s *Service) handle(ctx context.Context, m jetstream.Msg) error {
+	env, err := bus.DecodeEnvelope(m.Data())
+	if err != nil {
+		return err
+	}
+	attempts, seq := uint64(1), uint64(0)
+	if md, err := m.Metadata(); err == nil {
+		attempts, seq = md.NumDelivered, md.Sequence.Stream
+	}
+	_, err = s.archiveOne(ctx, env, seq)
+	var te *transientError
+	if errors.As(err, &te) && attempts >= uint64(s.set.ParkAfter) {
+		if perr := s.st.park(ctx, env.GetTenant().GetDomain(), env.GetArtifactId(), m.Data(), time.Now().Add(s.set.ParkedRetry)); perr != nil {
+			return fmt.Errorf("park after %w: %w", err, perr)
+		}
+		s.metrics.transfers.WithLabelValues("parked").Inc()
+		s.log.Warn("archive target keeps failing; the artifact waits for it", "config", te.configID, "artifact", env.GetArtifactId(), "err", err)
+		return nil
+	}
+	return err
+}
+
+// archiveOne archives the artifact an admission decision admitted, unless
+// its archive record exists. seq is the decision's stream sequence.
+func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, seq uint64) (outcome, error) {
+	adm := env.GetAdmitted()
+	rec := adm.GetRecording()
+	if adm == nil {
+		return 0, bus.Poison(fmt.Errorf("event %s on the admission subject is not an admission", env.GetId()))
+	}
+	if rec == nil {
+		return outcomeSkipped, nil // voicemail, fax and messages are not offloaded
+	}
+	t := env.GetTenant()
+	domain, id := t.GetDomain(), env.GetArtifactId()
+	if id == "" {
+		id = env.GetId()
+	}
+	if err := tenant.CheckDomain(domain); err != nil {
+		return 0, bus.Poison(fmt.Errorf("admission %s: domain %w", env.GetId(), err))
+	}
+	if err := tenant.CheckID(id); err != nil {
+		return 0, bus.Poison(fmt.Errorf("admission %s: artifact id %w", env.GetId(), err))
+	}
+	if rec.GetMedia().GetKey() == "" {
+		return 0, bus.Poison(fmt.Errorf("admission %s: recording %s has no media", env.GetId(), id))
+	}
+	done, err := s.st.archived(ctx, domain, id)
+	if err != nil {
+		return 0, err
+	}
+	if done != nil {
+		return outcomeSkipped, nil
+	}
+	records, err := s.st.allConfigs(ctx)
+	if err != nil {
+		return 0, err
+	}
+	cands := make([]match.Config, 0, len(records))
+	byID := make(map[string]*eventv1.ArchiveConfigRecord, len(records))
+	for _, r := range records {
+		byID[r.GetId()] = r
+		cands = append(cands, matchConfig(r))
+	}
+	best := match.Best(cands, match.Item{Reseller: t.GetReseller(), Domain: domain, Kind: match.KindRecording})
+	base := &eventv1.ArtifactArchived{ArtifactId: id, Kind: adm.GetKind(), AdmittedSequence: seq}
+	if !best.OK {
+		base.NotArchivedReason = best.Reason
+		base.ArchivedAt = timestamppb.New(time.Now().UTC().Truncate(time.Millisecond))
+		if err := s.record(ctx, env, base); err != nil {
+			return 0, err
+		}
+		s.metrics.transfers.WithLabelValues("not_archived").Inc()
+		return outcomeNotArchived, nil
+	}
+	cfg := byID[best.Config.ID]
+	release, err := s.sem.acquire(ctx, cfg.GetId())
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	stored, retain, err := s.upload(ctx, cfg, env, rec, id)
+	if errors.Is(err, cds.ErrNotFound) {
+		// The central copy went (deleted) before it could be archived.
+		base.NotArchivedReason = "the central copy was deleted before it was archived"
+		base.ArchivedAt = timestamppb.New(time.Now().UTC().Truncate(time.Millisecond))
+		if err := s.record(ctx, env, base); err != nil {
+			return 0, err
+		}
+		return outcomeNotArchived, nil
+	}
+	if err != nil {
+		s.metrics.transfers.WithLabelValues("failed").Inc()
+		msg := err.Error()
+		if werr := s.st.markWaiting(ctx, domain, id, cfg.GetId(), msg, time.Now()); werr != nil {
+			return 0, fmt.Errorf("%w (and recording the wait failed: %w)", err, werr)
+		}
+		return 0, &transientError{configID: cfg.GetId(), err: fmt.Errorf("archive %s to %s (%s): %w", id, cfg.GetId(), cfg.GetName(), err)}
+	}
+	base.ConfigId, base.Location, base.Key = cfg.GetId(), stored.Location, stored.Key
+	base.SizeBytes, base.Sha256, base.Encrypted = stored.Size, stored.SHA256, cfg.GetAgeRecipient() != ""
+	base.StorageType = cfg.GetStorageType()
+	base.StorageClass = storageClass(cfg)
+	if !retain.IsZero() {
+		base.RetainUntil = timestamppb.New(retain)
+	}
+	base.ArchivedAt = timestamppb.New(time.Now().UTC().Truncate(time.Millisecond))
+	if err := s.record(ctx, env, base); err != nil {
+		return 0, err
+	}
+	s.metrics.transfers.WithLabelValues("archived").Inc()
+	s.metrics.bytes.Add(float64(stored.Size))
+	// The target works: whatever parked waiting for it may go now.
+	if err := s.st.wakeParked(ctx, cfg.GetId(), time.Now()); err != nil {
+		s.log.Warn("waking parked work", "config", cfg.GetId(), "err", err)
+	}
+	return outcomeArchived, nil
+}
+
+func storageClass(cfg *eventv1.ArchiveConfigRecord) string {
+	switch cfg.GetStorageType() {
+	case typeGlacierIR:
+		return "GLACIER_IR"
+	case typeS3, typeWasabi:
+		return "STANDARD"
+	}
+	return ""
+}
+
+func matchConfig(r *eventv1.ArchiveConfigRecord) match.Config {
+	c := match.Config{ID: r.GetId(), Name: r.GetName(), Match: r.GetMatch(), Enabled: r.GetEnabled(), Recordings: r.GetSendRecordings(), CDRs: r.GetSendCdrs()}
+	switch r.GetLevel() {
+	case levelSystem:
+		c.Level = match.LevelSystem
+	case levelReseller:
+		c.Level = match.LevelReseller
+	case levelDomain:
+		c.Level = match.LevelDomain
+	}
+	return c
+}
+
+// objectKey renders a configuration's path template for a recording.
+func objectKey(cfg *eventv1.ArchiveConfigRecord, env *eventv1.Envelope, rec *eventv1.RecordingStored, id string) (string, error) {
+	tp, err := pathtmpl.Parse(cfg.GetPathTemplate())
+	if err != nil {
+		return "", fmt.Errorf("configuration %s: path template: %w", cfg.GetId(), err)
+	}
+	t := env.GetTenant()
+	key := tp.Render(pathtmpl.Values{
+		Reseller: t.GetReseller(), Domain: t.GetDomain(), User: t.GetUser(), CallID: rec.GetCallId(), RecordingID: id,
+		Time: rec.GetStartedAt().AsTime(), Ext: pathtmpl.ExtFor(rec.GetMedia().GetContentType()),
+	})
+	if cfg.GetAgeRecipient() != "" {
+		key += ".age"
+	}
+	return key, nil
+}
+
+// upload streams the recording from the CDS to the configuration's
+// target and returns what was stored. A key that already holds the very
+// bytes (an earlier attempt stored them and stopped before recording it)
+// is taken as archived; one holding other bytes is an error, never
+// overwritten.
+func (s *Service) upload(ctx context.Context, cfg *eventv1.ArchiveConfigRecord, env *eventv1.Envelope, rec *eventv1.RecordingStored, id string) (target.Stored, time.Time, error) {
+	tg, err := s.targets.get(cfg)
+	if err != nil {
+		return target.Stored{}, time.Time{}, err
+	}
+	key, err := objectKey(cfg, env, rec, id)
+	if err != nil {
+		return target.Stored{}, time.Time{}, err
+	}
+	media := rec.GetMedia()
+	var retain time.Time
+	if cfg.GetWormMode() != "" {
+		if retain, err = s.retainUntil(ctx, env.GetTenant().GetDomain(), id); err != nil {
+			return target.Stored{}, time.Time{}, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.set.UploadTimeout)
+	defer cancel()
+	src, err := s.d.CDS.Open(ctx, media.GetKey(), 0, -1)
+	if err != nil {
+		return target.Stored{}, time.Time{}, err
+	}
+	defer src.Close()
+	body := io.Reader(newCheckedReader(src, media.GetSha256(), media.GetSizeBytes()))
+	opts := target.PutOptions{ContentType: media.GetContentType(), Size: media.GetSizeBytes(), SHA256: media.GetSha256(), RetainUntil: retain}
+	if r := cfg.GetAgeRecipient(); r != "" {
+		enc, err := encrypting(body, r)
+		if err != nil {
+			return target.Stored{}, time.Time{}, err
+		}
+		defer enc.Close()
+		body = enc
+		opts.ContentType, opts.Size, opts.SHA256 = "application/age-encryption", -1, ""
+	}
+	stored, err := tg.Put(ctx, key, body, opts)
+	if errors.Is(err, target.ErrExists) && cfg.GetAgeRecipient() == "" {
+		if same, herr := holds(ctx, tg, key, media.GetSha256()); herr == nil && same {
+			return target.Stored{Location: tg.Locate(key), Key: key, Size: media.GetSizeBytes(), SHA256: media.GetSha256()}, retain, nil
+		}
+		return target.Stored{}, time.Time{}, fmt.Errorf("%s already holds other bytes; the router never overwrites a remote object: %w", key, err)
+	}
+	return stored, retain, err
+}
+
+// holds reports whether key holds bytes of the given SHA-256.
+func holds(ctx context.Context, tg target.Target, key, sha string) (bool, error) {
+	rc, err := tg.Open(ctx, key, 0, -1)
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		return false, err
+	}
+	return hex.EncodeToString(h.Sum(nil)) == sha, nil
+}
+
+func (s *Service) retainUntil(ctx context.Context, domain, id string) (time.Time, error) {
+	if s.retention != nil {
+		at, err := s.retention.DeleteBy(ctx, domain, id)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("delete-by date for WORM retention: %w", err)
+		}
+		if !at.IsZero() {
+			return at.UTC(), nil
+		}
+	}
+	return time.Now().Add(s.set.WORMDefault).UTC().Truncate(time.Second), nil
+}
+
+// record publishes the archive record, then applies it. The event id is
+// the artifact's, so a retry after a lost PubAck is a duplicate the
+// stream drops, and applying twice changes nothing.
+func (s *Service) record(ctx context.Context, admitted *eventv1.Envelope, a *eventv1.ArtifactArchived) error {
+	t := admitted.GetTenant()
+	msgID := "archived-" + t.GetDomain() + "-" + a.GetArtifactId()
+	env := &eventv1.Envelope{
+		Id: msgID, ArtifactId: a.GetArtifactId(), AcceptedAt: timestamppb.Now(), Source: "router",
+		Type: "artifact.archived", SchemaVersion: 2,
+		Tenant: &eventv1.Tenant{Reseller: t.GetReseller(), Domain: t.GetDomain(), User: t.GetUser()},
+		Body:   &eventv1.Envelope_Archived{Archived: a},
+	}
+	if _, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.ArchivedSubject(), msgID, env); err != nil {
+		return fmt.Errorf("publish archive record: %w", err)
+	}
+	_, err := s.st.recordDone(ctx, t.GetDomain(), a, a.GetArchivedAt().AsTime())
+	return err
+}
+
+// drain retries parked work when it is due, until ctx ends.
+func (s *Service) drain(ctx context.Context) error {
+	tick := time.NewTicker(s.drainEvery())
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		if err := s.drainOnce(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("draining parked archive work", "err", err)
+		}
+	}
+}
+
+func (s *Service) drainEvery() time.Duration {
+	d := s.set.ParkedRetry / 4
+	switch {
+	case d < 50*time.Millisecond:
+		return 50 * time.Millisecond
+	case d > 5*time.Second:
+		return 5 * time.Second
+	}
+	return d
+}
+
+// drainOnce takes the parked jobs that are due (each leased so no other
+// router instance takes it meanwhile) and tries them.
+func (s *Service) drainOnce(ctx context.Context) error {
+	jobs, err := s.st.claimDue(ctx, time.Now(), s.set.UploadTimeout+time.Minute, 4*s.set.Workers)
+	if err != nil || len(jobs) == 0 {
+		return err
+	}
+	var wg sync.WaitGroup
+	work := make(chan struct{}, s.set.Workers)
+	for m, data := range jobs {
+		wg.Add(1)
+		work <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-work }()
+			s.retryParked(ctx, m, data)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (s *Service) retryParked(ctx context.Context, m string, data []byte) {
+	env := &eventv1.Envelope{}
+	if err := proto.Unmarshal(data, env); err != nil {
+		s.log.Error("a parked job does not decode; dropped", "job", m, "err", err)
+		_ = s.st.unpark(ctx, m)
+		return
+	}
+	_, err := s.archiveOne(ctx, env, 0)
+	if err == nil {
+		if uerr := s.st.unpark(ctx, m); uerr != nil {
+			s.log.Warn("unpark", "job", m, "err", uerr)
+		}
+		return
+	}
+	if bus.IsPoison(err) {
+		s.log.Error("a parked job cannot be archived; dropped", "job", m, "err", err)
+		_ = s.st.unpark(ctx, m)
+		return
+	}
+	if rerr := s.st.reschedule(ctx, m, time.Now().Add(s.set.ParkedRetry)); rerr != nil {
+		s.log.Warn("reschedule", "job", m, "err", rerr)
+	}
+}
+
+// locationJoin joins a prefix and a key the way targets do.
+func locationJoin(prefix, key string) string {
+	if prefix == "" {
+		return key
+	}
+	return path.Join(prefix, key)
+}

@@ -1,0 +1,212 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/callvault/callvault/pkg/apierr"
+	"github.com/callvault/callvault/pkg/auth"
+	"github.com/callvault/callvault/pkg/catalog"
+	"github.com/callvault/callvault/pkg/tenant"
+	eventv1 "github.com/callvault/callvault/proto/callvault/event/v1"
+	routerv1 "github.com/callvault/callvault/proto/callvault/router/v1"
+	"github.com/callvault/callvault/services/router/internal/target"
+)
+
+// TestConfig writes, reads back and deletes a probe object on the
+// configuration's target and reports the step and reason of a failure.
+func (s *Service) TestConfig(ctx context.Context, p auth.Principal, id string) (*routerv1.TestConfigResponse, error) {
+	r, err := s.visibleConfig(ctx, p, id)
+	if err != nil {
+		return nil, err
+	}
+	tg, err := s.open(r)
+	if err != nil {
+		return &routerv1.TestConfigResponse{Reason: string(target.ReasonOther), Step: "configure", Detail: err.Error()}, nil
+	}
+	defer tg.Close()
+	if r.GetWormMode() != "" {
+		if s3, ok := tg.(*target.S3); ok {
+			if err := s3.CheckObjectLock(ctx); err != nil {
+				return failureResponse(err), nil
+			}
+		}
+	}
+	if err := tg.Probe(ctx, ".callvault-probe"); err != nil {
+		return failureResponse(err), nil
+	}
+	return &routerv1.TestConfigResponse{Ok: true}, nil
+}
+
+func failureResponse(err error) *routerv1.TestConfigResponse {
+	out := &routerv1.TestConfigResponse{Reason: string(target.ReasonOf(err)), Detail: err.Error()}
+	var f *target.Failure
+	if errors.As(err, &f) {
+		out.Step, out.Detail = f.Op, f.Detail
+	}
+	return out
+}
+
+// checkWORM refuses a WORM configuration whose bucket has no Object Lock
+// (or cannot be asked): a WORM promise that the bucket would not keep is
+// worse than none.
+func (s *Service) checkWORM(ctx context.Context, r *eventv1.ArchiveConfigRecord) error {
+	if !isS3Family(r.GetStorageType()) {
+		return apierr.Invalid("config.worm_mode", "WORM (S3 Object Lock) is for S3 configurations only")
+	}
+	tg, err := s.open(r)
+	if err != nil {
+		return err
+	}
+	defer tg.Close()
+	s3, ok := tg.(*target.S3)
+	if !ok {
+		return apierr.Invalid("config.worm_mode", "WORM (S3 Object Lock) is for S3 configurations only")
+	}
+	if err := s3.CheckObjectLock(ctx); err != nil {
+		if target.ReasonOf(err) == target.ReasonNoObjectLock {
+			return apierr.Invalid("config.worm_mode", "bucket %s has no S3 Object Lock enabled, so WORM retention cannot be honoured: create the bucket with Object Lock, or leave worm_mode empty", r.GetBucket())
+		}
+		return apierr.Invalid("config.worm_mode", "the bucket's Object Lock could not be checked (%s): %v", target.ReasonOf(err), err)
+	}
+	return nil
+}
+
+// ArchiveStates says, for each artifact of a domain the caller covers,
+// whether and where it is archived.
+func (s *Service) ArchiveStates(ctx context.Context, p auth.Principal, domain string, ids []string) ([]*routerv1.ArchiveState, error) {
+	if err := tenant.CheckDomain(domain); err != nil {
+		return nil, apierr.Invalid("domain", "%v", err)
+	}
+	if len(ids) > 1000 {
+		return nil, apierr.Invalid("artifact_ids", "at most 1000 per call")
+	}
+	for i, id := range ids {
+		if err := tenant.CheckID(id); err != nil {
+			return nil, apierr.Invalid(fmt.Sprintf("artifact_ids[%d]", i), "%v", err)
+		}
+	}
+	if _, err := s.authorizeRead(ctx, p, domain, ids); err != nil {
+		return nil, err
+	}
+	waiting, err := s.st.waitingFor(ctx, domain, ids)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	names := map[string]string{}
+	if all, err := s.st.allConfigs(ctx); err == nil {
+		for _, c := range all {
+			names[c.GetId()] = c.GetName()
+		}
+	}
+	out := make([]*routerv1.ArchiveState, 0, len(ids))
+	for _, id := range ids {
+		st := &routerv1.ArchiveState{ArtifactId: id}
+		a, err := s.st.archived(ctx, domain, id)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+		case a != nil && a.GetConfigId() != "":
+			st.State, st.ConfigId, st.Location, st.ArchivedAt = "archived", a.GetConfigId(), a.GetLocation(), a.GetArchivedAt()
+			st.Encrypted, st.Sha256, st.SizeBytes, st.ConfigName = a.GetEncrypted(), a.GetSha256(), a.GetSizeBytes(), names[a.GetConfigId()]
+		case a != nil:
+			st.State, st.Reason = "not_archived", a.GetNotArchivedReason()
+		default:
+			st.State = "pending"
+			if w, ok := waiting[id]; ok {
+				st.ConfigId, st.ConfigName, st.Reason = w.ConfigID, names[w.ConfigID], w.Err
+			}
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// authorizeRead checks p may read the artifacts: a domain (or wider) token
+// covering the domain, or a user token for its own user's artifacts.
+func (s *Service) authorizeRead(ctx context.Context, p auth.Principal, domain string, ids []string) (string, error) {
+	if p.Level != auth.LevelUser {
+		return s.domains.AuthorizeDomain(ctx, p, domain)
+	}
+	var reseller string
+	for _, id := range ids {
+		rec, err := s.domains.GetRecording(ctx, domain, id)
+		if errors.Is(err, catalog.ErrNotFound) {
+			return "", fmt.Errorf("%w: recording %s", apierr.ErrNotFound, id)
+		}
+		if err != nil {
+			return "", fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+		}
+		if reseller, err = s.domains.AuthorizeUser(ctx, p, domain, rec.User); err != nil {
+			return "", fmt.Errorf("%w: recording %s", apierr.ErrNotFound, id)
+		}
+	}
+	return reseller, nil
+}
+
+// Archived is an archived object opened for reading.
+type Archived struct {
+	Body      io.ReadCloser
+	Size      int64
+	Location  string
+	Encrypted bool
+}
+
+// OpenArchived reads an archived recording from its target (the central
+// copy being gone). An encrypted archive is refused with a reason: only
+// the tenant holds the key.
+func (s *Service) OpenArchived(ctx context.Context, p auth.Principal, domain, id string, offset, length int64) (Archived, error) {
+	if err := tenant.CheckDomain(domain); err != nil {
+		return Archived{}, apierr.Invalid("domain", "%v", err)
+	}
+	if err := tenant.CheckID(id); err != nil {
+		return Archived{}, apierr.Invalid("artifact_id", "%v", err)
+	}
+	if offset < 0 {
+		return Archived{}, apierr.Invalid("offset", "must not be negative")
+	}
+	if _, err := s.authorizeRead(ctx, p, domain, []string{id}); err != nil {
+		return Archived{}, err
+	}
+	a, err := s.st.archived(ctx, domain, id)
+	if err != nil {
+		return Archived{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	if a == nil || a.GetConfigId() == "" {
+		return Archived{}, fmt.Errorf("%w: recording %s has no archived copy", apierr.ErrNotFound, id)
+	}
+	if a.GetEncrypted() {
+		return Archived{}, fmt.Errorf("%w: recording %s is archived encrypted to the tenant's own key (age); callvault cannot decrypt it for playback: fetch it from %s and decrypt it with that key",
+			apierr.ErrConflict, id, a.GetLocation())
+	}
+	cfg, err := s.st.config(ctx, a.GetConfigId())
+	if errors.Is(err, errNoConfig) {
+		return Archived{}, fmt.Errorf("%w: recording %s was archived to configuration %s, which was deleted; its copy at %s cannot be reached",
+			apierr.ErrUnavailable, id, a.GetConfigId(), a.GetLocation())
+	}
+	if err != nil {
+		return Archived{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	tg, err := s.targets.get(cfg)
+	if err != nil {
+		return Archived{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	size := a.GetSizeBytes()
+	if offset >= size {
+		return Archived{Body: io.NopCloser(eofReader{}), Size: size, Location: a.GetLocation()}, nil
+	}
+	rc, err := tg.Open(ctx, a.GetKey(), offset, length)
+	if errors.Is(err, target.ErrNotFound) {
+		return Archived{}, fmt.Errorf("%w: the archived copy of %s is gone from %s", apierr.ErrNotFound, id, a.GetLocation())
+	}
+	if err != nil {
+		return Archived{}, fmt.Errorf("%w: reading the archive: %w", apierr.ErrUnavailable, err)
+	}
+	return Archived{Body: rc, Size: size, Location: a.GetLocation()}, nil
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }

@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/callvault/callvault/pkg/auth"
@@ -110,6 +111,8 @@ func newRig(t *testing.T, set router.Settings) *rig {
 
 func (rg *rig) start() {
 	rg.t.Helper()
+	// A restart is a new process: its metrics start afresh.
+	rg.d.Registry = prometheus.NewRegistry()
 	svc, err := router.New(rg.d, rg.set, nil)
 	if err != nil {
 		rg.t.Fatal(err)

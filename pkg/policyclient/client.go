@@ -7,11 +7,8 @@ import (
 	"context"
 	"fmt"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/callvault/callvault/pkg/apierr"
 	"github.com/callvault/callvault/pkg/auth"
@@ -67,50 +64,8 @@ func domainOf(d *policyv1.Domain) catalog.Domain {
 	return out
 }
 
-// fromStatus turns policy's answer back into the error the caller's own
-// API reports: a bad field stays a bad field, a refusal a refusal, and
-// anything else (policy down, a timeout) is unavailable.
-func fromStatus(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Errorf("%w: policy: %w", apierr.ErrUnavailable, err)
-	}
-	msg := st.Message()
-	switch st.Code() {
-	case codes.InvalidArgument:
-		var v apierr.ValidationError
-		for _, d := range st.Details() {
-			if br, ok := d.(*errdetails.BadRequest); ok {
-				for _, f := range br.GetFieldViolations() {
-					v.Add(f.GetField(), "%s", f.GetDescription())
-				}
-			}
-		}
-		if len(v.Violations) == 0 {
-			return apierr.Invalid("request", "%s", msg)
-		}
-		return &v
-	case codes.NotFound:
-		return remoteError{apierr.ErrNotFound, msg}
-	case codes.Unauthenticated:
-		return remoteError{apierr.ErrUnauthenticated, msg}
-	case codes.PermissionDenied:
-		return remoteError{apierr.ErrForbidden, msg}
-	case codes.AlreadyExists:
-		return remoteError{apierr.ErrConflict, msg}
-	}
-	return fmt.Errorf("%w: policy answered %s", apierr.ErrUnavailable, st.Code())
-}
-
-// remoteError is policy's answer as policy worded it (its message already
-// names the kind of refusal), matching the sentinel it stands for.
-type remoteError struct {
-	kind error
-	msg  string
-}
-
-func (e remoteError) Error() string { return e.msg }
-func (e remoteError) Unwrap() error { return e.kind }
+// fromStatus turns policy's answer back into the caller's own error.
+func fromStatus(err error) error { return apierr.FromGRPC("policy", err) }
 
 // Dial connects to the policy service's gRPC address. The connection is
 // plaintext: deployments run it on a private network or behind their

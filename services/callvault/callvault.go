@@ -145,7 +145,9 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	services := []platform.Service{ingest.New(d, cfg.Limits, pol), pol, rt, culler.New(d), gateway.New(d, pol)}
+	gw := gateway.New(d, pol)
+	gw.SetArchive(rt)
+	services := []platform.Service{ingest.New(d, cfg.Limits, pol), pol, rt, culler.New(d), gw}
 	// Nothing is served from Redis before it has caught up with the
 	// streams: an in-process Redis starts empty, and so does a Redis that
 	// restarted without its data or a fresh one on the default port.

@@ -28,6 +28,7 @@ import (
 	"github.com/callvault/callvault/services/gateway"
 	"github.com/callvault/callvault/services/ingest"
 	"github.com/callvault/callvault/services/policy"
+	"github.com/callvault/callvault/services/router"
 )
 
 // stack is policy, ingest and the gateway in one process on the real
@@ -36,11 +37,15 @@ type stack struct {
 	t    *testing.T
 	d    *platform.Deps
 	pol  *policy.Service
+	rt   *router.Service
 	url  string
 	conn *grpc.ClientConn
 }
 
-func newStack(t *testing.T) *stack {
+// withRouter adds the archive router to a stack (its settings given).
+type withRouter struct{ set router.Settings }
+
+func newStack(t *testing.T, opts ...withRouter) *stack {
 	t.Helper()
 	store, err := cds.NewFS(t.TempDir())
 	if err != nil {
@@ -53,9 +58,18 @@ func newStack(t *testing.T) *stack {
 	}
 	ing := ingest.New(d, ingest.Limits{MaxMediaBytes: 1 << 20}, pol)
 	gw := gateway.New(d, pol)
+	services := []platform.Service{ing, pol, gw}
+	var rt *router.Service
+	for _, o := range opts {
+		if rt, err = router.New(d, o.set, nil); err != nil {
+			t.Fatal(err)
+		}
+		gw.SetArchive(rt)
+		services = append(services, rt)
+	}
 	mux := http.NewServeMux()
 	g, _ := platform.NewGRPCServer(d.Tokens, d.Log)
-	for _, s := range []platform.Service{ing, pol, gw} {
+	for _, s := range services {
 		s.RegisterHTTP(mux, d.Tokens)
 		s.RegisterGRPC(g)
 	}
@@ -68,6 +82,12 @@ func newStack(t *testing.T) *stack {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- pol.Run(ctx) }()
+	rdone := make(chan error, 1)
+	if rt != nil {
+		go func() { rdone <- rt.Run(ctx) }()
+	} else {
+		rdone <- nil
+	}
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -78,8 +98,9 @@ func newStack(t *testing.T) *stack {
 		hs.Close()
 		cancel()
 		<-done
+		<-rdone
 	})
-	return &stack{t: t, d: d, pol: pol, url: hs.URL, conn: conn}
+	return &stack{t: t, d: d, pol: pol, rt: rt, url: hs.URL, conn: conn}
 }
 
 // rest sends a JSON request and returns the status and the body.

@@ -27,6 +27,10 @@ type Config struct {
 	// PolicyAddr is the policy service's gRPC address, which serves the
 	// domain routes of a standalone gateway (empty: they answer 503).
 	PolicyAddr string `env:"CALLVAULT_POLICY_ADDR"`
+	// RouterAddr is the archive router's gRPC address, which gives a
+	// standalone gateway the archive state of recordings and playback from
+	// the archive (empty: neither).
+	RouterAddr string `env:"CALLVAULT_ROUTER_ADDR"`
 }
 
 // Domains is the domain registry the gateway serves over REST. The policy
@@ -42,6 +46,7 @@ type Domains interface {
 type Service struct {
 	catalog catalog.Reader
 	domains Domains
+	archive Archive
 	store   cds.Store
 	tokens  *auth.Store
 	log     *slog.Logger

@@ -13,6 +13,7 @@ import (
 	"github.com/callvault/callvault/pkg/apierr"
 	"github.com/callvault/callvault/pkg/auth"
 	"github.com/callvault/callvault/pkg/catalog"
+	"github.com/callvault/callvault/pkg/cds"
 	"github.com/callvault/callvault/services/gateway/internal/httprange"
 )
 
@@ -45,6 +46,8 @@ type recordingJSON struct {
 	SHA256      string `json:"sha256"`
 	AcceptedAt  string `json:"accepted_at"`
 	MediaURL    string `json:"media_url"`
+	// Archive is where the recording is archived (absent without a router).
+	Archive *archiveJSON `json:"archive,omitempty"`
 }
 
 func toJSON(r catalog.Recording) recordingJSON {
@@ -117,8 +120,20 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 		Recordings    []recordingJSON `json:"recordings"`
 		NextPageToken string          `json:"next_page_token,omitempty"`
 	}{Recordings: make([]recordingJSON, 0, len(page.Recordings)), NextPageToken: page.Next}
+	byDomain := map[string][]string{}
 	for _, rec := range page.Recordings {
-		out.Recordings = append(out.Recordings, toJSON(rec))
+		byDomain[rec.Domain] = append(byDomain[rec.Domain], rec.ID)
+	}
+	states := map[string]*archiveJSON{}
+	for domain, ids := range byDomain {
+		for id, st := range s.archiveStates(r.Context(), p, domain, ids) {
+			states[domain+"/"+id] = st
+		}
+	}
+	for _, rec := range page.Recordings {
+		j := toJSON(rec)
+		j.Archive = states[rec.Domain+"/"+rec.ID]
+		out.Recordings = append(out.Recordings, j)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -146,7 +161,9 @@ func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
 		apierr.HTTP(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toJSON(rec))
+	j := toJSON(rec)
+	j.Archive = s.archiveStates(r.Context(), p, rec.Domain, []string{rec.ID})[rec.ID]
+	writeJSON(w, http.StatusOK, j)
 }
 
 // handleMedia serves the stored bytes with a strong ETag (the SHA-256) and
@@ -194,6 +211,17 @@ func (s *Service) handleMedia(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, err := s.store.Open(r.Context(), rec.ObjectKey, offset, length)
+	if errors.Is(err, cds.ErrNotFound) && s.archive != nil {
+		// The central copy is gone (culled, or migrated away): play the
+		// verified archive instead.
+		body, err = s.archive.OpenArchived(r.Context(), p, rec.Domain, rec.ID, offset, length)
+		if err != nil {
+			h.Del("Content-Length")
+			h.Del("Content-Range")
+			apierr.HTTP(w, r, err)
+			return
+		}
+	}
 	if err != nil {
 		h.Del("Content-Length")
 		h.Del("Content-Range")

@@ -92,7 +92,7 @@ func (g *grpcServer) OpenArchived(req *routerv1.OpenArchivedRequest, stream grpc
 	if length == 0 {
 		length = -1
 	}
-	a, err := g.s.OpenArchived(ctx, principal(ctx), req.GetDomain(), req.GetArtifactId(), req.GetOffset(), length)
+	a, err := g.s.OpenArchive(ctx, principal(ctx), req.GetDomain(), req.GetArtifactId(), req.GetOffset(), length)
 	if err != nil {
 		return apierr.GRPC(err)
 	}

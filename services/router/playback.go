@@ -154,10 +154,20 @@ type Archived struct {
 	Encrypted bool
 }
 
-// OpenArchived reads an archived recording from its target (the central
+// OpenArchived reads length bytes (below zero: to the end) of an archived
+// recording from offset, as the gateway's media route needs it.
+func (s *Service) OpenArchived(ctx context.Context, p auth.Principal, domain, id string, offset, length int64) (io.ReadCloser, error) {
+	a, err := s.OpenArchive(ctx, p, domain, id, offset, length)
+	if err != nil {
+		return nil, err
+	}
+	return a.Body, nil
+}
+
+// OpenArchive reads an archived recording from its target (the central
 // copy being gone). An encrypted archive is refused with a reason: only
 // the tenant holds the key.
-func (s *Service) OpenArchived(ctx context.Context, p auth.Principal, domain, id string, offset, length int64) (Archived, error) {
+func (s *Service) OpenArchive(ctx context.Context, p auth.Principal, domain, id string, offset, length int64) (Archived, error) {
 	if err := tenant.CheckDomain(domain); err != nil {
 		return Archived{}, apierr.Invalid("domain", "%v", err)
 	}

@@ -397,7 +397,7 @@ func TestPlaybackFromTheArchive(t *testing.T) {
 			if err := rg.d.CDS.Delete(context.Background(), "recordings/"+domain+"/"+id); err != nil {
 				t.Fatal(err)
 			}
-			a, err := rg.svc.OpenArchived(context.Background(), r1, domain, id, 0, -1)
+			a, err := rg.svc.OpenArchive(context.Background(), r1, domain, id, 0, -1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -406,7 +406,7 @@ func TestPlaybackFromTheArchive(t *testing.T) {
 			if !bytes.Equal(got, body) || a.Size != int64(len(body)) {
 				t.Fatalf("played %d bytes (size %d), want the %d archived", len(got), a.Size, len(body))
 			}
-			a, err = rg.svc.OpenArchived(context.Background(), r1, domain, id, 1000, 500)
+			a, err = rg.svc.OpenArchive(context.Background(), r1, domain, id, 1000, 500)
 			if err != nil {
 				t.Fatal(err)
 			}

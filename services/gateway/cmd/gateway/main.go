@@ -6,6 +6,7 @@ import (
 
 	"github.com/callvault/callvault/pkg/platform"
 	"github.com/callvault/callvault/pkg/policyclient"
+	"github.com/callvault/callvault/pkg/routerclient"
 	"github.com/callvault/callvault/services/gateway"
 )
 
@@ -23,7 +24,15 @@ func main() {
 				}
 				domains = c
 			}
-			return gateway.New(d, domains), nil
+			gw := gateway.New(d, domains)
+			if cfg.RouterAddr != "" {
+				c, _, err := routerclient.Dial(cfg.RouterAddr)
+				if err != nil {
+					return nil, err
+				}
+				gw.SetArchive(c)
+			}
+			return gw, nil
 		}, func() (*string, *string) { return &cfg.HTTPAddr, &cfg.GRPCAddr })
 	})
 }

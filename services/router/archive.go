@@ -249,10 +249,13 @@ func (s *Service) upload(ctx context.Context, cfg *eventv1.ArchiveConfigRecord, 
 		return target.Stored{}, time.Time{}, err
 	}
 	defer src.Close()
-	body := io.Reader(newCheckedReader(src, media.GetSha256(), media.GetSizeBytes()))
+	// Plain, the target itself checks the bytes it sends against the size
+	// and SHA-256 the catalog recorded; encrypted, what it sends is
+	// ciphertext, so the source is checked on the way in.
+	body := io.Reader(src)
 	opts := target.PutOptions{ContentType: media.GetContentType(), Size: media.GetSizeBytes(), SHA256: media.GetSha256(), RetainUntil: retain}
 	if r := cfg.GetAgeRecipient(); r != "" {
-		enc, err := encrypting(body, r)
+		enc, err := encrypting(newCheckedReader(src, media.GetSha256(), media.GetSizeBytes()), r)
 		if err != nil {
 			return target.Stored{}, time.Time{}, err
 		}

@@ -64,7 +64,7 @@ func (s *syncBuffer) String() string {
 }
 
 type rig struct {
-	t    *testing.T
+	t    testing.TB
 	d    *platform.Deps
 	svc  *router.Service
 	set  router.Settings
@@ -74,7 +74,7 @@ type rig struct {
 }
 
 // fastSettings retry quickly so a recovery is seen within a test.
-func fastSettings(t *testing.T) router.Settings {
+func fastSettings(t testing.TB) router.Settings {
 	key, err := router.NewSecretKeySpec("test-1")
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +88,7 @@ func fastSettings(t *testing.T) router.Settings {
 
 // newRig starts a router on a fresh namespace (CDS on the local disk) with
 // a.example and b.example under r1 and c.example under r2.
-func newRig(t *testing.T, set router.Settings) *rig {
+func newRig(t testing.TB, set router.Settings) *rig {
 	t.Helper()
 	store, err := cds.NewFS(t.TempDir())
 	if err != nil {
@@ -132,7 +132,7 @@ func (rg *rig) start() {
 	}
 }
 
-func s3Client(t *testing.T) *s3.Client {
+func s3Client(t testing.TB) *s3.Client {
 	return s3.NewFromConfig(aws.Config{
 		Region:      "us-east-1",
 		Credentials: credentials.NewStaticCredentialsProvider(testenv.Env(t, "CALLVAULT_TEST_S3_ACCESS_KEY"), testenv.Env(t, "CALLVAULT_TEST_S3_SECRET_KEY"), ""),
@@ -150,7 +150,7 @@ var bucketSeq struct {
 }
 
 // bucketName is a fresh bucket name (not created).
-func bucketName(t *testing.T) string {
+func bucketName(t testing.TB) string {
 	bucketSeq.Lock()
 	defer bucketSeq.Unlock()
 	bucketSeq.n++
@@ -210,7 +210,7 @@ const testSecret = "TEST-SECRET-KEY-sZ9q0XwYvU7t" //nolint:gosec // the test ser
 
 // s3Config is an S3 configuration of the test server, whose real secret
 // goes in the secret; storageType is s3, s3_glacier_ir or wasabi.
-func s3Config(t *testing.T, name, level, match, storageType, bucket string) (*routerv1.ArchiveConfig, *routerv1.ArchiveSecret) {
+func s3Config(t testing.TB, name, level, match, storageType, bucket string) (*routerv1.ArchiveConfig, *routerv1.ArchiveSecret) {
 	return &routerv1.ArchiveConfig{
 			Name: name, Level: level, Match: match, Enabled: true, StorageType: storageType, SendRecordings: true,
 			Bucket: bucket, Endpoint: testenv.Env(t, "CALLVAULT_TEST_S3_ENDPOINT"), AccessKeyId: testenv.Env(t, "CALLVAULT_TEST_S3_ACCESS_KEY"),
@@ -221,7 +221,7 @@ func s3Config(t *testing.T, name, level, match, storageType, bucket string) (*ro
 
 // sftpConfig is an SFTP configuration of the test sshd under a fresh
 // directory of its root, returned with the directory.
-func sftpConfig(t *testing.T, name, level, match string) (*routerv1.ArchiveConfig, *routerv1.ArchiveSecret, string) {
+func sftpConfig(t testing.TB, name, level, match string) (*routerv1.ArchiveConfig, *routerv1.ArchiveSecret, string) {
 	addr := testenv.Env(t, "CALLVAULT_TEST_SFTP_ADDR")
 	host, port, _ := strings.Cut(addr, ":")
 	p, _ := strconv.Atoi(port)

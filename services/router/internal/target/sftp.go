@@ -53,11 +53,15 @@ type SFTPConfig struct {
 	// Root is the remote directory keys are relative to; empty means the
 	// login directory.
 	Root string
+	// Conns is how many SSH connections uploads spread over (0: 4). One
+	// connection is one server process on OpenSSH, so a single one caps a
+	// transfer at one server core.
+	Conns int
 }
 
-// SFTP is a Target on an SFTP server. It dials on first use and keeps one
-// connection, dialling again once that connection breaks; it is safe for
-// concurrent use.
+// SFTP is a Target on an SFTP server. It dials on first use and keeps up
+// to Conns connections, used in turn, dialling a slot again once its
+// connection breaks; it is safe for concurrent use.
 type SFTP struct {
 	addr        string
 	user        string
@@ -65,8 +69,9 @@ type SFTP struct {
 	fingerprint string
 	root        string
 
-	mu     sync.Mutex // guards conn and closed; held while dialling
-	conn   *sftpConn
+	mu     sync.Mutex // guards conns, next and closed; held while dialling
+	conns  []*sftpConn
+	next   int
 	closed bool
 }
 
@@ -141,7 +146,12 @@ func NewSFTP(cfg SFTPConfig) (*SFTP, error) {
 	if root != "" {
 		root = path.Clean(root)
 	}
+	conns := cfg.Conns
+	if conns <= 0 {
+		conns = 4
+	}
 	return &SFTP{
+		conns:       make([]*sftpConn, conns),
 		addr:        net.JoinHostPort(cfg.Host, strconv.Itoa(port)),
 		user:        cfg.User,
 		auth:        auth,
@@ -163,21 +173,23 @@ func sftpFingerprint(s string) (string, error) {
 	return "SHA256:" + b64, nil
 }
 
-// client is the live connection, dialled when there is none.
+// client is the next connection in turn, dialled when its slot has none.
 func (s *SFTP) client(ctx context.Context) (*sftp.Client, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, &Failure{Reason: ReasonOther, Op: "connect", Detail: errSFTPClosed.Error(), Err: errSFTPClosed}
 	}
-	if s.conn != nil {
-		return s.conn.sftp, nil
+	slot := s.next % len(s.conns)
+	s.next++
+	if c := s.conns[slot]; c != nil {
+		return c.sftp, nil
 	}
 	c, err := s.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s.conn = c
+	s.conns[slot] = c
 	go s.forget(c)
 	return c.sftp, nil
 }
@@ -187,8 +199,10 @@ func (s *SFTP) forget(c *sftpConn) {
 	_ = c.sftp.Wait()
 	_ = c.ssh.Close()
 	s.mu.Lock()
-	if s.conn == c {
-		s.conn = nil
+	for i := range s.conns {
+		if s.conns[i] == c {
+			s.conns[i] = nil
+		}
 	}
 	s.mu.Unlock()
 }
@@ -565,9 +579,11 @@ func (s *SFTP) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	if s.conn != nil {
-		s.conn.close()
-		s.conn = nil
+	for i, c := range s.conns {
+		if c != nil {
+			c.close()
+			s.conns[i] = nil
+		}
 	}
 	return nil
 }

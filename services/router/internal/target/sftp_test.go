@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -648,12 +649,12 @@ func TestSFTPRedialsAfterBrokenConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.mu.Lock()
-	broken := s.conn
+	broken := s.conns[(s.next-1)%len(s.conns)]
 	s.mu.Unlock()
 	_ = broken.ssh.Close()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		s.mu.Lock()
-		dropped := s.conn != broken
+		dropped := !slices.Contains(s.conns, broken)
 		s.mu.Unlock()
 		if dropped {
 			break

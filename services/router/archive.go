@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,7 +38,10 @@ const (
 // it waits for is marked error meanwhile.
 type transientError struct {
 	configID string
-	err      error
+	// quiet: the configuration did not fail (nothing matched); its status
+	// is left alone.
+	quiet bool
+	err   error
 }
 
 func (e *transientError) Error() string { return e.err.Error() }
@@ -129,6 +133,22 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, seq uin
 	best := match.Best(cands, match.Item{Reseller: t.GetReseller(), Domain: domain, Kind: match.KindRecording})
 	base := &eventv1.ArtifactArchived{ArtifactId: id, Kind: adm.GetKind(), AdmittedSequence: seq}
 	if !best.OK {
+		// Work that waited for a configuration keeps waiting when nothing
+		// matches now (its configuration was disabled or deleted to be
+		// fixed): it goes when that one is enabled again or another
+		// matches, or when an operator acts. Only an artifact that never
+		// had a target is recorded as not archived.
+		w, err := s.st.waitingFor(ctx, domain, []string{id})
+		if err != nil {
+			return 0, err
+		}
+		if prev, ok := w[id]; ok {
+			msg := "nothing matches now (" + best.Reason + "); kept for configuration " + prev.ConfigID
+			if werr := s.st.markWaiting(ctx, domain, id, prev.ConfigID, msg, time.Now(), false); werr != nil {
+				return 0, werr
+			}
+			return 0, &transientError{configID: prev.ConfigID, quiet: true, err: errors.New(msg)}
+		}
 		base.NotArchivedReason = best.Reason
 		base.ArchivedAt = timestamppb.New(time.Now().UTC().Truncate(time.Millisecond))
 		if err := s.record(ctx, env, base); err != nil {
@@ -144,6 +164,17 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, seq uin
 	}
 	defer release()
 	stored, retain, err := s.upload(ctx, cfg, env, rec, id)
+	var unstorable *unstorableError
+	if errors.As(err, &unstorable) {
+		// The artifact, not the target, is the problem: waiting would not
+		// help, and the configuration did not fail.
+		base.NotArchivedReason = unstorable.Error()
+		base.ArchivedAt = timestamppb.New(time.Now().UTC().Truncate(time.Millisecond))
+		if err := s.record(ctx, env, base); err != nil {
+			return 0, err
+		}
+		return outcomeNotArchived, nil
+	}
 	if errors.Is(err, cds.ErrNotFound) {
 		// The central copy went (deleted) before it could be archived.
 		base.NotArchivedReason = "the central copy was deleted before it was archived"
@@ -156,7 +187,7 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, seq uin
 	if err != nil {
 		s.metrics.transfers.WithLabelValues("failed").Inc()
 		msg := err.Error()
-		if werr := s.st.markWaiting(ctx, domain, id, cfg.GetId(), msg, time.Now()); werr != nil {
+		if werr := s.st.markWaiting(ctx, domain, id, cfg.GetId(), msg, time.Now(), true); werr != nil {
 			return 0, fmt.Errorf("%w (and recording the wait failed: %w)", err, werr)
 		}
 		return 0, &transientError{configID: cfg.GetId(), err: fmt.Errorf("archive %s to %s (%s): %w", id, cfg.GetId(), cfg.GetName(), err)}
@@ -218,7 +249,34 @@ func objectKey(cfg *eventv1.ArchiveConfigRecord, env *eventv1.Envelope, rec *eve
 	if cfg.GetAgeRecipient() != "" {
 		key += ".age"
 	}
+	if err := storable(path.Join(cfg.GetPrefix(), key)); err != nil {
+		return "", err
+	}
 	return key, nil
+}
+
+// unstorableError says an artifact's object key is one no target stores.
+type unstorableError struct{ msg string }
+
+func (e *unstorableError) Error() string { return e.msg }
+
+// Object key limits every target kind keeps: S3 keys up to 1,024 bytes,
+// file names (one segment) up to 255.
+const (
+	maxKeyLen     = 1024
+	maxSegmentLen = 255
+)
+
+func storable(key string) error {
+	if len(key) > maxKeyLen {
+		return &unstorableError{fmt.Sprintf("its object key would be %d bytes, more than the %d a target stores; shorten the configuration's path template", len(key), maxKeyLen)}
+	}
+	for _, seg := range strings.Split(key, "/") {
+		if len(seg) > maxSegmentLen {
+			return &unstorableError{fmt.Sprintf("a segment of its object key would be %d bytes, more than the %d a file name may hold; shorten the configuration's path template", len(seg), maxSegmentLen)}
+		}
+	}
+	return nil
 }
 
 // upload streams the recording from the CDS to the configuration's
@@ -227,10 +285,11 @@ func objectKey(cfg *eventv1.ArchiveConfigRecord, env *eventv1.Envelope, rec *eve
 // is taken as archived; one holding other bytes is an error, never
 // overwritten.
 func (s *Service) upload(ctx context.Context, cfg *eventv1.ArchiveConfigRecord, env *eventv1.Envelope, rec *eventv1.RecordingStored, id string) (target.Stored, time.Time, error) {
-	tg, err := s.targets.get(cfg)
+	tg, release, err := s.targets.get(cfg)
 	if err != nil {
 		return target.Stored{}, time.Time{}, err
 	}
+	defer release()
 	key, err := objectKey(cfg, env, rec, id)
 	if err != nil {
 		return target.Stored{}, time.Time{}, err
@@ -254,7 +313,11 @@ func (s *Service) upload(ctx context.Context, cfg *eventv1.ArchiveConfigRecord, 
 	// ciphertext, so the source is checked on the way in.
 	body := io.Reader(src)
 	opts := target.PutOptions{ContentType: media.GetContentType(), Size: media.GetSizeBytes(), SHA256: media.GetSha256(), RetainUntil: retain}
+	var earlier string
 	if r := cfg.GetAgeRecipient(); r != "" {
+		if earlier, err = s.st.beginIntent(ctx, env.GetTenant().GetDomain(), id, cfg.GetId(), key); err != nil {
+			return target.Stored{}, time.Time{}, err
+		}
 		enc, err := encrypting(newCheckedReader(src, media.GetSha256(), media.GetSizeBytes()), r)
 		if err != nil {
 			return target.Stored{}, time.Time{}, err
@@ -264,27 +327,41 @@ func (s *Service) upload(ctx context.Context, cfg *eventv1.ArchiveConfigRecord, 
 		opts.ContentType, opts.Size, opts.SHA256 = "application/age-encryption", -1, ""
 	}
 	stored, err := tg.Put(ctx, key, body, opts)
-	if errors.Is(err, target.ErrExists) && cfg.GetAgeRecipient() == "" {
-		if same, herr := holds(ctx, tg, key, media.GetSha256()); herr == nil && same {
-			return target.Stored{Location: tg.Locate(key), Key: key, Size: media.GetSizeBytes(), SHA256: media.GetSha256()}, retain, nil
-		}
+	if !errors.Is(err, target.ErrExists) {
+		return stored, retain, err
+	}
+	// The key is taken. Plain, it is this recording when it holds the very
+	// bytes (an earlier attempt stored them and stopped before recording
+	// it). Encrypted, the bytes cannot be compared: it is this recording
+	// when this artifact's own earlier attempt named that key before it
+	// uploaded (its rename or conditional write only leaves a whole object).
+	sum, size, herr := objectHash(ctx, tg, key)
+	if herr != nil {
+		return target.Stored{}, time.Time{}, fmt.Errorf("%s is taken and could not be read back: %w", key, herr)
+	}
+	ours := sum == media.GetSha256() && size == media.GetSizeBytes()
+	if cfg.GetAgeRecipient() != "" {
+		ours = earlier == cfg.GetId()+"\n"+key
+	}
+	if !ours {
 		return target.Stored{}, time.Time{}, fmt.Errorf("%s already holds other bytes; the router never overwrites a remote object: %w", key, err)
 	}
-	return stored, retain, err
+	return target.Stored{Location: tg.Locate(key), Key: key, Size: size, SHA256: sum}, retain, nil
 }
 
-// holds reports whether key holds bytes of the given SHA-256.
-func holds(ctx context.Context, tg target.Target, key, sha string) (bool, error) {
+// objectHash reads key back and returns its SHA-256 and size.
+func objectHash(ctx context.Context, tg target.Target, key string) (string, int64, error) {
 	rc, err := tg.Open(ctx, key, 0, -1)
 	if err != nil {
-		return false, err
+		return "", 0, err
 	}
 	defer rc.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, rc); err != nil {
-		return false, err
+	n, err := io.Copy(h, rc)
+	if err != nil {
+		return "", 0, err
 	}
-	return hex.EncodeToString(h.Sum(nil)) == sha, nil
+	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
 func (s *Service) retainUntil(ctx context.Context, domain, id string) (time.Time, error) {
@@ -390,12 +467,4 @@ func (s *Service) retryParked(ctx context.Context, m string, data []byte) {
 	if rerr := s.st.reschedule(ctx, m, time.Now().Add(s.set.ParkedRetry)); rerr != nil {
 		s.log.Warn("reschedule", "job", m, "err", rerr)
 	}
-}
-
-// locationJoin joins a prefix and a key the way targets do.
-func locationJoin(prefix, key string) string {
-	if prefix == "" {
-		return key
-	}
-	return path.Join(prefix, key)
 }

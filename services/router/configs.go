@@ -113,6 +113,9 @@ func validate(c *routerv1.ArchiveConfig, secret *routerv1.ArchiveSecret, hadSecr
 	if t := c.GetPathTemplate(); t != "" {
 		if _, err := pathtmpl.Parse(t); err != nil {
 			v.Add("config.path_template", "%v", err)
+		} else if c.GetLevel() != levelDomain && !strings.Contains(t, "{domain}") {
+			// Recording ids are unique within a domain only.
+			v.Add("config.path_template", "must contain {domain} at %s level: two domains may both have a recording of the same id", c.GetLevel())
 		}
 	}
 	if p := c.GetPrefix(); p != "" {
@@ -152,8 +155,13 @@ func validate(c *routerv1.ArchiveConfig, secret *routerv1.ArchiveSecret, hadSecr
 		}
 		if e := c.GetEndpoint(); e != "" {
 			u, err := url.Parse(e)
-			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") {
-				v.Add("config.endpoint", "must be an http(s) URL of the service, such as https://s3.eu-central-1.wasabisys.com (no credentials, no path)")
+			switch {
+			case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/"):
+				v.Add("config.endpoint", "must be an https URL of the service, such as https://s3.eu-central-1.wasabisys.com (no credentials, no path)")
+			case u.Scheme == "http" && !loopback(u.Hostname()):
+				// As FTP: recordings and signed requests would cross the
+				// network unencrypted.
+				v.Add("config.endpoint", "must use https: plain http sends recordings unencrypted (only a loopback endpoint may use http)")
 			}
 		} else if c.GetStorageType() == typeWasabi {
 			v.Add("config.endpoint", "is required for Wasabi: its regional endpoint, such as https://s3.us-east-2.wasabisys.com")
@@ -214,6 +222,15 @@ func validate(c *routerv1.ArchiveConfig, secret *routerv1.ArchiveSecret, hadSecr
 		v.Add("config.storage_type", "must be s3, s3_glacier_ir, wasabi or sftp, not %q", c.GetStorageType())
 	}
 	return v.Err()
+}
+
+// loopback reports whether host names this machine.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // recordOf turns a validated API configuration into its record.
@@ -451,7 +468,9 @@ func (s *Service) UpdateConfig(ctx context.Context, p auth.Principal, in *router
 		r.OwnerReseller, r.CreatedAt = owner, before.GetCreatedAt()
 		r.UpdatedAt, r.UpdatedBy = timestamppb.New(time.Now().UTC().Truncate(time.Millisecond)), p.Name
 		if keep {
-			r.Secret = before.GetSecret()
+			if r.Secret, err = s.reseal(before); err != nil {
+				return err
+			}
 		} else if err := s.sealSecret(r, secret); err != nil {
 			return err
 		}
@@ -551,6 +570,25 @@ func (s *Service) visibleConfig(ctx context.Context, p auth.Principal, id string
 	return r, nil
 }
 
+// reseal returns the stored secret of r, sealed again under the current
+// key when an older one sealed it: re-saving a configuration moves it to
+// the new key, so the old one can be retired.
+func (s *Service) reseal(r *eventv1.ArchiveConfigRecord) (*eventv1.SealedSecret, error) {
+	old := r.GetSecret()
+	if old.GetKeyId() == s.keys.CurrentID() {
+		return old, nil
+	}
+	plain, err := s.keys.Open(seal.Sealed{KeyID: old.GetKeyId(), Box: old.GetBox()}, r.GetId())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	sealed, err := s.keys.Seal(plain, r.GetId())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	return &eventv1.SealedSecret{Kind: old.GetKind(), KeyId: sealed.KeyID, Box: sealed.Box}, nil
+}
+
 func (s *Service) sealSecret(r *eventv1.ArchiveConfigRecord, secret *routerv1.ArchiveSecret) error {
 	kind, value := secretKind(secret)
 	if value == "" {
@@ -599,26 +637,29 @@ func (s *Service) recordConfig(ctx context.Context, before, after *eventv1.Archi
 	if ref.GetLevel() == levelDomain {
 		env.Tenant.Domain = ref.GetMatch()
 	}
-	if _, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.ArchiveConfigSubject(), msgID, env); err != nil {
+	ack, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.ArchiveConfigSubject(), msgID, env)
+	if err != nil {
 		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	if err := s.applyConfig(ctx, env); err != nil {
+	if err := s.applyConfig(ctx, env, ack.Sequence); err != nil {
 		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
 	return nil
 }
 
-// applyConfig applies one archive configuration event; replaying the
-// config stream through it restores every configuration, secrets sealed
-// as they were.
-func (s *Service) applyConfig(ctx context.Context, env *eventv1.Envelope) error {
+// applyConfig applies one archive configuration event, at stream sequence
+// seq; replaying the config stream through it restores every
+// configuration, secrets sealed as they were. An event older than the one
+// a configuration last took changes nothing, so a replay running beside a
+// live change never undoes it.
+func (s *Service) applyConfig(ctx context.Context, env *eventv1.Envelope, seq uint64) error {
 	c := env.GetConfig()
 	if c.GetEntity() != entityArchiveConfig {
 		return nil
 	}
 	now := time.Now()
 	if a := c.GetAfter().GetArchiveConfig(); a != nil {
-		if err := s.st.putConfig(ctx, a); err != nil {
+		if applied, err := s.st.putConfig(ctx, a, seq); err != nil || !applied {
 			return err
 		}
 		s.targets.forget(a.GetId())
@@ -627,7 +668,7 @@ func (s *Service) applyConfig(ctx context.Context, env *eventv1.Envelope) error 
 		return s.st.wakeParked(ctx, a.GetId(), now)
 	}
 	if b := c.GetBefore().GetArchiveConfig(); b != nil {
-		if err := s.st.removeConfig(ctx, b.GetId()); err != nil {
+		if applied, err := s.st.removeConfig(ctx, b.GetId(), seq); err != nil || !applied {
 			return err
 		}
 		s.targets.forget(b.GetId())

@@ -206,7 +206,6 @@ func (rg *rig) getObject(bucket, key string) []byte {
 	return b
 }
 
-const testSecret = "TEST-SECRET-KEY-sZ9q0XwYvU7t" //nolint:gosec // the test server's is another
 
 // s3Config is an S3 configuration of the test server, whose real secret
 // goes in the secret; storageType is s3, s3_glacier_ir or wasabi.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -58,9 +59,31 @@ func readProto(r *http.Request, m proto.Message) error {
 		return apierr.Invalid("body", "must be a JSON object")
 	}
 	if err := protojson.Unmarshal(b, m); err != nil {
-		return apierr.Invalid("body", "%v", err)
+		return apierr.Invalid(bodyField(err), "%s", bodyProblem(err))
 	}
 	return nil
+}
+
+// secretFields are the write-only fields of a request body.
+var secretFields = []string{"secret_access_key", "password", "private_key", "secretAccessKey", "privateKey"}
+
+// bodyField names the field a decoding error is about, when it is a secret.
+func bodyField(err error) string {
+	for _, f := range secretFields {
+		if strings.Contains(err.Error(), f) {
+			return "secret"
+		}
+	}
+	return "body"
+}
+
+// bodyProblem is the decoding error, without the value it quotes when that
+// value belongs to a secret.
+func bodyProblem(err error) string {
+	if bodyField(err) == "secret" {
+		return "a secret must be a JSON string (secret_access_key, password or private_key)"
+	}
+	return err.Error()
 }
 
 func (s *Service) httpCreate(w http.ResponseWriter, r *http.Request) {

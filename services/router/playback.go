@@ -199,22 +199,44 @@ func (s *Service) OpenArchive(ctx context.Context, p auth.Principal, domain, id 
 	if err != nil {
 		return Archived{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	tg, err := s.targets.get(cfg)
+	tg, release, err := s.targets.get(cfg)
 	if err != nil {
 		return Archived{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
+	// The configuration may have been pointed elsewhere since: read only
+	// from where the recording was stored.
+	if loc := tg.Locate(a.GetKey()); loc != a.GetLocation() {
+		release()
+		return Archived{}, fmt.Errorf("%w: recording %s was archived to %s, but configuration %s now points to %s; its archived copy cannot be read through it",
+			apierr.ErrUnavailable, id, a.GetLocation(), a.GetConfigId(), loc)
+	}
 	size := a.GetSizeBytes()
 	if offset >= size {
+		release()
 		return Archived{Body: io.NopCloser(eofReader{}), Size: size, Location: a.GetLocation()}, nil
 	}
 	rc, err := tg.Open(ctx, a.GetKey(), offset, length)
 	if errors.Is(err, target.ErrNotFound) {
+		release()
 		return Archived{}, fmt.Errorf("%w: the archived copy of %s is gone from %s", apierr.ErrNotFound, id, a.GetLocation())
 	}
 	if err != nil {
+		release()
 		return Archived{}, fmt.Errorf("%w: reading the archive: %w", apierr.ErrUnavailable, err)
 	}
-	return Archived{Body: rc, Size: size, Location: a.GetLocation()}, nil
+	return Archived{Body: releasing{rc, release}, Size: size, Location: a.GetLocation()}, nil
+}
+
+// releasing releases the target when the body is closed.
+type releasing struct {
+	io.ReadCloser
+	release func()
+}
+
+func (r releasing) Close() error {
+	err := r.ReadCloser.Close()
+	r.release()
+	return err
 }
 
 type eofReader struct{}

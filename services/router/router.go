@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/callvault/callvault/pkg/auth"
 	"github.com/callvault/callvault/pkg/bus"
@@ -165,7 +166,11 @@ func (s *Service) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		return s.applyConfig(ctx, env)
+		var seq uint64
+		if md, err := m.Metadata(); err == nil {
+			seq = md.Sequence.Stream
+		}
+		return s.applyConfig(ctx, env, seq)
 	}, s.log, s.d.Bus)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return archive.Run(gctx) })
@@ -174,16 +179,15 @@ func (s *Service) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// builtMarker says the archive records were restored into this Redis.
-func (k keys) built() string { return k.ns + ":archive:built" }
-
 // Restore re-applies every archive configuration event in order and, when
 // this Redis holds no archive records yet, every archive record: a replay
 // restores what happened, configurations with their sealed secrets and
 // artifacts where they were archived.
 func (s *Service) Restore(ctx context.Context) error {
 	n, _, err := bus.Replay(ctx, s.d.JS, s.d.Names.ConfigStream(), []string{s.d.Names.ArchiveConfigSubject()},
-		func(ctx context.Context, env *eventv1.Envelope, _ uint64) error { return s.applyConfig(ctx, env) })
+		func(ctx context.Context, env *eventv1.Envelope, seq uint64) error {
+			return s.applyConfig(ctx, env, seq)
+		})
 	if err != nil {
 		return fmt.Errorf("restore archive configurations: %w", err)
 	}
@@ -198,12 +202,64 @@ func (s *Service) Restore(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("restore archive records: %w", err)
 		}
+		parked, err := s.reparkUnarchived(ctx)
+		if err != nil {
+			return fmt.Errorf("restore waiting archive work: %w", err)
+		}
+		if parked > 0 {
+			s.log.Warn("archive work that waited when Redis lost its state is waiting again", "recordings", parked)
+		}
 		if err := s.d.Redis.Set(ctx, s.st.k.built(), time.Now().UTC().Format(time.RFC3339), 0).Err(); err != nil {
 			return fmt.Errorf("restore archive records: %w", err)
 		}
 	}
 	s.log.Info("archive state restored", "config_events", n, "archive_records", records)
 	return nil
+}
+
+// reparkUnarchived finds, after a Redis loss, the admitted recordings the
+// consumer has already been handed but that have no archive record: the
+// ones that waited (parked) for a failing target when the state was lost,
+// or were in flight. They are parked again, due now. Everything the
+// consumer has not been handed yet it will be.
+func (s *Service) reparkUnarchived(ctx context.Context) (int, error) {
+	cons, err := s.d.JS.Consumer(ctx, s.d.Names.IngestStream(), ArchiveConsumer)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	upTo := info.Delivered.Stream
+	if upTo == 0 {
+		return 0, nil
+	}
+	n := 0
+	_, _, err = bus.Replay(ctx, s.d.JS, s.d.Names.IngestStream(), []string{s.d.Names.AdmittedSubject()},
+		func(ctx context.Context, env *eventv1.Envelope, seq uint64) error {
+			if seq > upTo || env.GetAdmitted().GetRecording() == nil {
+				return nil
+			}
+			domain, id := env.GetTenant().GetDomain(), env.GetArtifactId()
+			if domain == "" || id == "" {
+				return nil
+			}
+			done, err := s.st.archived(ctx, domain, id)
+			if err != nil || done != nil {
+				return err
+			}
+			data, err := proto.Marshal(env)
+			if err != nil {
+				return err
+			}
+			n++
+			return s.st.park(ctx, domain, id, data, time.Now())
+		})
+	return n, err
 }
 
 // applyArchived applies one artifact.archived event.

@@ -142,7 +142,7 @@ func TestFailingDomainConfigKeepsItsWork(t *testing.T) {
 	}
 	// Let it fail long enough to park (ParkAfter deliveries) and retry.
 	testenv.WaitFor(t, "the work parked off the stream", func() bool {
-		n, _ := rg.d.Redis.ZCard(context.Background(), rg.d.Names.Namespace()+":archive:parked").Result()
+		n, _ := rg.d.Redis.ZCard(context.Background(), rg.d.Names.Namespace()+":{_archive}:parked").Result()
 		return n == int64(len(ids))
 	})
 	if k := rg.objects(sBucket); len(k) != 0 {

@@ -104,7 +104,7 @@ func TestSecretsNeverShown(t *testing.T) {
 	for _, b := range streamBytes(t, rg.d.JS, rg.d.Names.IngestStream()) {
 		seen = append(seen, "ingest event: "+string(b))
 	}
-	vals, _ := rg.d.Redis.HGetAll(ctx, rg.d.Names.Namespace()+":archive:configs").Result()
+	vals, _ := rg.d.Redis.HGetAll(ctx, rg.d.Names.Namespace()+":{_archive}:configs").Result()
 	for _, v := range vals {
 		seen = append(seen, "redis: "+v)
 	}

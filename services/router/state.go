@@ -14,25 +14,37 @@ import (
 )
 
 // The router's keys. It is their only writer; the catalog's rebuild never
-// touches them (they are not among the keys it derives).
+// touches them (they are not among the keys it derives). The router's own
+// keys share the hash tag {_archive} (no domain can be called that), so
+// its scripts run on one slot of a cluster; a domain's archive records
+// live in the domain's slot.
 //
-//	ns:archive:configs          hash  config id -> ArchiveConfigRecord
-//	ns:archive:status:{id}      hash  ok_at, err, err_at (unix ms), archived
-//	ns:archive:waiting:{id}     set   domain/artifact waiting for config id
-//	ns:archive:parked           zset  domain/artifact -> when to try next (ms)
-//	ns:archive:jobs             hash  domain/artifact -> ArtifactAdmitted envelope
-//	ns:{domain}:arch            hash  artifact id -> ArtifactArchived
-//	ns:{domain}:archwait        hash  artifact id -> config id "\n" last error
+//	ns:{_archive}:configs        hash  config id -> ArchiveConfigRecord
+//	ns:{_archive}:configseq      hash  config id -> stream sequence applied (kept after a deletion)
+//	ns:{_archive}:status:<id>    hash  ok_at, err, err_at (unix ms), archived
+//	ns:{_archive}:waiting:<id>   set   domain/artifact waiting for config id
+//	ns:{_archive}:parked         zset  domain/artifact -> when to try next (ms)
+//	ns:{_archive}:leases         hash  domain/artifact -> lease end (ms) of the drainer trying it
+//	ns:{_archive}:jobs           hash  domain/artifact -> ArtifactAdmitted envelope
+//	ns:{_archive}:lock, :built   the change lock; the restore marker
+//	ns:{domain}:arch             hash  artifact id -> ArtifactArchived
+//	ns:{domain}:archwait         hash  artifact id -> config id "\n" last error
+//	ns:{domain}:archintent       hash  artifact id -> config id "\n" key of an encrypted upload begun
 type keys struct{ ns string }
 
-func (k keys) configs() string              { return k.ns + ":archive:configs" }
-func (k keys) status(id string) string      { return k.ns + ":archive:status:" + id }
-func (k keys) waiting(id string) string     { return k.ns + ":archive:waiting:" + id }
-func (k keys) parked() string               { return k.ns + ":archive:parked" }
-func (k keys) jobs() string                 { return k.ns + ":archive:jobs" }
+func (k keys) g(name string) string         { return k.ns + ":{_archive}:" + name }
+func (k keys) configs() string              { return k.g("configs") }
+func (k keys) configSeq() string            { return k.g("configseq") }
+func (k keys) status(id string) string      { return k.g("status:" + id) }
+func (k keys) waiting(id string) string     { return k.g("waiting:" + id) }
+func (k keys) parked() string               { return k.g("parked") }
+func (k keys) leases() string               { return k.g("leases") }
+func (k keys) jobs() string                 { return k.g("jobs") }
+func (k keys) lock() string                 { return k.g("lock") }
+func (k keys) built() string                { return k.g("built") }
 func (k keys) done(domain string) string    { return k.ns + ":{" + domain + "}:arch" }
 func (k keys) pending(domain string) string { return k.ns + ":{" + domain + "}:archwait" }
-func (k keys) lock() string                 { return k.ns + ":archive:lock" }
+func (k keys) intent(domain string) string  { return k.ns + ":{" + domain + "}:archintent" }
 
 func member(domain, id string) string { return domain + "/" + id }
 
@@ -41,17 +53,37 @@ type store struct {
 	k   keys
 }
 
-// putConfig stores a configuration record (applying its event).
-func (s *store) putConfig(ctx context.Context, c *eventv1.ArchiveConfigRecord) error {
+// applyConfigScript puts (ARGV[3] = 1) or removes a configuration record
+// when the event's stream sequence is newer than the one applied, so an
+// old event replayed after a newer change never undoes it. A sequence of
+// 0 (the live apply of a change whose sequence is unknown) always applies.
+var applyConfigScript = redis.NewScript(`
+local seq = tonumber(ARGV[2])
+local had = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if seq > 0 and seq <= had then return 0 end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+if seq > had then redis.call('HSET', KEYS[2], ARGV[1], seq) end
+return 1
+`)
+
+// putConfig stores a configuration record (applying its event at stream
+// sequence seq); it reports whether it applied.
+func (s *store) putConfig(ctx context.Context, c *eventv1.ArchiveConfigRecord, seq uint64) (bool, error) {
 	b, err := proto.Marshal(c)
 	if err != nil {
-		return err
+		return false, err
 	}
-	return s.rdb.HSet(ctx, s.k.configs(), c.GetId(), b).Err()
+	n, err := applyConfigScript.Run(ctx, s.rdb, []string{s.k.configs(), s.k.configSeq()}, c.GetId(), seq, "1", b).Int()
+	return n == 1, err
 }
 
-func (s *store) removeConfig(ctx context.Context, id string) error {
-	return s.rdb.HDel(ctx, s.k.configs(), id).Err()
+func (s *store) removeConfig(ctx context.Context, id string, seq uint64) (bool, error) {
+	n, err := applyConfigScript.Run(ctx, s.rdb, []string{s.k.configs(), s.k.configSeq()}, id, seq, "0", "").Int()
+	return n == 1, err
 }
 
 func (s *store) config(ctx context.Context, id string) (*eventv1.ArchiveConfigRecord, error) {
@@ -178,6 +210,7 @@ func (s *store) recordDone(ctx context.Context, domain string, a *eventv1.Artifa
 	pipe := s.rdb.TxPipeline()
 	added := pipe.HSetNX(ctx, s.k.done(domain), id, b)
 	pipe.HDel(ctx, s.k.pending(domain), id)
+	pipe.HDel(ctx, s.k.intent(domain), id)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return false, err
 	}
@@ -189,6 +222,7 @@ func (s *store) recordDone(ctx context.Context, domain string, a *eventv1.Artifa
 	}
 	pipe.ZRem(ctx, s.k.parked(), m)
 	pipe.HDel(ctx, s.k.jobs(), m)
+	pipe.HDel(ctx, s.k.leases(), m)
 	if added.Val() && a.GetConfigId() != "" {
 		pipe.HIncrBy(ctx, s.k.status(a.GetConfigId()), "archived", 1)
 		if !at.IsZero() {
@@ -199,9 +233,11 @@ func (s *store) recordDone(ctx context.Context, domain string, a *eventv1.Artifa
 	return added.Val(), err
 }
 
-// markWaiting records that an artifact waits for cfg after err, moving
-// it off whatever configuration it waited for before.
-func (s *store) markWaiting(ctx context.Context, domain, id, cfg, msg string, at time.Time) error {
+// markWaiting records that an artifact waits for cfg after msg, moving
+// it off whatever configuration it waited for before; failed marks the
+// configuration's status error (it is false when nothing failed, e.g.
+// nothing matches for now).
+func (s *store) markWaiting(ctx context.Context, domain, id, cfg, msg string, at time.Time, failed bool) error {
 	prev, err := s.rdb.HGet(ctx, s.k.pending(domain), id).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return err
@@ -213,7 +249,9 @@ func (s *store) markWaiting(ctx context.Context, domain, id, cfg, msg string, at
 	}
 	pipe.HSet(ctx, s.k.pending(domain), id, cfg+"\n"+msg)
 	pipe.SAdd(ctx, s.k.waiting(cfg), m)
-	pipe.HSet(ctx, s.k.status(cfg), "err", msg, "err_at", at.UnixMilli())
+	if failed {
+		pipe.HSet(ctx, s.k.status(cfg), "err", msg, "err_at", at.UnixMilli())
+	}
 	_, err = pipe.Exec(ctx)
 	return err
 }
@@ -229,26 +267,29 @@ func (s *store) park(ctx context.Context, domain, id string, env []byte, next ti
 	return err
 }
 
-// claimDue hands out up to n parked jobs that are due, each pushed back
-// by lease so that no other drainer takes it meanwhile.
+// claimDue hands out up to n parked jobs that are due, each leased (and
+// pushed back) so that no other drainer takes it meanwhile, nor does a
+// wake-up make it due again.
 var claimDueScript = redis.NewScript(`
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, m in ipairs(due) do
-  redis.call('ZADD', KEYS[1], ARGV[2], m)
   local job = redis.call('HGET', KEYS[2], m)
   if job then
+    redis.call('ZADD', KEYS[1], ARGV[2], m)
+    redis.call('HSET', KEYS[3], m, ARGV[2])
     table.insert(out, m)
     table.insert(out, job)
   else
     redis.call('ZREM', KEYS[1], m)
+    redis.call('HDEL', KEYS[3], m)
   end
 end
 return out
 `)
 
 func (s *store) claimDue(ctx context.Context, now time.Time, lease time.Duration, n int) (map[string][]byte, error) {
-	res, err := claimDueScript.Run(ctx, s.rdb, []string{s.k.parked(), s.k.jobs()}, now.UnixMilli(), now.Add(lease).UnixMilli(), n).StringSlice()
+	res, err := claimDueScript.Run(ctx, s.rdb, []string{s.k.parked(), s.k.jobs(), s.k.leases()}, now.UnixMilli(), now.Add(lease).UnixMilli(), n).StringSlice()
 	if err != nil {
 		return nil, err
 	}
@@ -259,31 +300,57 @@ func (s *store) claimDue(ctx context.Context, now time.Time, lease time.Duration
 	return out, nil
 }
 
-// reschedule sets when a parked job is tried next.
+// reschedule sets when a parked job is tried next and ends its lease.
 func (s *store) reschedule(ctx context.Context, m string, next time.Time) error {
-	return s.rdb.ZAddXX(ctx, s.k.parked(), redis.Z{Score: float64(next.UnixMilli()), Member: m}).Err()
-}
-
-// unpark drops a parked job (it was archived, or nothing matches now).
-func (s *store) unpark(ctx context.Context, m string) error {
 	pipe := s.rdb.TxPipeline()
-	pipe.ZRem(ctx, s.k.parked(), m)
-	pipe.HDel(ctx, s.k.jobs(), m)
+	pipe.ZAddXX(ctx, s.k.parked(), redis.Z{Score: float64(next.UnixMilli()), Member: m})
+	pipe.HDel(ctx, s.k.leases(), m)
 	_, err := pipe.Exec(ctx)
 	return err
 }
 
-// wakeParked makes every parked job waiting for cfg due now (after the
+// unpark drops a parked job (it was archived, or cannot be).
+func (s *store) unpark(ctx context.Context, m string) error {
+	pipe := s.rdb.TxPipeline()
+	pipe.ZRem(ctx, s.k.parked(), m)
+	pipe.HDel(ctx, s.k.jobs(), m)
+	pipe.HDel(ctx, s.k.leases(), m)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// wakeParkedScript makes every parked job waiting for a configuration
+// due now, except one a drainer holds under a live lease.
+var wakeParkedScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local n = 0
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local lease = tonumber(redis.call('HGET', KEYS[3], m) or '0')
+  if lease <= now and redis.call('ZSCORE', KEYS[2], m) then
+    redis.call('ZADD', KEYS[2], now, m)
+    n = n + 1
+  end
+end
+return n
+`)
+
+// wakeParked makes the parked work waiting for cfg due now (after the
 // configuration changed or worked again).
 func (s *store) wakeParked(ctx context.Context, cfg string, now time.Time) error {
-	members, err := s.rdb.SMembers(ctx, s.k.waiting(cfg)).Result()
-	if err != nil || len(members) == 0 {
-		return err
+	return wakeParkedScript.Run(ctx, s.rdb, []string{s.k.waiting(cfg), s.k.parked(), s.k.leases()}, now.UnixMilli()).Err()
+}
+
+// beginIntent records, before an encrypted upload, the key it writes, and
+// returns what an earlier attempt recorded: an encrypted object cannot be
+// compared with what would be sent, so finding its key taken is resolved
+// by whether this artifact's own earlier attempt named it.
+func (s *store) beginIntent(ctx context.Context, domain, id, cfg, key string) (string, error) {
+	prev, err := s.rdb.HGet(ctx, s.k.intent(domain), id).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return "", err
 	}
-	pipe := s.rdb.Pipeline()
-	for _, m := range members {
-		pipe.ZAddXX(ctx, s.k.parked(), redis.Z{Score: float64(now.UnixMilli()), Member: m})
+	if err := s.rdb.HSet(ctx, s.k.intent(domain), id, cfg+"\n"+key).Err(); err != nil {
+		return "", err
 	}
-	_, err = pipe.Exec(ctx)
-	return err
+	return prev, nil
 }

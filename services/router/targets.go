@@ -63,47 +63,73 @@ func (s *Service) open(r *eventv1.ArchiveConfigRecord) (target.Target, error) {
 }
 
 // targetCache keeps one target (and its connections) per configuration
-// version.
+// version. A target replaced by a newer version, or forgotten, closes only
+// once the last operation using it has released it, so a change to a
+// configuration never cuts an upload in flight.
 type targetCache struct {
 	open func(*eventv1.ArchiveConfigRecord) (target.Target, error)
 	mu   sync.Mutex
-	m    map[string]cachedTarget
+	m    map[string]*cachedTarget
 }
 
 type cachedTarget struct {
 	version int64
 	t       target.Target
+	refs    int
+	stale   bool
 }
 
 func newTargetCache(open func(*eventv1.ArchiveConfigRecord) (target.Target, error)) *targetCache {
-	return &targetCache{open: open, m: map[string]cachedTarget{}}
+	return &targetCache{open: open, m: map[string]*cachedTarget{}}
 }
 
-func (c *targetCache) get(r *eventv1.ArchiveConfigRecord) (target.Target, error) {
+// get returns the target of r's version and the function that releases it.
+func (c *targetCache) get(r *eventv1.ArchiveConfigRecord) (target.Target, func(), error) {
 	version := r.GetUpdatedAt().AsTime().UnixNano()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ct, ok := c.m[r.GetId()]; ok {
-		if ct.version == version {
-			return ct.t, nil
+	ct, ok := c.m[r.GetId()]
+	if ok && ct.version != version {
+		c.retire(r.GetId(), ct)
+		ok = false
+	}
+	if !ok {
+		t, err := c.open(r)
+		if err != nil {
+			return nil, nil, err
 		}
+		ct = &cachedTarget{version: version, t: t}
+		c.m[r.GetId()] = ct
+	}
+	ct.refs++
+	var once sync.Once
+	return ct.t, func() { once.Do(func() { c.release(ct) }) }, nil
+}
+
+func (c *targetCache) release(ct *cachedTarget) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ct.refs--
+	if ct.stale && ct.refs == 0 {
 		_ = ct.t.Close()
-		delete(c.m, r.GetId())
 	}
-	t, err := c.open(r)
-	if err != nil {
-		return nil, err
+}
+
+// retire drops ct from the cache; it closes now if unused, else on its
+// last release. c.mu is held.
+func (c *targetCache) retire(id string, ct *cachedTarget) {
+	delete(c.m, id)
+	ct.stale = true
+	if ct.refs == 0 {
+		_ = ct.t.Close()
 	}
-	c.m[r.GetId()] = cachedTarget{version: version, t: t}
-	return t, nil
 }
 
 func (c *targetCache) forget(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ct, ok := c.m[id]; ok {
-		_ = ct.t.Close()
-		delete(c.m, id)
+		c.retire(id, ct)
 	}
 }
 
@@ -111,8 +137,7 @@ func (c *targetCache) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id, ct := range c.m {
-		_ = ct.t.Close()
-		delete(c.m, id)
+		c.retire(id, ct)
 	}
 }
 

@@ -6,6 +6,7 @@ package match
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -99,7 +100,7 @@ func Best(configs []Config, it Item) Result {
 			continue
 		}
 		if !c.Enabled {
-			skipped = append(skipped, c.label())
+			skipped = append(skipped, c.Level.String())
 			continue
 		}
 		if best == nil || c.Level > best.Level || (c.Level == best.Level && c.ID < best.ID) {
@@ -111,8 +112,10 @@ func Best(configs []Config, it Item) Result {
 	}
 	reason := fmt.Sprintf("no enabled configuration takes %s of domain %s, reseller %s or the system", it.Kind, it.Domain, it.Reseller)
 	if len(skipped) > 0 {
+		// The levels only: the reason is shown to the domain's users, who
+		// need not learn other tenants' configuration names.
 		sort.Strings(skipped)
-		reason += "; disabled: " + strings.Join(skipped, ", ")
+		reason += "; disabled at " + strings.Join(slices.Compact(skipped), ", ") + " level"
 	}
 	return Result{Reason: reason}
 }
@@ -128,12 +131,4 @@ func (c *Config) matches(it Item) bool {
 	default:
 		return false
 	}
-}
-
-func (c *Config) label() string {
-	name := c.Name
-	if name == "" {
-		name = c.ID
-	}
-	return fmt.Sprintf("%s (%s %s)", name, c.Level, c.Match)
 }

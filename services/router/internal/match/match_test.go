@@ -31,7 +31,7 @@ func TestBest(t *testing.T) {
 		{"a domain of r1 without its own goes to R1", example, Item{"r1", "d.example", KindRecording}, "R1", nil},
 		{"no system: not archived, with why", withoutS, Item{"r2", "c.example", KindRecording}, "", []string{"c.example", "r2", "recordings"}},
 		{"nothing configured", nil, Item{"r1", "a.example", KindRecording}, "", []string{"no enabled configuration"}},
-		{"the reason names what was disabled", example[3:], Item{"r1", "b.example", KindRecording}, "", []string{"disabled: D2 (domain b.example)"}},
+		{"the reason names the level of what was disabled, not its name", example[3:], Item{"r1", "b.example", KindRecording}, "", []string{"disabled at domain level"}},
 		{"a CDR-only domain config leaves recordings to the reseller", cdrOnlyDomain, Item{"r1", "a.example", KindRecording}, "R1", nil},
 		{"and takes the CDRs", cdrOnlyDomain, Item{"r1", "a.example", KindCDR}, "DC", nil},
 		{"a recordings-only system config takes no CDRs", example[:1], Item{"r9", "z.example", KindCDR}, "", []string{"CDRs"}},
@@ -85,5 +85,26 @@ func TestBestIgnoresOrder(t *testing.T) {
 				t.Fatalf("order %v: %+v went to %s, want %s", cs, it, got, want[i])
 			}
 		}
+	}
+}
+
+// TestReasonNamesNoConfiguration: the reason is shown to the domain's
+// users; it names levels, never another tenant's configuration.
+func TestReasonNamesNoConfiguration(t *testing.T) {
+	cs := []Config{
+		{ID: "cfg-1", Name: "Reseller Secret Bucket", Level: LevelReseller, Match: "r1", Recordings: true},
+		{ID: "cfg-2", Name: "Ops Archive", Level: LevelSystem, Recordings: true},
+	}
+	got := Best(cs, Item{"r1", "a.example", KindRecording})
+	if got.OK {
+		t.Fatal("a disabled configuration was chosen")
+	}
+	for _, leak := range []string{"cfg-1", "cfg-2", "Secret Bucket", "Ops Archive"} {
+		if strings.Contains(got.Reason, leak) {
+			t.Errorf("reason %q names %q", got.Reason, leak)
+		}
+	}
+	if !strings.Contains(got.Reason, "reseller, system level") {
+		t.Errorf("reason %q does not say which levels were disabled", got.Reason)
 	}
 }

@@ -7,6 +7,8 @@
 package pathtmpl
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -109,6 +111,9 @@ func (t *Template) String() string { return t.src }
 // Render fills the template. Each value is escaped so it stays inside its
 // own path segment: "/" and every byte outside [A-Za-z0-9._@+-] become
 // %XX, a value of "." or ".." is escaped whole, and an empty value is "_".
+// An escaped value longer than MaxValueLen keeps its first bytes and ends
+// in "~" and 16 hex digits of its SHA-256, so it stays distinct and short
+// enough for a file name.
 func (t *Template) Render(v Values) string {
 	var b strings.Builder
 	at := v.Time.UTC()
@@ -143,7 +148,25 @@ func (t *Template) Render(v Values) string {
 	return b.String()
 }
 
+// MaxValueLen bounds one rendered value (a SIP call id may be 256
+// characters, more once escaped; a file name holds 255 bytes).
+const MaxValueLen = 120
+
 func escape(s string) string {
+	e := escapeAll(s)
+	if len(e) <= MaxValueLen {
+		return e
+	}
+	cut := MaxValueLen - 17
+	// Never cut inside a %XX.
+	if i := strings.LastIndexByte(e[:cut], '%'); i >= 0 && i > cut-3 {
+		cut = i
+	}
+	sum := sha256.Sum256([]byte(s))
+	return e[:cut] + "~" + hex.EncodeToString(sum[:8])
+}
+
+func escapeAll(s string) string {
 	switch s {
 	case "":
 		return "_"

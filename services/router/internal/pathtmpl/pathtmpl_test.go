@@ -70,3 +70,34 @@ func TestRenderKeepsValuesInTheirSegment(t *testing.T) {
 		t.Errorf("an empty user rendered %q, want a.example/c/_/r", got)
 	}
 }
+
+// TestRenderBoundsLongValues: a call id of 256 characters (more once
+// escaped) still renders into a file-name-sized segment, and two long
+// values differing only at the end stay distinct.
+func TestRenderBoundsLongValues(t *testing.T) {
+	tp, err := Parse("{domain}/{call_id}/{recording_id}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("/", 250) + "a"
+	other := strings.Repeat("/", 250) + "b"
+	a := tp.Render(Values{Domain: "a.example", CallID: long, RecordingID: "r"})
+	b := tp.Render(Values{Domain: "a.example", CallID: other, RecordingID: "r"})
+	seg := strings.Split(a, "/")[1]
+	if len(seg) > MaxValueLen || !strings.Contains(seg, "~") {
+		t.Fatalf("a long call id rendered %d bytes: %q", len(seg), seg)
+	}
+	for i := 0; i < len(seg); i++ {
+		if seg[i] == '%' && (i+2 >= len(seg) || !isHex(seg[i+1]) || !isHex(seg[i+2])) {
+			t.Fatalf("the cut split an escape at %d: %q", i, seg)
+		}
+	}
+	if a == b {
+		t.Error("two different long call ids rendered the same key")
+	}
+	if short := tp.Render(Values{Domain: "a.example", CallID: "c-1", RecordingID: "r"}); short != "a.example/c-1/r" {
+		t.Errorf("a short value changed: %q", short)
+	}
+}
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'A' && c <= 'F' }

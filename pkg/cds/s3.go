@@ -50,20 +50,8 @@ func NewS3(cfg S3Config) (*S3, error) {
 	if region == "" {
 		region = "us-east-1"
 	}
-	awsCfg := aws.Config{
-		Region:      region,
-		Credentials: credentials.NewStaticCredentialsProvider(cfg.AccessKey, cfg.SecretKey, ""),
-	}
-	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
-		if cfg.Endpoint != "" {
-			o.BaseEndpoint = aws.String(cfg.Endpoint)
-		}
-		o.UsePathStyle = cfg.PathStyle
-		// Checksums only when the operation requires them: not every
-		// S3-compatible server accepts trailing checksums.
-		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
-		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
-	})
+	cfg.Region = region
+	client := NewS3Client(cfg)
 	tm := transfermanager.New(client, func(o *transfermanager.Options) {
 		o.PartSizeBytes = partSize
 		o.MultipartUploadThreshold = partSize
@@ -71,6 +59,30 @@ func NewS3(cfg S3Config) (*S3, error) {
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 	})
 	return &S3{client: client, tm: tm, bucket: cfg.Bucket}, nil
+}
+
+// NewS3Client is the S3 client callvault uses for every S3-compatible
+// service: static credentials, the endpoint when one is given, path-style
+// addressing as configured, and checksums only where an operation requires
+// them (the SDK's default CRC trailers are refused by several
+// S3-compatible servers). optFns adjust it further.
+func NewS3Client(cfg S3Config, optFns ...func(*s3.Options)) *s3.Client {
+	region := cfg.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	awsCfg := aws.Config{
+		Region:      region,
+		Credentials: credentials.NewStaticCredentialsProvider(cfg.AccessKey, cfg.SecretKey, ""),
+	}
+	return s3.NewFromConfig(awsCfg, append([]func(*s3.Options){func(o *s3.Options) {
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.Endpoint)
+		}
+		o.UsePathStyle = cfg.PathStyle
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	}}, optFns...)...)
 }
 
 // EnsureBucket creates the bucket when it does not exist.

@@ -19,10 +19,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/callvault/callvault/pkg/cds"
 )
 
 // S3Class is the storage class archived objects are written in.
@@ -128,28 +129,13 @@ func newS3(cfg S3Config, optFns ...func(*s3.Options)) (*S3, error) {
 		}
 	}
 
-	awsCfg := aws.Config{
-		Region:      region,
-		Credentials: credentials.NewStaticCredentialsProvider(cfg.AccessKey, cfg.SecretKey, ""),
-	}
-	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
-		if cfg.Endpoint != "" {
-			o.BaseEndpoint = aws.String(cfg.Endpoint)
-		}
-		o.UsePathStyle = cfg.PathStyle
-		// Checksums only where an operation requires them, for AWS too.
-		// The SDK's default CRC trailers (aws-chunked bodies) are refused
-		// by several S3-compatible servers, and Put does its own integrity
-		// work that every provider understands: x-amz-checksum-sha256 on a
-		// single PutObject, Content-MD5 on each part (which also satisfies
-		// Object Lock's checksum requirement), and a read-back hash. One
-		// behaviour everywhere keeps the path tested here the path AWS gets.
-		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
-		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
-		for _, fn := range optFns {
-			fn(o)
-		}
-	})
+	// One behaviour everywhere, AWS included: checksums only where an
+	// operation requires them. Put does its own integrity work that every
+	// provider understands: x-amz-checksum-sha256 on a single PutObject,
+	// Content-MD5 on each part (which also satisfies Object Lock's checksum
+	// requirement), and a read-back hash; the path tested here is the path
+	// AWS gets.
+	client := cds.NewS3Client(cds.S3Config{Endpoint: cfg.Endpoint, Region: region, AccessKey: cfg.AccessKey, SecretKey: cfg.SecretKey, PathStyle: cfg.PathStyle}, optFns...)
 	return &S3{
 		client:   client,
 		bucket:   cfg.Bucket,

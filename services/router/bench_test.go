@@ -5,8 +5,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,6 +63,7 @@ func benchOffload(b *testing.B, kind string) {
 		r := recording{id: "rec-" + strconv.Itoa(i), domain: "a.example", reseller: "r1", body: body}
 		rg.admit(r)
 	}
+	cpu0 := cpuNow()
 	start := time.Now()
 	rg.start()
 	deadline := time.Now().Add(10 * time.Minute)
@@ -77,14 +81,22 @@ func benchOffload(b *testing.B, kind string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	routerSecs := time.Since(start).Seconds()
-	rg.stop()
+	rg.stop() // closes its connections: the server's processes for them end
+	time.Sleep(300 * time.Millisecond)
+	routerCPU := cpuNow().since(cpu0)
 
 	var serial, four float64
+	cpu1 := cpuNow()
 	if kind == "s3" {
 		serial = putLoop(b, rg, body, 1)
-		four = putLoop(b, rg, body, 4)
 	} else {
 		serial = sftpLoop(b, dir, body, 1)
+	}
+	time.Sleep(300 * time.Millisecond)
+	loopCPU := cpuNow().since(cpu1)
+	if kind == "s3" {
+		four = putLoop(b, rg, body, 4)
+	} else {
 		four = sftpLoop(b, dir, body, 4)
 	}
 	mb := float64(benchRecordings) // 1 MB each
@@ -95,6 +107,10 @@ func benchOffload(b *testing.B, kind string) {
 	b.ReportMetric(mb/four, "loop4-MB/s")
 	b.ReportMetric(routerMBs/(mb/serial), "router/loop")
 	b.ReportMetric(routerMBs/(mb/four), "router/loop4")
+	if kind == "sftp" {
+		fmt.Fprintf(os.Stderr, "offload sftp CPU per MB: router %.2f ms here + %.2f ms in sshd; serial loop %.2f ms here + %.2f ms in sshd (2 cores)\n",
+			1000*routerCPU.self/mb, 1000*routerCPU.sshd/mb, 1000*loopCPU.self/mb, 1000*loopCPU.sshd/mb)
+	}
 	fmt.Fprintf(os.Stderr, "offload %s: router %.1f MB/s (%.1f recordings/s) | serial loop %.1f MB/s -> ratio %.2f | 4-writer loop %.1f MB/s -> ratio %.2f (goal 0.7)\n",
 		kind, routerMBs, float64(benchRecordings)/routerSecs, mb/serial, routerMBs/(mb/serial), mb/four, routerMBs/(mb/four))
 }
@@ -197,4 +213,41 @@ func sftpLoop(b *testing.B, dir string, body []byte, n int) float64 {
 	close(next)
 	wg.Wait()
 	return time.Since(start).Seconds()
+}
+
+// cpu is CPU seconds used so far: this process, and the test sshd's
+// connection processes that have ended (the master collects them).
+type cpu struct{ self, sshd float64 }
+
+func (c cpu) since(o cpu) cpu { return cpu{c.self - o.self, c.sshd - o.sshd} }
+
+func cpuNow() cpu {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	self := float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
+	return cpu{self: self, sshd: sshdChildrenCPU()}
+}
+
+// sshdChildrenCPU reads the test sshd master's collected children's CPU
+// (cutime + cstime) from /proc; 0 where it cannot.
+func sshdChildrenCPU() float64 {
+	pidFile := filepath.Join(filepath.Dir(os.Getenv("CALLVAULT_TEST_SFTP_KEY")), "sshd.pid")
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		return 0
+	}
+	stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(raw)) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name in parentheses; cutime and cstime are
+	// fields 16 and 17 of the whole line.
+	rest := string(stat[strings.LastIndexByte(string(stat), ')')+2:])
+	f := strings.Fields(rest)
+	if len(f) < 15 {
+		return 0
+	}
+	cu, _ := strconv.ParseFloat(f[13], 64)
+	cs, _ := strconv.ParseFloat(f[14], 64)
+	return (cu + cs) / 100 // clock ticks of 1/100 s
 }

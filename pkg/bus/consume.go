@@ -112,6 +112,9 @@ type Consumer struct {
 	// of handler one at a time.
 	batch     BatchHandler
 	batchSize int
+
+	// workers, when above 0, runs handler on that many messages at once.
+	workers int
 }
 
 // NewConsumer returns a consumer; Run starts it.
@@ -161,6 +164,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	if c.batch != nil {
 		return c.runBatches(ctx, cons)
+	}
+	if c.workers > 0 {
+		return c.runConcurrent(ctx, cons)
 	}
 	// Handlers run on a context that outlives ctx so a drain can finish the
 	// messages in hand; each call is still bounded by HandlerTimeout.

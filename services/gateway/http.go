@@ -206,10 +206,8 @@ func (s *Service) handleMedia(w http.ResponseWriter, r *http.Request) {
 	}
 	h.Set("Content-Type", rec.ContentType)
 	h.Set("Content-Length", strconv.FormatInt(length, 10))
-	if r.Method == http.MethodHead {
-		w.WriteHeader(status)
-		return
-	}
+	// HEAD answers what GET would: the bytes are looked for the same way
+	// (the central copy, else the archive), only not sent.
 	body, err := s.store.Open(r.Context(), rec.ObjectKey, offset, length)
 	if errors.Is(err, cds.ErrNotFound) && s.archive != nil {
 		// The central copy is gone (culled, or migrated away): play the
@@ -231,6 +229,9 @@ func (s *Service) handleMedia(w http.ResponseWriter, r *http.Request) {
 	}
 	defer body.Close()
 	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return
+	}
 	n, err := io.Copy(w, body)
 	label := "full"
 	if partial {

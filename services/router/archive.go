@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/callvault/callvault/pkg/apierr"
 	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/cds"
 	"github.com/callvault/callvault/pkg/tenant"
@@ -38,47 +41,43 @@ const (
 // it waits for is marked error meanwhile.
 type transientError struct {
 	configID string
-	// quiet: the configuration did not fail (nothing matched); its status
-	// is left alone.
+	// quiet: the configuration did not fail (nothing matched, or it was
+	// busy); its status is left alone.
 	quiet bool
-	err   error
+	// busy: no turn at the target came in time.
+	busy bool
+	err  error
 }
+
+// turnWait bounds the wait for a turn at a configuration's target.
+const turnWait = time.Minute
 
 func (e *transientError) Error() string { return e.err.Error() }
 func (e *transientError) Unwrap() error { return e.err }
 
-// handleBatch archives a batch of admission decisions concurrently, each
-// upload holding its configuration's semaphore. A transient failure is
-// retried with backoff by the stream for the first ParkAfter deliveries,
-// then parked: the message is acknowledged and the work waits in the
-// router's own list, so a target that stays down holds no stream slot.
-func (s *Service) handleBatch(ctx context.Context, msgs []jetstream.Msg) []error {
-	errs := make([]error, len(msgs))
-	var wg sync.WaitGroup
-	for i, m := range msgs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = s.handle(ctx, m)
-		}()
-	}
-	wg.Wait()
-	return errs
-}
-
+// handle archives one admission decision (the consumer runs Workers of
+// them at once, each upload also holding its configuration's semaphore).
+// A transient failure is retried with backoff by the stream for the first
+// ParkAfter deliveries, then parked: the message is acknowledged and the
+// work waits in the router's own list, so a target that stays down holds
+// no stream slot.
 func (s *Service) handle(ctx context.Context, m jetstream.Msg) error {
 	env, err := bus.DecodeEnvelope(m.Data())
 	if err != nil {
+		return err
+	}
+	if err := s.ensureRestored(ctx); err != nil {
 		return err
 	}
 	attempts, seq := uint64(1), uint64(0)
 	if md, err := m.Metadata(); err == nil {
 		attempts, seq = md.NumDelivered, md.Sequence.Stream
 	}
-	_, err = s.archiveOne(ctx, env, seq)
+	_, err = s.archiveOne(ctx, env, jobInfo{seq: seq})
 	var te *transientError
 	if errors.As(err, &te) && attempts >= uint64(s.set.ParkAfter) {
-		if perr := s.st.park(ctx, env.GetTenant().GetDomain(), env.GetArtifactId(), m.Data(), time.Now().Add(s.set.ParkedRetry)); perr != nil {
+		info := jobInfo{seq: seq, hadTarget: !te.busy}
+		if perr := s.st.park(ctx, env.GetTenant().GetDomain(), env.GetArtifactId(), m.Data(), time.Now().Add(s.set.ParkedRetry), info); perr != nil {
 			return fmt.Errorf("park after %w: %w", err, perr)
 		}
 		s.metrics.transfers.WithLabelValues("parked").Inc()
@@ -89,8 +88,10 @@ func (s *Service) handle(ctx context.Context, m jetstream.Msg) error {
 }
 
 // archiveOne archives the artifact an admission decision admitted, unless
-// its archive record exists. seq is the decision's stream sequence.
-func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, seq uint64) (outcome, error) {
+// its archive record exists. job carries the decision's stream sequence
+// and whether the artifact already waited for a configuration.
+func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, job jobInfo) (outcome, error) {
+	seq := job.seq
 	adm := env.GetAdmitted()
 	rec := adm.GetRecording()
 	if adm == nil {
@@ -118,7 +119,8 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, seq uin
 		return 0, err
 	}
 	if done != nil {
-		return outcomeSkipped, nil
+		// A wait an attempt that lost to another left behind goes too.
+		return outcomeSkipped, s.st.clearWait(ctx, domain, id)
 	}
 	records, err := s.st.allConfigs(ctx)
 	if err != nil {
@@ -142,8 +144,11 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, seq uin
 		if err != nil {
 			return 0, err
 		}
-		if prev, ok := w[id]; ok {
-			msg := "nothing matches now (" + best.Reason + "); kept for configuration " + prev.ConfigID
+		if prev, ok := w[id]; ok || job.hadTarget {
+			msg := "nothing matches now (" + best.Reason + "); kept until a configuration takes it"
+			if prev.ConfigID != "" {
+				msg += ", such as " + prev.ConfigID + " enabled again"
+			}
 			if werr := s.st.markWaiting(ctx, domain, id, prev.ConfigID, msg, time.Now(), false); werr != nil {
 				return 0, werr
 			}
@@ -158,9 +163,16 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, seq uin
 		return outcomeNotArchived, nil
 	}
 	cfg := byID[best.Config.ID]
-	release, err := s.sem.acquire(ctx, cfg.GetId())
+	// A turn at the target waits a bounded time, so the lease of a parked
+	// job and the deadline of a delivery cover the wait and the upload.
+	wctx, cancel := context.WithTimeout(ctx, turnWait)
+	release, err := s.sem.acquire(wctx, cfg.GetId())
+	cancel()
 	if err != nil {
-		return 0, err
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		return 0, &transientError{configID: cfg.GetId(), quiet: true, busy: true, err: fmt.Errorf("configuration %s is busy with other uploads", cfg.GetId())}
 	}
 	defer release()
 	stored, retain, err := s.upload(ctx, cfg, env, rec, id)
@@ -194,7 +206,7 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, seq uin
 	}
 	base.ConfigId, base.Location, base.Key = cfg.GetId(), stored.Location, stored.Key
 	base.SizeBytes, base.Sha256, base.Encrypted = stored.Size, stored.SHA256, cfg.GetAgeRecipient() != ""
-	base.StorageType = cfg.GetStorageType()
+	base.StorageType, base.Service = cfg.GetStorageType(), serviceOf(cfg)
 	base.StorageClass = storageClass(cfg)
 	if !retain.IsZero() {
 		base.RetainUntil = timestamppb.New(retain)
@@ -210,6 +222,14 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, seq uin
 		s.log.Warn("waking parked work", "config", cfg.GetId(), "err", err)
 	}
 	return outcomeArchived, nil
+}
+
+// serviceOf names the service a configuration's objects are on.
+func serviceOf(cfg *eventv1.ArchiveConfigRecord) string {
+	if cfg.GetStorageType() == typeSFTP {
+		return net.JoinHostPort(cfg.GetHost(), strconv.Itoa(int(cfg.GetPort())))
+	}
+	return cfg.GetEndpoint()
 }
 
 func storageClass(cfg *eventv1.ArchiveConfigRecord) string {
@@ -261,10 +281,11 @@ type unstorableError struct{ msg string }
 func (e *unstorableError) Error() string { return e.msg }
 
 // Object key limits every target kind keeps: S3 keys up to 1,024 bytes,
-// file names (one segment) up to 255.
+// file names (one segment) up to 255, less the 26 bytes the SFTP target's
+// temporary name adds to the last one.
 const (
 	maxKeyLen     = 1024
-	maxSegmentLen = 255
+	maxSegmentLen = 255 - 26
 )
 
 func storable(key string) error {
@@ -295,28 +316,30 @@ func (s *Service) upload(ctx context.Context, cfg *eventv1.ArchiveConfigRecord, 
 		return target.Stored{}, time.Time{}, err
 	}
 	media := rec.GetMedia()
+	ctx, cancel := context.WithTimeout(ctx, s.set.UploadTimeout)
+	defer cancel()
+	// The central copy first: a recording deleted meanwhile is recorded as
+	// such whatever else the configuration asks.
+	src, err := s.d.CDS.Open(ctx, media.GetKey(), 0, -1)
+	if err != nil {
+		return target.Stored{}, time.Time{}, err
+	}
+	defer src.Close()
 	var retain time.Time
 	if cfg.GetWormMode() != "" {
 		if retain, err = s.retainUntil(ctx, env.GetTenant().GetDomain(), id); err != nil {
 			return target.Stored{}, time.Time{}, err
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.set.UploadTimeout)
-	defer cancel()
-	src, err := s.d.CDS.Open(ctx, media.GetKey(), 0, -1)
-	if err != nil {
-		return target.Stored{}, time.Time{}, err
-	}
-	defer src.Close()
 	// Plain, the target itself checks the bytes it sends against the size
 	// and SHA-256 the catalog recorded; encrypted, what it sends is
 	// ciphertext, so the source is checked on the way in.
 	body := io.Reader(src)
 	opts := target.PutOptions{ContentType: media.GetContentType(), Size: media.GetSizeBytes(), SHA256: media.GetSha256(), RetainUntil: retain}
-	var earlier string
+	domain := env.GetTenant().GetDomain()
 	if r := cfg.GetAgeRecipient(); r != "" {
-		if earlier, err = s.st.beginIntent(ctx, env.GetTenant().GetDomain(), id, cfg.GetId(), key); err != nil {
-			return target.Stored{}, time.Time{}, err
+		opts.BeforeCommit = func(sum string, _ int64) error {
+			return s.st.noteIntent(ctx, domain, id, cfg.GetId(), key, sum)
 		}
 		enc, err := encrypting(newCheckedReader(src, media.GetSha256(), media.GetSizeBytes()), r)
 		if err != nil {
@@ -326,25 +349,26 @@ func (s *Service) upload(ctx context.Context, cfg *eventv1.ArchiveConfigRecord, 
 		body = enc
 		opts.ContentType, opts.Size, opts.SHA256 = "application/age-encryption", -1, ""
 	}
-	stored, err := tg.Put(ctx, key, body, opts)
-	if !errors.Is(err, target.ErrExists) {
-		return stored, retain, err
+	stored, putErr := tg.Put(ctx, key, body, opts)
+	if !errors.Is(putErr, target.ErrExists) {
+		return stored, retain, putErr
 	}
 	// The key is taken. Plain, it is this recording when it holds the very
 	// bytes (an earlier attempt stored them and stopped before recording
-	// it). Encrypted, the bytes cannot be compared: it is this recording
-	// when this artifact's own earlier attempt named that key before it
-	// uploaded (its rename or conditional write only leaves a whole object).
+	// it). Encrypted, it is when it hashes to what one of this artifact's
+	// own attempts was about to commit at that key.
 	sum, size, herr := objectHash(ctx, tg, key)
 	if herr != nil {
 		return target.Stored{}, time.Time{}, fmt.Errorf("%s is taken and could not be read back: %w", key, herr)
 	}
 	ours := sum == media.GetSha256() && size == media.GetSizeBytes()
 	if cfg.GetAgeRecipient() != "" {
-		ours = earlier == cfg.GetId()+"\n"+key
+		if ours, err = s.st.intended(ctx, domain, id, cfg.GetId(), key, sum); err != nil {
+			return target.Stored{}, time.Time{}, err
+		}
 	}
 	if !ours {
-		return target.Stored{}, time.Time{}, fmt.Errorf("%s already holds other bytes; the router never overwrites a remote object: %w", key, err)
+		return target.Stored{}, time.Time{}, fmt.Errorf("%s already holds other bytes; the router never overwrites a remote object: %w", key, putErr)
 	}
 	return target.Stored{Location: tg.Locate(key), Key: key, Size: size, SHA256: sum}, retain, nil
 }
@@ -367,8 +391,15 @@ func objectHash(ctx context.Context, tg target.Target, key string) (string, int6
 func (s *Service) retainUntil(ctx context.Context, domain, id string) (time.Time, error) {
 	if s.retention != nil {
 		at, err := s.retention.DeleteBy(ctx, domain, id)
+		if errors.Is(err, apierr.ErrNotFound) {
+			return time.Time{}, cds.ErrNotFound // deleted meanwhile
+		}
 		if err != nil {
 			return time.Time{}, fmt.Errorf("delete-by date for WORM retention: %w", err)
+		}
+		if !at.IsZero() && !at.After(time.Now()) {
+			// Locking it would keep it past what its policy allows.
+			return time.Time{}, &unstorableError{fmt.Sprintf("its delete-by date %s has passed: a WORM archive would keep it longer than its policy allows", at.UTC().Format(time.RFC3339))}
 		}
 		if !at.IsZero() {
 			return at.UTC(), nil
@@ -396,18 +427,44 @@ func (s *Service) record(ctx context.Context, admitted *eventv1.Envelope, a *eve
 	return err
 }
 
-// drain retries parked work when it is due, until ctx ends.
+// drain retries parked work when it is due, until ctx ends. It claims
+// only as many jobs as it has free workers, so a claimed job starts at
+// once and its lease covers its turn and its upload; each job frees its
+// worker when it ends, never waiting for the others.
 func (s *Service) drain(ctx context.Context) error {
 	tick := time.NewTicker(s.drainEvery())
 	defer tick.Stop()
+	slots := make(chan struct{}, s.set.Workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
 		}
-		if err := s.drainOnce(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("draining parked archive work", "err", err)
+		if err := s.ensureRestored(ctx); err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("draining parked archive work", "err", err)
+			}
+			continue
+		}
+		free := cap(slots) - len(slots)
+		jobs, err := s.st.claimDue(ctx, time.Now(), s.set.UploadTimeout+turnWait+time.Minute, free)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("draining parked archive work", "err", err)
+			}
+			continue
+		}
+		for _, j := range jobs {
+			slots <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				s.retryParked(context.WithoutCancel(ctx), j)
+			}()
 		}
 	}
 }
@@ -423,36 +480,15 @@ func (s *Service) drainEvery() time.Duration {
 	return d
 }
 
-// drainOnce takes the parked jobs that are due (each leased so no other
-// router instance takes it meanwhile) and tries them.
-func (s *Service) drainOnce(ctx context.Context) error {
-	jobs, err := s.st.claimDue(ctx, time.Now(), s.set.UploadTimeout+time.Minute, 4*s.set.Workers)
-	if err != nil || len(jobs) == 0 {
-		return err
-	}
-	var wg sync.WaitGroup
-	work := make(chan struct{}, s.set.Workers)
-	for m, data := range jobs {
-		wg.Add(1)
-		work <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-work }()
-			s.retryParked(ctx, m, data)
-		}()
-	}
-	wg.Wait()
-	return nil
-}
-
-func (s *Service) retryParked(ctx context.Context, m string, data []byte) {
+func (s *Service) retryParked(ctx context.Context, j parkedJob) {
+	m := j.member
 	env := &eventv1.Envelope{}
-	if err := proto.Unmarshal(data, env); err != nil {
+	if err := proto.Unmarshal(j.env, env); err != nil {
 		s.log.Error("a parked job does not decode; dropped", "job", m, "err", err)
 		_ = s.st.unpark(ctx, m)
 		return
 	}
-	_, err := s.archiveOne(ctx, env, 0)
+	_, err := s.archiveOne(ctx, env, j.info)
 	if err == nil {
 		if uerr := s.st.unpark(ctx, m); uerr != nil {
 			s.log.Warn("unpark", "job", m, "err", uerr)

@@ -180,12 +180,12 @@ func TestEncryptedObjectLeftByAnInterruptedAttempt(t *testing.T) {
 	}
 	_, _ = w.Write(body)
 	_ = w.Close()
-	key := "a.example/2026/11/02/call-rec-1_rec-1.wav.age"
+	key := "a.example/2026/11/02/call-rec-1/rec-1.wav.age"
 	if _, err := rg.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: bytes.NewReader(ct.Bytes())}); err != nil {
 		t.Fatal(err)
 	}
-	// ...and the intent it recorded before it uploaded.
-	if err := rg.d.Redis.HSet(ctx, rg.d.Names.Namespace()+":{a.example}:archintent", "rec-1", E.GetId()+"\n"+key).Err(); err != nil {
+	// ...and the intent it recorded just before it committed that object.
+	if err := rg.d.Redis.SAdd(ctx, rg.d.Names.Namespace()+":{a.example}:archintent:rec-1", E.GetId()+"\n"+key+"\n"+sha(ct.Bytes())).Err(); err != nil {
 		t.Fatal(err)
 	}
 	rg.admit(recording{id: "rec-1", domain: "a.example", reseller: "r1", body: body})

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/callvault/callvault/pkg/apierr"
 	"github.com/callvault/callvault/pkg/auth"
@@ -199,23 +202,16 @@ func (s *Service) OpenArchive(ctx context.Context, p auth.Principal, domain, id 
 	if err != nil {
 		return Archived{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	tg, release, err := s.targets.get(cfg)
+	tg, key, release, err := s.archivedTarget(cfg, a)
 	if err != nil {
-		return Archived{}, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
-	}
-	// The configuration may have been pointed elsewhere since: read only
-	// from where the recording was stored.
-	if loc := tg.Locate(a.GetKey()); loc != a.GetLocation() {
-		release()
-		return Archived{}, fmt.Errorf("%w: recording %s was archived to %s, but configuration %s now points to %s; its archived copy cannot be read through it",
-			apierr.ErrUnavailable, id, a.GetLocation(), a.GetConfigId(), loc)
+		return Archived{}, err
 	}
 	size := a.GetSizeBytes()
 	if offset >= size {
 		release()
 		return Archived{Body: io.NopCloser(eofReader{}), Size: size, Location: a.GetLocation()}, nil
 	}
-	rc, err := tg.Open(ctx, a.GetKey(), offset, length)
+	rc, err := tg.Open(ctx, key, offset, length)
 	if errors.Is(err, target.ErrNotFound) {
 		release()
 		return Archived{}, fmt.Errorf("%w: the archived copy of %s is gone from %s", apierr.ErrNotFound, id, a.GetLocation())
@@ -225,6 +221,41 @@ func (s *Service) OpenArchive(ctx context.Context, p auth.Principal, domain, id 
 		return Archived{}, fmt.Errorf("%w: reading the archive: %w", apierr.ErrUnavailable, err)
 	}
 	return Archived{Body: releasing{rc, release}, Size: size, Location: a.GetLocation()}, nil
+}
+
+// archivedTarget is the target and key to read an archive record from:
+// the configuration's own when it still points where the object was
+// stored; the same bucket without the prefix when only the prefix changed
+// (the record's location holds the whole key); otherwise an error, never
+// another service's bytes.
+func (s *Service) archivedTarget(cfg *eventv1.ArchiveConfigRecord, a *eventv1.ArtifactArchived) (target.Target, string, func(), error) {
+	moved := func(now string) error {
+		return fmt.Errorf("%w: recording %s was archived to %s, but configuration %s now points to %s; its archived copy cannot be read through it",
+			apierr.ErrUnavailable, a.GetArtifactId(), a.GetLocation(), a.GetConfigId(), now)
+	}
+	if a.GetService() != serviceOf(cfg) || isS3Family(a.GetStorageType()) != isS3Family(cfg.GetStorageType()) {
+		return nil, "", nil, moved(cfg.GetStorageType() + " " + serviceOf(cfg))
+	}
+	tg, release, err := s.targets.get(cfg)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	if loc := tg.Locate(a.GetKey()); loc == a.GetLocation() {
+		return tg, a.GetKey(), release, nil
+	}
+	release()
+	bucketRoot := "s3://" + cfg.GetBucket() + "/"
+	if !isS3Family(cfg.GetStorageType()) || !strings.HasPrefix(a.GetLocation(), bucketRoot) {
+		return nil, "", nil, moved(tg.Locate(a.GetKey()))
+	}
+	// Only the prefix changed: read the whole key from the bucket's root.
+	root := proto.Clone(cfg).(*eventv1.ArchiveConfigRecord)
+	root.Prefix = ""
+	tg, release, err = s.targets.getAs(cfg.GetId()+rootVariant, root)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	return tg, strings.TrimPrefix(a.GetLocation(), bucketRoot), release, nil
 }
 
 // releasing releases the target when the body is closed.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -82,6 +83,7 @@ type Service struct {
 	targets   *targetCache
 	sem       *semaphores
 	metrics   *metrics
+	restoreMu sync.Mutex
 }
 
 type metrics struct {
@@ -155,10 +157,10 @@ func (s *Service) Run(ctx context.Context) error {
 	spec := bus.DefaultSpec(s.d.Names.IngestStream(), ArchiveConsumer, s.d.Names.AdmittedSubject())
 	spec.BackOff = s.set.RetryBackOff
 	spec.MaxDeliver = s.set.ParkAfter + 5
-	spec.HandlerTimeout = s.set.UploadTimeout + time.Minute
+	spec.HandlerTimeout = s.set.UploadTimeout + turnWait + time.Minute
 	spec.AckWait = 2 * time.Minute
 	spec.MaxAckPending = 4 * s.set.Workers
-	archive := bus.NewBatchConsumer(s.d.JS, s.d.Names, spec, s.set.Workers, s.handleBatch, s.log, s.d.Bus)
+	archive := bus.NewConcurrentConsumer(s.d.JS, s.d.Names, spec, s.set.Workers, s.handle, s.log, s.d.Bus)
 	cspec := bus.DefaultSpec(s.d.Names.ConfigStream(), ConfigConsumer, s.d.Names.ArchiveConfigSubject())
 	cspec.MaxAckPending = 1
 	configs := bus.NewConsumer(s.d.JS, s.d.Names, cspec, func(ctx context.Context, m jetstream.Msg) error {
@@ -177,6 +179,23 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return configs.Run(gctx) })
 	g.Go(func() error { return s.drain(gctx) })
 	return g.Wait()
+}
+
+// ensureRestored restores the router's state when its marker is gone (a
+// Redis that lost its data under a running router), before anything is
+// decided on an empty state.
+func (s *Service) ensureRestored(ctx context.Context) error {
+	n, err := s.d.Redis.Exists(ctx, s.st.k.built()).Result()
+	if err != nil || n == 1 {
+		return err
+	}
+	s.restoreMu.Lock()
+	defer s.restoreMu.Unlock()
+	if n, err := s.d.Redis.Exists(ctx, s.st.k.built()).Result(); err != nil || n == 1 {
+		return err
+	}
+	s.log.Warn("the router's state is gone from Redis; restoring it from the streams before going on")
+	return s.Restore(ctx)
 }
 
 // Restore re-applies every archive configuration event in order and, when
@@ -257,7 +276,9 @@ func (s *Service) reparkUnarchived(ctx context.Context) (int, error) {
 				return err
 			}
 			n++
-			return s.st.park(ctx, domain, id, data, time.Now())
+			// It may have waited for a configuration: keep it waiting
+			// rather than record it not archived if nothing matches.
+			return s.st.park(ctx, domain, id, data, time.Now(), jobInfo{seq: seq, hadTarget: true})
 		})
 	return n, err
 }

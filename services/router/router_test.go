@@ -77,7 +77,7 @@ func TestBestMatchAtEachLevel(t *testing.T) {
 		}
 		return nil
 	})
-	if len(sftpFiles) != 1 || !strings.HasSuffix(sftpFiles[0], "a.example/2026/11/02/call-rec-a_rec-a.wav") {
+	if len(sftpFiles) != 1 || !strings.HasSuffix(sftpFiles[0], "a.example/2026/11/02/call-rec-a/rec-a.wav") {
 		t.Fatalf("the SFTP target holds %v", sftpFiles)
 	}
 	if got, _ := os.ReadFile(sftpFiles[0]); !bytes.Equal(got, recs["rec-a"].body) {

@@ -246,7 +246,7 @@ func TestCrashAfterUploadIsNotArchivedTwice(t *testing.T) {
 	bucket := rg.bucket(false)
 	D := rg.createPair(aDomain)(rg.s3Pair(t, "D", "domain", "a.example", bucket))
 	body := randomBytes(4000)
-	key := "a.example/2026/11/02/call-rec-1_rec-1.wav"
+	key := "a.example/2026/11/02/call-rec-1/rec-1.wav"
 	// The earlier attempt's object, as it would be left.
 	if _, err := rg.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: bytes.NewReader(body)}); err != nil {
 		t.Fatal(err)
@@ -258,7 +258,7 @@ func TestCrashAfterUploadIsNotArchivedTwice(t *testing.T) {
 	}
 	// Someone else's bytes at the next key: refused, kept, the recording waits.
 	other := []byte("not the recording")
-	key2 := "a.example/2026/11/02/call-rec-2_rec-2.wav"
+	key2 := "a.example/2026/11/02/call-rec-2/rec-2.wav"
 	if _, err := rg.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key2), Body: bytes.NewReader(other)}); err != nil {
 		t.Fatal(err)
 	}

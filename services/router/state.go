@@ -26,10 +26,11 @@ import (
 //	ns:{_archive}:parked         zset  domain/artifact -> when to try next (ms)
 //	ns:{_archive}:leases         hash  domain/artifact -> lease end (ms) of the drainer trying it
 //	ns:{_archive}:jobs           hash  domain/artifact -> ArtifactAdmitted envelope
+//	ns:{_archive}:jobinfo        hash  domain/artifact -> admission sequence "\n" 1 when it had a target
 //	ns:{_archive}:lock, :built   the change lock; the restore marker
 //	ns:{domain}:arch             hash  artifact id -> ArtifactArchived
 //	ns:{domain}:archwait         hash  artifact id -> config id "\n" last error
-//	ns:{domain}:archintent       hash  artifact id -> config id "\n" key of an encrypted upload begun
+//	ns:{domain}:archintent:<id>  set   config id "\n" key "\n" SHA-256 of each encrypted upload about to commit
 type keys struct{ ns string }
 
 func (k keys) g(name string) string         { return k.ns + ":{_archive}:" + name }
@@ -40,11 +41,14 @@ func (k keys) waiting(id string) string     { return k.g("waiting:" + id) }
 func (k keys) parked() string               { return k.g("parked") }
 func (k keys) leases() string               { return k.g("leases") }
 func (k keys) jobs() string                 { return k.g("jobs") }
+func (k keys) jobInfo() string              { return k.g("jobinfo") }
 func (k keys) lock() string                 { return k.g("lock") }
 func (k keys) built() string                { return k.g("built") }
 func (k keys) done(domain string) string    { return k.ns + ":{" + domain + "}:arch" }
 func (k keys) pending(domain string) string { return k.ns + ":{" + domain + "}:archwait" }
-func (k keys) intent(domain string) string  { return k.ns + ":{" + domain + "}:archintent" }
+func (k keys) intent(domain, id string) string {
+	return k.ns + ":{" + domain + "}:archintent:" + id
+}
 
 func member(domain, id string) string { return domain + "/" + id }
 
@@ -210,7 +214,7 @@ func (s *store) recordDone(ctx context.Context, domain string, a *eventv1.Artifa
 	pipe := s.rdb.TxPipeline()
 	added := pipe.HSetNX(ctx, s.k.done(domain), id, b)
 	pipe.HDel(ctx, s.k.pending(domain), id)
-	pipe.HDel(ctx, s.k.intent(domain), id)
+	pipe.Del(ctx, s.k.intent(domain, id))
 	if _, err := pipe.Exec(ctx); err != nil {
 		return false, err
 	}
@@ -222,6 +226,7 @@ func (s *store) recordDone(ctx context.Context, domain string, a *eventv1.Artifa
 	}
 	pipe.ZRem(ctx, s.k.parked(), m)
 	pipe.HDel(ctx, s.k.jobs(), m)
+	pipe.HDel(ctx, s.k.jobInfo(), m)
 	pipe.HDel(ctx, s.k.leases(), m)
 	if added.Val() && a.GetConfigId() != "" {
 		pipe.HIncrBy(ctx, s.k.status(a.GetConfigId()), "archived", 1)
@@ -233,24 +238,60 @@ func (s *store) recordDone(ctx context.Context, domain string, a *eventv1.Artifa
 	return added.Val(), err
 }
 
+// markWaitingScript records what an artifact waits on, unless its archive
+// record exists (an attempt that lost to another must not leave a wait
+// behind the winner). It returns the configuration waited for before ("" for
+// none), or false when the artifact is archived.
+var markWaitingScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return false end
+local prev = redis.call('HGET', KEYS[2], ARGV[1]) or ''
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return prev
+`)
+
 // markWaiting records that an artifact waits for cfg after msg, moving
 // it off whatever configuration it waited for before; failed marks the
-// configuration's status error (it is false when nothing failed, e.g.
-// nothing matches for now).
+// configuration's status error (false when nothing failed, e.g. nothing
+// matches for now). cfg may be empty (waiting for any match). Nothing
+// changes for an artifact already archived.
 func (s *store) markWaiting(ctx context.Context, domain, id, cfg, msg string, at time.Time, failed bool) error {
-	prev, err := s.rdb.HGet(ctx, s.k.pending(domain), id).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	res, err := markWaitingScript.Run(ctx, s.rdb, []string{s.k.done(domain), s.k.pending(domain)}, id, cfg+"\n"+msg).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil // archived meanwhile
+	}
+	if err != nil {
 		return err
 	}
+	prev, _ := res.(string)
 	m := member(domain, id)
 	pipe := s.rdb.Pipeline()
-	if prevCfg, _, _ := cut(prev); prev != "" && prevCfg != cfg {
+	if prevCfg, _, _ := cut(prev); prev != "" && prevCfg != cfg && prevCfg != "" {
 		pipe.SRem(ctx, s.k.waiting(prevCfg), m)
 	}
-	pipe.HSet(ctx, s.k.pending(domain), id, cfg+"\n"+msg)
-	pipe.SAdd(ctx, s.k.waiting(cfg), m)
-	if failed {
-		pipe.HSet(ctx, s.k.status(cfg), "err", msg, "err_at", at.UnixMilli())
+	if cfg != "" {
+		pipe.SAdd(ctx, s.k.waiting(cfg), m)
+		if failed {
+			pipe.HSet(ctx, s.k.status(cfg), "err", msg, "err_at", at.UnixMilli())
+		}
+	}
+	_, err = pipe.Exec(ctx)
+	return err
+}
+
+// clearWait removes a wait an earlier attempt left for an artifact that
+// is archived.
+func (s *store) clearWait(ctx context.Context, domain, id string) error {
+	w, err := s.rdb.HGet(ctx, s.k.pending(domain), id).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	pipe := s.rdb.Pipeline()
+	pipe.HDel(ctx, s.k.pending(domain), id)
+	if cfg, _, _ := cut(w); cfg != "" {
+		pipe.SRem(ctx, s.k.waiting(cfg), member(domain, id))
 	}
 	_, err = pipe.Exec(ctx)
 	return err
@@ -258,10 +299,11 @@ func (s *store) markWaiting(ctx context.Context, domain, id, cfg, msg string, at
 
 // park keeps the work of an artifact whose target keeps failing, so the
 // consumer can move on; the drainer tries it again at next.
-func (s *store) park(ctx context.Context, domain, id string, env []byte, next time.Time) error {
+func (s *store) park(ctx context.Context, domain, id string, env []byte, next time.Time, j jobInfo) error {
 	m := member(domain, id)
 	pipe := s.rdb.TxPipeline()
 	pipe.HSet(ctx, s.k.jobs(), m, env)
+	pipe.HSet(ctx, s.k.jobInfo(), m, j.String())
 	pipe.ZAdd(ctx, s.k.parked(), redis.Z{Score: float64(next.UnixMilli()), Member: m})
 	_, err := pipe.Exec(ctx)
 	return err
@@ -280,6 +322,7 @@ for _, m in ipairs(due) do
     redis.call('HSET', KEYS[3], m, ARGV[2])
     table.insert(out, m)
     table.insert(out, job)
+    table.insert(out, redis.call('HGET', KEYS[4], m) or '')
   else
     redis.call('ZREM', KEYS[1], m)
     redis.call('HDEL', KEYS[3], m)
@@ -288,14 +331,46 @@ end
 return out
 `)
 
-func (s *store) claimDue(ctx context.Context, now time.Time, lease time.Duration, n int) (map[string][]byte, error) {
-	res, err := claimDueScript.Run(ctx, s.rdb, []string{s.k.parked(), s.k.jobs(), s.k.leases()}, now.UnixMilli(), now.Add(lease).UnixMilli(), n).StringSlice()
+// parkedJob is a claimed parked job.
+type parkedJob struct {
+	member string
+	env    []byte
+	info   jobInfo
+}
+
+// jobInfo is what a parked job knows beside its decision.
+type jobInfo struct {
+	seq uint64 // the admission's stream sequence
+	// hadTarget: it waited for a configuration (so, when nothing matches
+	// any more, it keeps waiting rather than being recorded not archived).
+	hadTarget bool
+}
+
+func (j jobInfo) String() string {
+	t := "0"
+	if j.hadTarget {
+		t = "1"
+	}
+	return strconv.FormatUint(j.seq, 10) + "\n" + t
+}
+
+func parseJobInfo(s string) jobInfo {
+	seq, t, _ := cut(s)
+	n, _ := strconv.ParseUint(seq, 10, 64)
+	return jobInfo{seq: n, hadTarget: t == "1"}
+}
+
+func (s *store) claimDue(ctx context.Context, now time.Time, lease time.Duration, n int) ([]parkedJob, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	res, err := claimDueScript.Run(ctx, s.rdb, []string{s.k.parked(), s.k.jobs(), s.k.leases(), s.k.jobInfo()}, now.UnixMilli(), now.Add(lease).UnixMilli(), n).StringSlice()
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string][]byte, len(res)/2)
-	for i := 0; i+1 < len(res); i += 2 {
-		out[res[i]] = []byte(res[i+1])
+	out := make([]parkedJob, 0, len(res)/3)
+	for i := 0; i+2 < len(res); i += 3 {
+		out = append(out, parkedJob{member: res[i], env: []byte(res[i+1]), info: parseJobInfo(res[i+2])})
 	}
 	return out, nil
 }
@@ -314,6 +389,7 @@ func (s *store) unpark(ctx context.Context, m string) error {
 	pipe := s.rdb.TxPipeline()
 	pipe.ZRem(ctx, s.k.parked(), m)
 	pipe.HDel(ctx, s.k.jobs(), m)
+	pipe.HDel(ctx, s.k.jobInfo(), m)
 	pipe.HDel(ctx, s.k.leases(), m)
 	_, err := pipe.Exec(ctx)
 	return err
@@ -340,17 +416,18 @@ func (s *store) wakeParked(ctx context.Context, cfg string, now time.Time) error
 	return wakeParkedScript.Run(ctx, s.rdb, []string{s.k.waiting(cfg), s.k.parked(), s.k.leases()}, now.UnixMilli()).Err()
 }
 
-// beginIntent records, before an encrypted upload, the key it writes, and
-// returns what an earlier attempt recorded: an encrypted object cannot be
-// compared with what would be sent, so finding its key taken is resolved
-// by whether this artifact's own earlier attempt named it.
-func (s *store) beginIntent(ctx context.Context, domain, id, cfg, key string) (string, error) {
-	prev, err := s.rdb.HGet(ctx, s.k.intent(domain), id).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return "", err
-	}
-	if err := s.rdb.HSet(ctx, s.k.intent(domain), id, cfg+"\n"+key).Err(); err != nil {
-		return "", err
-	}
-	return prev, nil
+// noteIntent records, just before an encrypted upload commits, the
+// configuration, key and SHA-256 of what it stores: encrypted bytes cannot
+// be compared with what another attempt would send (age encrypts to a
+// fresh key each time), so an attempt that finds its key taken adopts the
+// object only if it hashes to what one of this artifact's own attempts
+// was about to commit there.
+func (s *store) noteIntent(ctx context.Context, domain, id, cfg, key, sum string) error {
+	return s.rdb.SAdd(ctx, s.k.intent(domain, id), cfg+"\n"+key+"\n"+sum).Err()
+}
+
+// intended reports whether one of the artifact's attempts was about to
+// commit exactly that object.
+func (s *store) intended(ctx context.Context, domain, id, cfg, key, sum string) (bool, error) {
+	return s.rdb.SIsMember(ctx, s.k.intent(domain, id), cfg+"\n"+key+"\n"+sum).Result()
 }

@@ -85,12 +85,17 @@ func newTargetCache(open func(*eventv1.ArchiveConfigRecord) (target.Target, erro
 
 // get returns the target of r's version and the function that releases it.
 func (c *targetCache) get(r *eventv1.ArchiveConfigRecord) (target.Target, func(), error) {
+	return c.getAs(r.GetId(), r)
+}
+
+// getAs is get for a variant of a configuration cached under its own name.
+func (c *targetCache) getAs(name string, r *eventv1.ArchiveConfigRecord) (target.Target, func(), error) {
 	version := r.GetUpdatedAt().AsTime().UnixNano()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ct, ok := c.m[r.GetId()]
+	ct, ok := c.m[name]
 	if ok && ct.version != version {
-		c.retire(r.GetId(), ct)
+		c.retire(name, ct)
 		ok = false
 	}
 	if !ok {
@@ -99,7 +104,7 @@ func (c *targetCache) get(r *eventv1.ArchiveConfigRecord) (target.Target, func()
 			return nil, nil, err
 		}
 		ct = &cachedTarget{version: version, t: t}
-		c.m[r.GetId()] = ct
+		c.m[name] = ct
 	}
 	ct.refs++
 	var once sync.Once
@@ -128,10 +133,15 @@ func (c *targetCache) retire(id string, ct *cachedTarget) {
 func (c *targetCache) forget(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ct, ok := c.m[id]; ok {
-		c.retire(id, ct)
+	for _, name := range []string{id, id + rootVariant} {
+		if ct, ok := c.m[name]; ok {
+			c.retire(name, ct)
+		}
 	}
 }
+
+// rootVariant names a configuration's target without its prefix.
+const rootVariant = "#root"
 
 func (c *targetCache) closeAll() {
 	c.mu.Lock()

@@ -1802,7 +1802,10 @@ type ArtifactArchived struct {
 	// The admission decision this follows (its stream sequence).
 	AdmittedSequence uint64 `protobuf:"varint,13,opt,name=admitted_sequence,json=admittedSequence,proto3" json:"admitted_sequence,omitempty"`
 	// The storage type of the configuration at the time.
-	StorageType   string `protobuf:"bytes,14,opt,name=storage_type,json=storageType,proto3" json:"storage_type,omitempty"`
+	StorageType string `protobuf:"bytes,14,opt,name=storage_type,json=storageType,proto3" json:"storage_type,omitempty"`
+	// The service the object is on: the S3 endpoint (empty for AWS) or the
+	// SFTP server's host:port. Playback reads only from that service.
+	Service       string `protobuf:"bytes,15,opt,name=service,proto3" json:"service,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1931,6 +1934,13 @@ func (x *ArtifactArchived) GetAdmittedSequence() uint64 {
 func (x *ArtifactArchived) GetStorageType() string {
 	if x != nil {
 		return x.StorageType
+	}
+	return ""
+}
+
+func (x *ArtifactArchived) GetService() string {
+	if x != nil {
+		return x.Service
 	}
 	return ""
 }
@@ -2842,7 +2852,7 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\fSealedSecret\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x10\n" +
-	"\x03box\x18\x03 \x01(\fR\x03box\"\xa6\x04\n" +
+	"\x03box\x18\x03 \x01(\fR\x03box\"\xc0\x04\n" +
 	"\x10ArtifactArchived\x12\x1f\n" +
 	"\vartifact_id\x18\x01 \x01(\tR\n" +
 	"artifactId\x120\n" +
@@ -2861,7 +2871,8 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\varchived_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"archivedAt\x12+\n" +
 	"\x11admitted_sequence\x18\r \x01(\x04R\x10admittedSequence\x12!\n" +
-	"\fstorage_type\x18\x0e \x01(\tR\vstorageType\"\x8d\x02\n" +
+	"\fstorage_type\x18\x0e \x01(\tR\vstorageType\x12\x18\n" +
+	"\aservice\x18\x0f \x01(\tR\aservice\"\x8d\x02\n" +
 	"\tLegalHold\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\breseller\x18\x02 \x01(\tR\breseller\x12\x16\n" +

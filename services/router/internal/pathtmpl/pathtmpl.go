@@ -15,7 +15,7 @@ import (
 )
 
 // Default is the template of a configuration that names none.
-const Default = "{domain}/{yyyy}/{mm}/{dd}/{call_id}_{recording_id}.{ext}"
+const Default = "{domain}/{yyyy}/{mm}/{dd}/{call_id}/{recording_id}.{ext}"
 
 // MaxLen bounds a template.
 const MaxLen = 512
@@ -101,6 +101,19 @@ func Parse(src string) (*Template, error) {
 	}
 	if !hasID {
 		return nil, fmt.Errorf("must contain {recording_id}: without it two recordings would map to one object")
+	}
+	// In the segment of {recording_id} no other field but {ext} (from a
+	// fixed set): "{call_id}_{recording_id}" renders call c1 recording
+	// leg_2 and call c1_leg recording 2 alike. Values cannot hold "/", so
+	// fields in other segments never run into it.
+	for _, seg := range strings.Split(src, "/") {
+		if !strings.Contains(seg, "{recording_id}") {
+			continue
+		}
+		rest := strings.ReplaceAll(strings.ReplaceAll(seg, "{recording_id}", ""), "{ext}", "")
+		if strings.Contains(rest, "{") {
+			return nil, fmt.Errorf("must give {recording_id} a path segment of its own (with {ext} and fixed text only): other fields beside it can render two recordings alike")
+		}
 	}
 	return t, nil
 }

@@ -18,6 +18,8 @@ func TestParseRefuses(t *testing.T) {
 		{"{domain}/{recording_id", "without its }"},
 		{"{domain}}/{recording_id}", "without its {"},
 		{"{domain}/x", "must contain {recording_id}"},
+		{"{domain}/{call_id}_{recording_id}", "a path segment of its own"},
+		{"{domain}/{recording_id}-{user}.{ext}", "a path segment of its own"},
 		{"a\\b/{recording_id}", "literal text"},
 		{"a b/{recording_id}", "literal text"},
 		{"{domain}/{recording_id}/", "not end with /"},
@@ -33,7 +35,7 @@ func TestRender(t *testing.T) {
 	at := time.Date(2027, 3, 1, 23, 30, 0, 0, time.FixedZone("x", -5*3600)) // 2 March UTC
 	v := Values{Reseller: "r1", Domain: "a.example", User: "101", CallID: "abc@pbx", RecordingID: "rec-1", Time: at, Ext: "wav"}
 	for _, tc := range []struct{ src, want string }{
-		{Default, "a.example/2027/03/02/abc@pbx_rec-1.wav"},
+		{Default, "a.example/2027/03/02/abc@pbx/rec-1.wav"},
 		{"{reseller}/{domain}/{user}/{recording_id}", "r1/a.example/101/rec-1"},
 		{"calls-{yyyy}{mm}{dd}/{recording_id}.{ext}", "calls-20270302/rec-1.wav"},
 	} {

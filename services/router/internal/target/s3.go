@@ -328,6 +328,9 @@ func (s *S3) putSingle(ctx context.Context, objKey string, body []byte, opts Put
 	if opts.ContentType != "" {
 		in.ContentType = aws.String(opts.ContentType)
 	}
+	if err := opts.commit(sum[:], int64(len(body))); err != nil {
+		return nil, fmt.Errorf("s3 put %s: %w", objKey, err)
+	}
 	out, err := s.client.PutObject(ctx, in)
 	if err != nil {
 		return nil, s.writeErr(objKey, err)
@@ -412,6 +415,9 @@ func (s *S3) putMultipart(ctx context.Context, objKey string, first []byte, r io
 	digest = h.Sum(nil)
 	if want != nil && !bytes.Equal(digest, want) {
 		return 0, nil, s.mismatch(objKey, digest, want)
+	}
+	if err := opts.commit(digest, size); err != nil {
+		return 0, nil, fmt.Errorf("s3 put %s: %w", objKey, err)
 	}
 	_, err = s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket:          aws.String(s.bucket),

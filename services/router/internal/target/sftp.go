@@ -431,6 +431,11 @@ func (s *SFTP) Put(ctx context.Context, key string, r io.Reader, opts PutOptions
 	if err := s.verify(ctx, c, tmp, n, sum); err != nil {
 		return Stored{}, err
 	}
+	if raw, _ := hex.DecodeString(sum); opts.BeforeCommit != nil {
+		if err := opts.commit(raw, n); err != nil {
+			return Stored{}, fmt.Errorf("sftp put %s: %w", key, err)
+		}
+	}
 
 	if err := c.Rename(tmp, final); err != nil {
 		if _, serr := c.Lstat(final); serr == nil {

@@ -7,6 +7,7 @@ package target
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +39,20 @@ type PutOptions struct {
 	// RetainUntil, when set on a WORM S3 target, is the Object Lock
 	// retain-until date of the object.
 	RetainUntil time.Time
+	// BeforeCommit, when set, is called with the SHA-256 (hex) and size of
+	// the whole body once it is staged and just before the step that makes
+	// the object appear at key (PutObject, CompleteMultipartUpload, the
+	// SFTP rename); an error from it aborts the Put. A caller that cannot
+	// compare the bytes later (encrypted ones) records them here.
+	BeforeCommit func(sha256 string, size int64) error
+}
+
+// commit runs opts.BeforeCommit, if any.
+func (o PutOptions) commit(sum []byte, size int64) error {
+	if o.BeforeCommit == nil {
+		return nil
+	}
+	return o.BeforeCommit(hex.EncodeToString(sum), size)
 }
 
 // Target is one configured remote storage.

@@ -206,7 +206,6 @@ func (rg *rig) getObject(bucket, key string) []byte {
 	return b
 }
 
-
 // s3Config is an S3 configuration of the test server, whose real secret
 // goes in the secret; storageType is s3, s3_glacier_ir or wasabi.
 func s3Config(t testing.TB, name, level, match, storageType, bucket string) (*routerv1.ArchiveConfig, *routerv1.ArchiveSecret) {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -57,4 +59,25 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, n Names, from 
 		})
 	}
 	return out, nil
+}
+
+// PublishDeadLetter writes a dead letter for work that left its stream
+// before it proved poison (a job a consumer kept aside): the message data,
+// the reason, and where it came from (stream, subject, sequence), as the
+// consumer's own dead letters carry. The same source sequence is written
+// once (Nats-Msg-Id).
+func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, names Names, consumer, stream, subject string, seq uint64, data []byte, reason string) error {
+	dl := &nats.Msg{Subject: names.DeadLetterSubject(consumer), Data: data, Header: nats.Header{}}
+	dl.Header.Set(HeaderDeadReason, reason)
+	dl.Header.Set(HeaderDeadStream, stream)
+	dl.Header.Set(HeaderDeadSubject, subject)
+	dl.Header.Set(HeaderDeadConsumer, consumer)
+	dl.Header.Set(HeaderDeadSequence, strconv.FormatUint(seq, 10))
+	dl.Header.Set(HeaderDeadAttempts, "1")
+	ctx, cancel := context.WithTimeout(ctx, DeadLetterTimeout)
+	defer cancel()
+	if _, err := js.PublishMsg(ctx, dl, jetstream.WithMsgID(consumer+":"+strconv.FormatUint(seq, 10))); err != nil {
+		return fmt.Errorf("dead letter: %w", err)
+	}
+	return nil
 }

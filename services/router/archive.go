@@ -484,8 +484,7 @@ func (s *Service) retryParked(ctx context.Context, j parkedJob) {
 	m := j.member
 	env := &eventv1.Envelope{}
 	if err := proto.Unmarshal(j.env, env); err != nil {
-		s.log.Error("a parked job does not decode; dropped", "job", m, "err", err)
-		_ = s.st.unpark(ctx, m)
+		s.deadLetterParked(ctx, j, fmt.Errorf("a parked job does not decode: %w", err))
 		return
 	}
 	_, err := s.archiveOne(ctx, env, j.info)
@@ -496,11 +495,25 @@ func (s *Service) retryParked(ctx context.Context, j parkedJob) {
 		return
 	}
 	if bus.IsPoison(err) {
-		s.log.Error("a parked job cannot be archived; dropped", "job", m, "err", err)
-		_ = s.st.unpark(ctx, m)
+		s.deadLetterParked(ctx, j, err)
 		return
 	}
 	if rerr := s.st.reschedule(ctx, m, time.Now().Add(s.set.ParkedRetry)); rerr != nil {
 		s.log.Warn("reschedule", "job", m, "err", rerr)
+	}
+}
+
+// deadLetterParked moves a parked job that can never succeed to the
+// dead-letter stream with the reason; it leaves the list only once its
+// dead letter is written (else it is tried, and dead-lettered, again).
+func (s *Service) deadLetterParked(ctx context.Context, j parkedJob, why error) {
+	if err := bus.PublishDeadLetter(ctx, s.d.JS, s.d.Names, ArchiveConsumer, s.d.Names.IngestStream(), s.d.Names.AdmittedSubject(), j.info.seq, j.env, why.Error()); err != nil {
+		s.log.Error("a parked job cannot be archived and its dead letter failed; it stays parked", "job", j.member, "reason", why, "err", err)
+		_ = s.st.reschedule(ctx, j.member, time.Now().Add(s.set.ParkedRetry))
+		return
+	}
+	s.log.Warn("a parked job cannot be archived: dead-lettered", "job", j.member, "reason", why)
+	if err := s.st.unpark(ctx, j.member); err != nil {
+		s.log.Warn("unpark", "job", j.member, "err", err)
 	}
 }

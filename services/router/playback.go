@@ -98,10 +98,16 @@ func (s *Service) ArchiveStates(ctx context.Context, p auth.Principal, domain st
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	names := map[string]string{}
+	// Names and errors of configurations the caller does not see (a
+	// reseller's or the system's, for a domain's users) are not shown.
+	names, hidden := map[string]string{}, map[string]bool{}
 	if all, err := s.st.allConfigs(ctx); err == nil {
 		for _, c := range all {
-			names[c.GetId()] = c.GetName()
+			if visible(p, c) {
+				names[c.GetId()] = c.GetName()
+			} else {
+				hidden[c.GetId()] = true
+			}
 		}
 	}
 	out := make([]*routerv1.ArchiveState, 0, len(ids))
@@ -120,6 +126,9 @@ func (s *Service) ArchiveStates(ctx context.Context, p auth.Principal, domain st
 			st.State = "pending"
 			if w, ok := waiting[id]; ok {
 				st.ConfigId, st.ConfigName, st.Reason = w.ConfigID, names[w.ConfigID], w.Err
+				if hidden[w.ConfigID] {
+					st.Reason = "waiting for an archive configuration above this domain, which reports a failure to its owner"
+				}
 			}
 		}
 		out = append(out, st)

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/callvault/callvault/pkg/apierr"
 	"github.com/callvault/callvault/pkg/auth"
@@ -484,5 +485,63 @@ func TestREST(t *testing.T) {
 	}
 	if resp, _ := srv.do(t, "GET", "/api/v1/archive/configs/"+id, "a", nil); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("read after delete = %d", resp.StatusCode)
+	}
+}
+
+// TestUnusableParkedJobIsDeadLettered: a parked job that can never
+// succeed (it does not decode) reaches the dead-letter stream with the
+// reason and its admission's sequence, and leaves the list.
+func TestUnusableParkedJobIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, fastSettings(t))
+	ctx := context.Background()
+	g := func(name string) string { return rg.d.Names.Namespace() + ":{_archive}:" + name }
+	m := "a.example/rec-bad"
+	pipe := rg.d.Redis.TxPipeline()
+	pipe.HSet(ctx, g("jobs"), m, "\xff\xfe not an envelope")
+	pipe.HSet(ctx, g("jobinfo"), m, "41\n1")
+	pipe.ZAdd(ctx, g("parked"), redis.Z{Score: float64(time.Now().UnixMilli()), Member: m})
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var dls []bus.DeadLetter
+	testenv.WaitFor(t, "the parked job dead-lettered", func() bool {
+		dls, _ = bus.ListDeadLetters(ctx, rg.d.JS, rg.d.Names, 1, 10)
+		return len(dls) == 1
+	})
+	if !strings.Contains(dls[0].Reason, "does not decode") || dls[0].SourceSequence != "41" || dls[0].Consumer != "router-archive" {
+		t.Errorf("dead letter = %+v", dls[0])
+	}
+	testenv.WaitFor(t, "the job gone from the list", func() bool {
+		n, _ := rg.d.Redis.ZCard(ctx, g("parked")).Result()
+		k, _ := rg.d.Redis.HLen(ctx, g("jobs")).Result()
+		return n == 0 && k == 0
+	})
+}
+
+// TestArchiveStateHidesOtherTenantsConfigurations: a domain admin whose
+// recording waits for its reseller's failing configuration sees that it
+// waits, not that configuration's name or error; the reseller sees both.
+func TestArchiveStateHidesOtherTenantsConfigurations(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, fastSettings(t))
+	ctx := context.Background()
+	c, s := rg.s3Pair(t, "R1 private archive", "reseller", "r1", "missing-"+bucketName(t))
+	R1 := rg.create(r1, c, s)
+	rg.admit(recording{id: "rec-1", domain: "a.example", reseller: "r1", body: randomBytes(100)})
+	testenv.WaitFor(t, "rec-1 waiting", func() bool { return rg.status(R1.GetId()).GetWaiting() == 1 })
+	dom, err := rg.svc.ArchiveStates(ctx, aDomain, "a.example", []string{"rec-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dom[0].GetState() != "pending" || dom[0].GetConfigName() != "" || strings.Contains(dom[0].GetReason(), "missing-") {
+		t.Errorf("the domain admin sees %+v", dom[0])
+	}
+	res, err := rg.svc.ArchiveStates(ctx, r1, "a.example", []string{"rec-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].GetConfigName() != "R1 private archive" || !strings.Contains(res[0].GetReason(), "bucket") {
+		t.Errorf("the reseller sees %+v", res[0])
 	}
 }

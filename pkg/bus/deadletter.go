@@ -64,9 +64,9 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, n Names, from 
 // PublishDeadLetter writes a dead letter for work that left its stream
 // before it proved poison (a job a consumer kept aside): the message data,
 // the reason, and where it came from (stream, subject, sequence), as the
-// consumer's own dead letters carry. The same source sequence is written
-// once (Nats-Msg-Id).
-func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, names Names, consumer, stream, subject string, seq uint64, data []byte, reason string) error {
+// consumer's own dead letters carry. msgID (the Nats-Msg-Id) makes a
+// repeat of the same dead letter a duplicate the stream drops.
+func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, names Names, consumer, stream, subject string, seq uint64, data []byte, reason, msgID string) error {
 	dl := &nats.Msg{Subject: names.DeadLetterSubject(consumer), Data: data, Header: nats.Header{}}
 	dl.Header.Set(HeaderDeadReason, reason)
 	dl.Header.Set(HeaderDeadStream, stream)
@@ -76,7 +76,7 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, names Names,
 	dl.Header.Set(HeaderDeadAttempts, "1")
 	ctx, cancel := context.WithTimeout(ctx, DeadLetterTimeout)
 	defer cancel()
-	if _, err := js.PublishMsg(ctx, dl, jetstream.WithMsgID(consumer+":"+strconv.FormatUint(seq, 10))); err != nil {
+	if _, err := js.PublishMsg(ctx, dl, jetstream.WithMsgID(msgID)); err != nil {
 		return fmt.Errorf("dead letter: %w", err)
 	}
 	return nil

@@ -507,7 +507,10 @@ func (s *Service) retryParked(ctx context.Context, j parkedJob) {
 // dead-letter stream with the reason; it leaves the list only once its
 // dead letter is written (else it is tried, and dead-lettered, again).
 func (s *Service) deadLetterParked(ctx context.Context, j parkedJob, why error) {
-	if err := bus.PublishDeadLetter(ctx, s.d.JS, s.d.Names, ArchiveConsumer, s.d.Names.IngestStream(), s.d.Names.AdmittedSubject(), j.info.seq, j.env, why.Error()); err != nil {
+	// Named by the job, not only its sequence: a job without one must not
+	// collide with another's dead letter.
+	msgID := ArchiveConsumer + ":parked:" + j.member + ":" + strconv.FormatUint(j.info.seq, 10)
+	if err := bus.PublishDeadLetter(ctx, s.d.JS, s.d.Names, ArchiveConsumer, s.d.Names.IngestStream(), s.d.Names.AdmittedSubject(), j.info.seq, j.env, why.Error(), msgID); err != nil {
 		s.log.Error("a parked job cannot be archived and its dead letter failed; it stays parked", "job", j.member, "reason", why, "err", err)
 		_ = s.st.reschedule(ctx, j.member, time.Now().Add(s.set.ParkedRetry))
 		return

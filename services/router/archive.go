@@ -77,14 +77,36 @@ func (s *Service) handle(ctx context.Context, m jetstream.Msg) error {
 	var te *transientError
 	if errors.As(err, &te) && attempts >= uint64(s.set.ParkAfter) {
 		info := jobInfo{seq: seq, hadTarget: !te.busy}
-		if perr := s.st.park(ctx, env.GetTenant().GetDomain(), env.GetArtifactId(), m.Data(), time.Now().Add(s.set.ParkedRetry), info); perr != nil {
+		if perr := s.st.park(ctx, env.GetTenant().GetDomain(), bus.ArtifactID(env), m.Data(), time.Now().Add(s.set.ParkedRetry), info); perr != nil {
 			return fmt.Errorf("park after %w: %w", err, perr)
 		}
 		s.metrics.transfers.WithLabelValues("parked").Inc()
-		s.log.Warn("archive target keeps failing; the artifact waits for it", "config", te.configID, "artifact", env.GetArtifactId(), "err", err)
+		s.log.Warn("archive target keeps failing; the artifact waits for it", "config", te.configID, "artifact", bus.ArtifactID(env), "err", err)
 		return nil
 	}
 	return err
+}
+
+// checkDecision refuses an admission the router can never act on.
+func checkDecision(env *eventv1.Envelope) error {
+	adm := env.GetAdmitted()
+	if adm == nil {
+		return bus.Poison(fmt.Errorf("event %s on the admission subject is not an admission", env.GetId()))
+	}
+	rec := adm.GetRecording()
+	if rec == nil {
+		return nil
+	}
+	if err := tenant.CheckDomain(env.GetTenant().GetDomain()); err != nil {
+		return bus.Poison(fmt.Errorf("admission %s: domain %w", env.GetId(), err))
+	}
+	if err := tenant.CheckID(bus.ArtifactID(env)); err != nil {
+		return bus.Poison(fmt.Errorf("admission %s: artifact id %w", env.GetId(), err))
+	}
+	if rec.GetMedia().GetKey() == "" {
+		return bus.Poison(fmt.Errorf("admission %s: recording %s has no media", env.GetId(), bus.ArtifactID(env)))
+	}
+	return nil
 }
 
 // archiveOne archives the artifact an admission decision admitted, unless
@@ -92,28 +114,16 @@ func (s *Service) handle(ctx context.Context, m jetstream.Msg) error {
 // and whether the artifact already waited for a configuration.
 func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, job jobInfo) (outcome, error) {
 	seq := job.seq
+	if err := checkDecision(env); err != nil {
+		return 0, err
+	}
 	adm := env.GetAdmitted()
 	rec := adm.GetRecording()
-	if adm == nil {
-		return 0, bus.Poison(fmt.Errorf("event %s on the admission subject is not an admission", env.GetId()))
-	}
 	if rec == nil {
 		return outcomeSkipped, nil // voicemail, fax and messages are not offloaded
 	}
 	t := env.GetTenant()
-	domain, id := t.GetDomain(), env.GetArtifactId()
-	if id == "" {
-		id = env.GetId()
-	}
-	if err := tenant.CheckDomain(domain); err != nil {
-		return 0, bus.Poison(fmt.Errorf("admission %s: domain %w", env.GetId(), err))
-	}
-	if err := tenant.CheckID(id); err != nil {
-		return 0, bus.Poison(fmt.Errorf("admission %s: artifact id %w", env.GetId(), err))
-	}
-	if rec.GetMedia().GetKey() == "" {
-		return 0, bus.Poison(fmt.Errorf("admission %s: recording %s has no media", env.GetId(), id))
-	}
+	domain, id := t.GetDomain(), bus.ArtifactID(env)
 	done, err := s.st.archived(ctx, domain, id)
 	if err != nil {
 		return 0, err
@@ -509,7 +519,13 @@ func (s *Service) retryParked(ctx context.Context, j parkedJob) {
 func (s *Service) deadLetterParked(ctx context.Context, j parkedJob, why error) {
 	// Named by the job, not only its sequence: a job without one must not
 	// collide with another's dead letter.
-	msgID := ArchiveConsumer + ":parked:" + j.member + ":" + strconv.FormatUint(j.info.seq, 10)
+	// The consumer's own name for the same admission when there is a
+	// sequence (so a second dead letter of it is a duplicate the stream
+	// drops); named by the job otherwise, so two never collide.
+	msgID := ArchiveConsumer + ":" + strconv.FormatUint(j.info.seq, 10)
+	if j.info.seq == 0 {
+		msgID = ArchiveConsumer + ":parked:" + j.member
+	}
 	if err := bus.PublishDeadLetter(ctx, s.d.JS, s.d.Names, ArchiveConsumer, s.d.Names.IngestStream(), s.d.Names.AdmittedSubject(), j.info.seq, j.env, why.Error(), msgID); err != nil {
 		s.log.Error("a parked job cannot be archived and its dead letter failed; it stays parked", "job", j.member, "reason", why, "err", err)
 		_ = s.st.reschedule(ctx, j.member, time.Now().Add(s.set.ParkedRetry))

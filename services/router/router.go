@@ -263,10 +263,10 @@ func (s *Service) reparkUnarchived(ctx context.Context) (int, error) {
 			if seq > upTo || env.GetAdmitted().GetRecording() == nil {
 				return nil
 			}
-			domain, id := env.GetTenant().GetDomain(), env.GetArtifactId()
-			if domain == "" || id == "" {
-				return nil
+			if checkDecision(env) != nil {
+				return nil // dead-lettered when it was delivered
 			}
+			domain, id := env.GetTenant().GetDomain(), bus.ArtifactID(env)
 			done, err := s.st.archived(ctx, domain, id)
 			if err != nil || done != nil {
 				return err

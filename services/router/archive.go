@@ -132,7 +132,7 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, job job
 		// A wait an attempt that lost to another left behind goes too.
 		return outcomeSkipped, s.st.clearWait(ctx, domain, id)
 	}
-	records, err := s.st.allConfigs(ctx)
+	records, err := s.st.candidates(ctx, t.GetReseller(), domain)
 	if err != nil {
 		return 0, err
 	}

@@ -387,7 +387,7 @@ func (s *Service) clash(ctx context.Context, r *eventv1.ArchiveConfigRecord) err
 	if !r.GetEnabled() {
 		return nil
 	}
-	all, err := s.st.allConfigs(ctx)
+	all, err := s.st.configsOf(ctx, scopeKey(r.GetLevel(), r.GetMatch()))
 	if err != nil {
 		return fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}

@@ -545,3 +545,46 @@ func TestArchiveStateHidesOtherTenantsConfigurations(t *testing.T) {
 		t.Errorf("the reseller sees %+v", res[0])
 	}
 }
+
+// TestScopeIndexFollowsChanges: a decision reads only the configurations
+// of its domain, its reseller and the system (the scope index); moving a
+// configuration to another domain, or deleting it, moves it in the index.
+func TestScopeIndexFollowsChanges(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, fastSettings(t))
+	ctx := context.Background()
+	bucket := rg.bucket(false)
+	c, s := rg.s3Pair(t, "D", "domain", "a.example", bucket)
+	D := rg.create(r1, c, s)
+	scopes := func() map[string]string {
+		m, err := rg.d.Redis.HGetAll(ctx, rg.d.Names.Namespace()+":{_archive}:scopes").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if got := scopes(); len(got) != 1 || got["domain:a.example"] != D.GetId() {
+		t.Fatalf("scope index = %v", got)
+	}
+	c.Id, c.Match = D.GetId(), "b.example"
+	if _, _, err := rg.svc.UpdateConfig(ctx, r1, c, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := scopes(); len(got) != 1 || got["domain:b.example"] != D.GetId() {
+		t.Fatalf("after the move the scope index = %v", got)
+	}
+	rg.admit(recording{id: "rec-a", domain: "a.example", reseller: "r1", body: randomBytes(100)})
+	rg.admit(recording{id: "rec-b", domain: "b.example", reseller: "r1", body: randomBytes(100)})
+	if st := rg.waitState("a.example", "rec-a", "not_archived"); st.GetConfigId() != "" {
+		t.Errorf("rec-a = %+v", st)
+	}
+	if st := rg.waitState("b.example", "rec-b", "archived"); st.GetConfigId() != D.GetId() {
+		t.Errorf("rec-b went to %s", st.GetConfigId())
+	}
+	if err := rg.svc.DeleteConfig(ctx, r1, D.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	if got := scopes(); len(got) != 0 {
+		t.Fatalf("after the deletion the scope index = %v", got)
+	}
+}

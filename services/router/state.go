@@ -21,6 +21,8 @@ import (
 //
 //	ns:{_archive}:configs        hash  config id -> ArchiveConfigRecord
 //	ns:{_archive}:configseq      hash  config id -> stream sequence applied (kept after a deletion)
+//	ns:{_archive}:scopes         hash  "level:match" -> the ids of that scope's configurations, space-separated
+//	ns:{_archive}:scopeof        hash  config id -> its "level:match"
 //	ns:{_archive}:status:<id>    hash  ok_at, err, err_at (unix ms), archived
 //	ns:{_archive}:waiting:<id>   set   domain/artifact waiting for config id
 //	ns:{_archive}:parked         zset  domain/artifact -> when to try next (ms)
@@ -36,6 +38,8 @@ type keys struct{ ns string }
 func (k keys) g(name string) string         { return k.ns + ":{_archive}:" + name }
 func (k keys) configs() string              { return k.g("configs") }
 func (k keys) configSeq() string            { return k.g("configseq") }
+func (k keys) scopes() string               { return k.g("scopes") }
+func (k keys) scopeOf() string              { return k.g("scopeof") }
 func (k keys) status(id string) string      { return k.g("status:" + id) }
 func (k keys) waiting(id string) string     { return k.g("waiting:" + id) }
 func (k keys) parked() string               { return k.g("parked") }
@@ -61,18 +65,41 @@ type store struct {
 // when the event's stream sequence is newer than the one applied, so an
 // old event replayed after a newer change never undoes it. A sequence of
 // 0 (the live apply of a change whose sequence is unknown) always applies.
+//
+// It also keeps the scope index (which configurations a level and match
+// has), so a decision reads only the few configurations that can match
+// its artifact, never all of them.
 var applyConfigScript = redis.NewScript(`
+local id = ARGV[1]
 local seq = tonumber(ARGV[2])
-local had = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local had = tonumber(redis.call('HGET', KEYS[2], id) or '0')
 if seq > 0 and seq <= had then return 0 end
-if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
-else
-  redis.call('HDEL', KEYS[1], ARGV[1])
+local function drop(scope)
+  local kept = {}
+  for other in string.gmatch(redis.call('HGET', KEYS[4], scope) or '', '%S+') do
+    if other ~= id then table.insert(kept, other) end
+  end
+  if #kept == 0 then redis.call('HDEL', KEYS[4], scope)
+  else redis.call('HSET', KEYS[4], scope, table.concat(kept, ' ')) end
 end
-if seq > had then redis.call('HSET', KEYS[2], ARGV[1], seq) end
+local old = redis.call('HGET', KEYS[3], id)
+if old then drop(old) end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], id, ARGV[4])
+  local cur = redis.call('HGET', KEYS[4], ARGV[5])
+  if cur then cur = cur .. ' ' .. id else cur = id end
+  redis.call('HSET', KEYS[4], ARGV[5], cur)
+  redis.call('HSET', KEYS[3], id, ARGV[5])
+else
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('HDEL', KEYS[3], id)
+end
+if seq > had then redis.call('HSET', KEYS[2], id, seq) end
 return 1
 `)
+
+// scopeKey names a configuration's level and match in the scope index.
+func scopeKey(level, match string) string { return level + ":" + match }
 
 // putConfig stores a configuration record (applying its event at stream
 // sequence seq); it reports whether it applied.
@@ -81,12 +108,57 @@ func (s *store) putConfig(ctx context.Context, c *eventv1.ArchiveConfigRecord, s
 	if err != nil {
 		return false, err
 	}
-	n, err := applyConfigScript.Run(ctx, s.rdb, []string{s.k.configs(), s.k.configSeq()}, c.GetId(), seq, "1", b).Int()
+	n, err := applyConfigScript.Run(ctx, s.rdb, s.configKeys(), c.GetId(), seq, "1", b, scopeKey(c.GetLevel(), c.GetMatch())).Int()
 	return n == 1, err
 }
 
+func (s *store) configKeys() []string {
+	return []string{s.k.configs(), s.k.configSeq(), s.k.scopeOf(), s.k.scopes()}
+}
+
+// candidatesScript returns the records of the configurations of the
+// scopes named, in one round trip.
+var candidatesScript = redis.NewScript(`
+local out = {}
+for _, scope in ipairs(ARGV) do
+  for id in string.gmatch(redis.call('HGET', KEYS[2], scope) or '', '%S+') do
+    local b = redis.call('HGET', KEYS[1], id)
+    if b then table.insert(out, b) end
+  end
+end
+return out
+`)
+
+// candidates reads the configurations that can take an artifact of a
+// domain under a reseller: that domain's, that reseller's and the
+// system's.
+func (s *store) candidates(ctx context.Context, reseller, domain string) ([]*eventv1.ArchiveConfigRecord, error) {
+	return s.configsOf(ctx, scopeKey(levelDomain, domain), scopeKey(levelReseller, reseller), scopeKey(levelSystem, ""))
+}
+
+// configsOf reads the configurations of the scopes named.
+func (s *store) configsOf(ctx context.Context, scopes ...string) ([]*eventv1.ArchiveConfigRecord, error) {
+	args := make([]any, len(scopes))
+	for i, sc := range scopes {
+		args[i] = sc
+	}
+	res, err := candidatesScript.Run(ctx, s.rdb, []string{s.k.configs(), s.k.scopes()}, args...).StringSlice()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*eventv1.ArchiveConfigRecord, 0, len(res))
+	for _, b := range res {
+		c := &eventv1.ArchiveConfigRecord{}
+		if err := proto.Unmarshal([]byte(b), c); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
 func (s *store) removeConfig(ctx context.Context, id string, seq uint64) (bool, error) {
-	n, err := applyConfigScript.Run(ctx, s.rdb, []string{s.k.configs(), s.k.configSeq()}, id, seq, "0", "").Int()
+	n, err := applyConfigScript.Run(ctx, s.rdb, s.configKeys(), id, seq, "0", "", "").Int()
 	return n == 1, err
 }
 

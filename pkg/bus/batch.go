@@ -44,27 +44,9 @@ func (c *Consumer) runBatches(ctx context.Context, cons jetstream.Consumer) erro
 	batch := make([]jetstream.Msg, 0, c.batchSize)
 	draining := false
 	for {
-		var m jetstream.Msg
-		var err error
-		if draining {
-			m, err = it.Next()
-		} else {
-			m, err = it.Next(jetstream.NextContext(ctx))
-		}
-		switch {
-		case errors.Is(err, jetstream.ErrMsgIteratorClosed) && draining:
-			return nil
-		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
-			return fmt.Errorf("consume %s: %w", c.spec.Durable, err)
-		case err != nil && ctx.Err() != nil && !draining:
-			draining = true
-			it.Drain()
-			continue
-		case err != nil:
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				c.log.Warn("consume", "err", err)
-			}
-			continue
+		m, err := c.next(ctx, it, &draining)
+		if m == nil {
+			return err
 		}
 		batch = append(batch[:0], m)
 		for len(batch) < c.batchSize {
@@ -75,6 +57,36 @@ func (c *Consumer) runBatches(ctx context.Context, cons jetstream.Consumer) erro
 			batch = append(batch, m)
 		}
 		c.handleBatch(base, batch)
+	}
+}
+
+// next returns the next message of it, switching to draining once ctx
+// ends (the messages already fetched are still returned). It answers a nil
+// message when the iterator is drained after a stop (with a nil error) or
+// closed otherwise (with the error); transient errors are logged and
+// waited through.
+func (c *Consumer) next(ctx context.Context, it jetstream.MessagesContext, draining *bool) (jetstream.Msg, error) {
+	for {
+		var m jetstream.Msg
+		var err error
+		if *draining {
+			m, err = it.Next()
+		} else {
+			m, err = it.Next(jetstream.NextContext(ctx))
+		}
+		switch {
+		case err == nil:
+			return m, nil
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed) && *draining:
+			return nil, nil
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+			return nil, fmt.Errorf("consume %s: %w", c.spec.Durable, err)
+		case ctx.Err() != nil && !*draining:
+			*draining = true
+			it.Drain()
+		case !errors.Is(err, jetstream.ErrNoHeartbeat):
+			c.log.Warn("consume", "err", err)
+		}
 	}
 }
 

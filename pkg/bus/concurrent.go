@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -35,7 +34,10 @@ func (c *Consumer) runConcurrent(ctx context.Context, cons jetstream.Consumer) e
 	defer wg.Wait()
 	draining := false
 	for {
-		if !draining {
+		// A message is fetched only once a worker is free for it.
+		if draining {
+			slots <- struct{}{}
+		} else {
 			select {
 			case slots <- struct{}{}:
 			case <-ctx.Done():
@@ -43,33 +45,11 @@ func (c *Consumer) runConcurrent(ctx context.Context, cons jetstream.Consumer) e
 				it.Drain()
 				continue
 			}
-		} else {
-			slots <- struct{}{}
 		}
-		var m jetstream.Msg
-		if draining {
-			m, err = it.Next()
-		} else {
-			m, err = it.Next(jetstream.NextContext(ctx))
-		}
-		switch {
-		case errors.Is(err, jetstream.ErrMsgIteratorClosed) && draining:
+		m, err := c.next(ctx, it, &draining)
+		if m == nil {
 			<-slots
-			return nil
-		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
-			<-slots
-			return fmt.Errorf("consume %s: %w", c.spec.Durable, err)
-		case err != nil && ctx.Err() != nil && !draining:
-			<-slots
-			draining = true
-			it.Drain()
-			continue
-		case err != nil:
-			<-slots
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				c.log.Warn("consume", "err", err)
-			}
-			continue
+			return err
 		}
 		wg.Add(1)
 		go func() {

@@ -85,6 +85,18 @@ func NewS3Client(cfg S3Config, optFns ...func(*s3.Options)) *s3.Client {
 	}}, optFns...)...)
 }
 
+// ByteRange is the HTTP Range of length bytes from offset (length < 0: to
+// the end), or nil for the whole object.
+func ByteRange(offset, length int64) *string {
+	switch {
+	case length > 0:
+		return aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(offset+length-1, 10))
+	case offset > 0:
+		return aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-")
+	}
+	return nil
+}
+
 // EnsureBucket creates the bucket when it does not exist.
 func (s *S3) EnsureBucket(ctx context.Context) error {
 	if _, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.bucket)}); err == nil {
@@ -130,10 +142,8 @@ func (s *S3) Open(ctx context.Context, key string, offset, length int64) (io.Rea
 			return nil, err
 		}
 		return io.NopCloser(emptyReader{}), nil
-	case length > 0:
-		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(offset+length-1, 10))
-	case offset > 0:
-		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-")
+	default:
+		in.Range = ByteRange(offset, length)
 	}
 	out, err := s.client.GetObject(ctx, in)
 	var apiErr smithy.APIError

@@ -500,10 +500,8 @@ func (s *S3) Open(ctx context.Context, key string, offset, length int64) (io.Rea
 			return nil, err
 		}
 		return io.NopCloser(bytes.NewReader(nil)), nil
-	case length > 0:
-		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(offset+length-1, 10))
-	case offset > 0:
-		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-")
+	default:
+		in.Range = cds.ByteRange(offset, length)
 	}
 	out, err := s.client.GetObject(ctx, in)
 	var apiErr smithy.APIError

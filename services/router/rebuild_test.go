@@ -15,8 +15,9 @@ import (
 
 // routerState dumps every key the router owns, leaving out what is
 // operational rather than recorded: the change lock, the restore marker,
-// drainer leases, the times of the last success and error, and when each
-// parked job is due. What a wait says (its last error) is kept.
+// drainer leases, a configuration's latest success and error (which of its
+// attempts came last is timing), and when each parked job is due. What
+// each wait says (its own last error) is kept.
 func (rg *rig) routerState(ctx context.Context) map[string]string {
 	rg.t.Helper()
 	ns := rg.d.Names.Namespace()
@@ -46,8 +47,8 @@ func (rg *rig) routerState(ctx context.Context) map[string]string {
 				rg.t.Fatal(err)
 			}
 			for f, v := range m {
-				if strings.HasPrefix(name, "{_archive}:status:") && (f == "ok_at" || f == "err_at") {
-					continue
+				if strings.HasPrefix(name, "{_archive}:status:") && (f == "ok_at" || f == "err_at" || f == "err") {
+					continue // the latest success and error: which came last is timing
 				}
 				if name == "{_archive}:jobs" {
 					v = "(a decision)" // the same decision, encoded once by the stream and once by the restore

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -98,25 +99,37 @@ func (s *Service) ArchiveStates(ctx context.Context, p auth.Principal, domain st
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
 	}
-	// Names and errors of configurations the caller does not see (a
-	// reseller's or the system's, for a domain's users) are not shown.
+	records, err := s.st.archivedMany(ctx, domain, ids)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
+	// Only the configurations these artifacts name are read. Names and
+	// errors of those the caller does not see (a reseller's or the
+	// system's, for a domain's users) are not shown.
+	var cfgIDs []string
+	for i, id := range ids {
+		if a := records[i]; a != nil && a.GetConfigId() != "" {
+			cfgIDs = append(cfgIDs, a.GetConfigId())
+		} else if w, ok := waiting[id]; ok && w.ConfigID != "" {
+			cfgIDs = append(cfgIDs, w.ConfigID)
+		}
+	}
+	cfgs, err := s.st.configsByID(ctx, slices.Compact(slices.Sorted(slices.Values(cfgIDs))))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+	}
 	names, hidden := map[string]string{}, map[string]bool{}
-	if all, err := s.st.allConfigs(ctx); err == nil {
-		for _, c := range all {
-			if visible(p, c) {
-				names[c.GetId()] = c.GetName()
-			} else {
-				hidden[c.GetId()] = true
-			}
+	for cid, c := range cfgs {
+		if visible(p, c) {
+			names[cid] = c.GetName()
+		} else {
+			hidden[cid] = true
 		}
 	}
 	out := make([]*routerv1.ArchiveState, 0, len(ids))
-	for _, id := range ids {
+	for i, id := range ids {
 		st := &routerv1.ArchiveState{ArtifactId: id}
-		a, err := s.st.archived(ctx, domain, id)
-		switch {
-		case err != nil:
-			return nil, fmt.Errorf("%w: %w", apierr.ErrUnavailable, err)
+		switch a := records[i]; {
 		case a != nil && a.GetConfigId() != "":
 			st.State, st.ConfigId, st.Location, st.ArchivedAt = "archived", a.GetConfigId(), a.GetLocation(), a.GetArchivedAt()
 			st.Encrypted, st.Sha256, st.SizeBytes, st.ConfigName = a.GetEncrypted(), a.GetSha256(), a.GetSizeBytes(), names[a.GetConfigId()]

@@ -232,6 +232,56 @@ func (s *store) archived(ctx context.Context, domain, id string) (*eventv1.Artif
 	return a, proto.Unmarshal(b, a)
 }
 
+// archivedMany reads the archive records of several artifacts of a
+// domain in one round trip (nil where there is none).
+func (s *store) archivedMany(ctx context.Context, domain string, ids []string) ([]*eventv1.ArtifactArchived, error) {
+	out := make([]*eventv1.ArtifactArchived, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	vals, err := s.rdb.HMGet(ctx, s.k.done(domain), ids...).Result()
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range vals {
+		str, ok := v.(string)
+		if !ok {
+			continue
+		}
+		a := &eventv1.ArtifactArchived{}
+		if err := proto.Unmarshal([]byte(str), a); err != nil {
+			return nil, fmt.Errorf("archive record of %s: %w", ids[i], err)
+		}
+		out[i] = a
+	}
+	return out, nil
+}
+
+// configsByID reads the configurations named (missing ones are absent
+// from the answer) in one round trip.
+func (s *store) configsByID(ctx context.Context, ids []string) (map[string]*eventv1.ArchiveConfigRecord, error) {
+	out := map[string]*eventv1.ArchiveConfigRecord{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	vals, err := s.rdb.HMGet(ctx, s.k.configs(), ids...).Result()
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range vals {
+		str, ok := v.(string)
+		if !ok {
+			continue
+		}
+		c := &eventv1.ArchiveConfigRecord{}
+		if err := proto.Unmarshal([]byte(str), c); err != nil {
+			return nil, fmt.Errorf("configuration %s: %w", ids[i], err)
+		}
+		out[ids[i]] = c
+	}
+	return out, nil
+}
+
 // Waiting is an artifact that waits for a configuration.
 type Waiting struct {
 	ConfigID string

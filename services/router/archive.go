@@ -222,14 +222,22 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, job job
 		base.RetainUntil = timestamppb.New(retain)
 	}
 	base.ArchivedAt = timestamppb.New(time.Now().UTC().Truncate(time.Millisecond))
+	failing, err := s.st.failing(ctx, cfg.GetId())
+	if err != nil {
+		return 0, err
+	}
 	if err := s.record(ctx, env, base); err != nil {
 		return 0, err
 	}
 	s.metrics.transfers.WithLabelValues("archived").Inc()
 	s.metrics.bytes.Add(float64(stored.Size))
-	// The target works: whatever parked waiting for it may go now.
-	if err := s.st.wakeParked(ctx, cfg.GetId(), time.Now()); err != nil {
-		s.log.Warn("waking parked work", "config", cfg.GetId(), "err", err)
+	// The target works again: whatever parked waiting for it may go now.
+	// Only on that turn from error to working: waking reads the whole
+	// wait list, which a drain of a long backlog must not do per upload.
+	if failing {
+		if err := s.st.wakeParked(ctx, cfg.GetId(), time.Now()); err != nil {
+			s.log.Warn("waking parked work", "config", cfg.GetId(), "err", err)
+		}
 	}
 	return outcomeArchived, nil
 }

@@ -282,6 +282,20 @@ func (s *store) configsByID(ctx context.Context, ids []string) (map[string]*even
 	return out, nil
 }
 
+// failing reports whether a configuration's latest outcome is an error.
+func (s *store) failing(ctx context.Context, cfg string) (bool, error) {
+	v, err := s.rdb.HMGet(ctx, s.k.status(cfg), "ok_at", "err_at").Result()
+	if err != nil {
+		return false, err
+	}
+	ms := func(x any) int64 {
+		str, _ := x.(string)
+		n, _ := strconv.ParseInt(str, 10, 64)
+		return n
+	}
+	return ms(v[1]) > ms(v[0]), nil
+}
+
 // Waiting is an artifact that waits for a configuration.
 type Waiting struct {
 	ConfigID string

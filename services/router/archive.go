@@ -129,8 +129,13 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, job job
 		return 0, err
 	}
 	if done != nil {
-		// A wait an attempt that lost to another left behind goes too.
-		return outcomeSkipped, s.st.clearWait(ctx, domain, id)
+		// Settle what the record still owes: an attempt that stopped
+		// after writing it, or one that lost to another, may have left a
+		// count, a wait or a parked job behind.
+		if err := s.st.settleDone(ctx, domain, done, time.Now()); err != nil {
+			return 0, &transientError{configID: done.GetConfigId(), quiet: true, err: fmt.Errorf("settle the archive record of %s: %w", id, err)}
+		}
+		return outcomeSkipped, nil
 	}
 	records, err := s.st.candidates(ctx, t.GetReseller(), domain)
 	if err != nil {
@@ -167,7 +172,7 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, job job
 		base.NotArchivedReason = best.Reason
 		base.ArchivedAt = timestamppb.New(time.Now().UTC().Truncate(time.Millisecond))
 		if err := s.record(ctx, env, base); err != nil {
-			return 0, err
+			return 0, recordFailed(base, err)
 		}
 		s.metrics.transfers.WithLabelValues("not_archived").Inc()
 		return outcomeNotArchived, nil
@@ -193,7 +198,7 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, job job
 		base.NotArchivedReason = unstorable.Error()
 		base.ArchivedAt = timestamppb.New(time.Now().UTC().Truncate(time.Millisecond))
 		if err := s.record(ctx, env, base); err != nil {
-			return 0, err
+			return 0, recordFailed(base, err)
 		}
 		return outcomeNotArchived, nil
 	}
@@ -202,7 +207,7 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, job job
 		base.NotArchivedReason = "the central copy was deleted before it was archived"
 		base.ArchivedAt = timestamppb.New(time.Now().UTC().Truncate(time.Millisecond))
 		if err := s.record(ctx, env, base); err != nil {
-			return 0, err
+			return 0, recordFailed(base, err)
 		}
 		return outcomeNotArchived, nil
 	}
@@ -227,7 +232,7 @@ func (s *Service) archiveOne(ctx context.Context, env *eventv1.Envelope, job job
 		return 0, err
 	}
 	if err := s.record(ctx, env, base); err != nil {
-		return 0, err
+		return 0, recordFailed(base, err)
 	}
 	s.metrics.transfers.WithLabelValues("archived").Inc()
 	s.metrics.bytes.Add(float64(stored.Size))
@@ -438,11 +443,52 @@ func (s *Service) record(ctx context.Context, admitted *eventv1.Envelope, a *eve
 		Tenant: &eventv1.Tenant{Reseller: t.GetReseller(), Domain: t.GetDomain(), User: t.GetUser()},
 		Body:   &eventv1.Envelope_Archived{Archived: a},
 	}
-	if _, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.ArchivedSubject(), msgID, env); err != nil {
+	ack, err := bus.PublishEnvelope(ctx, s.d.JS, s.d.Names.ArchivedSubject(), msgID, env)
+	if err != nil {
 		return fmt.Errorf("publish archive record: %w", err)
 	}
-	_, err := s.st.recordDone(ctx, t.GetDomain(), a, a.GetArchivedAt().AsTime())
+	if ack.Duplicate {
+		// The stream already holds this artifact's record (an attempt that
+		// stopped after publishing it): that one is what happened, and
+		// Redis follows it, not the record this attempt built.
+		if stored, err := s.storedRecord(ctx, ack.Sequence, a.GetArtifactId()); err == nil {
+			a = stored
+		} else {
+			return fmt.Errorf("read the archive record already on the stream: %w", err)
+		}
+	}
+	// The last success is when it was recorded: an attempt that lost to
+	// this one may have marked an error just before.
+	_, err = s.st.recordDone(ctx, t.GetDomain(), a, time.Now())
 	return err
+}
+
+// recordFailed is a failure to record (publish or apply) an archive
+// record: retried like a target failure, and parked after ParkAfter
+// deliveries rather than dead-lettered, since the decision itself is good;
+// the configuration's status is left alone.
+func recordFailed(a *eventv1.ArtifactArchived, err error) error {
+	return &transientError{configID: a.GetConfigId(), quiet: true, err: fmt.Errorf("record where %s went: %w", a.GetArtifactId(), err)}
+}
+
+// storedRecord reads the archive record at seq of the ingest stream.
+func (s *Service) storedRecord(ctx context.Context, seq uint64, id string) (*eventv1.ArtifactArchived, error) {
+	st, err := s.d.JS.Stream(ctx, s.d.Names.IngestStream())
+	if err != nil {
+		return nil, err
+	}
+	m, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return nil, err
+	}
+	env, err := bus.DecodeEnvelope(m.Data)
+	if err != nil {
+		return nil, err
+	}
+	if a := env.GetArchived(); a != nil && a.GetArtifactId() == id {
+		return a, nil
+	}
+	return nil, fmt.Errorf("message %d is not the archive record of %s", seq, id)
 }
 
 // drain retries parked work when it is due, until ctx ends. It claims

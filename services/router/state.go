@@ -32,6 +32,7 @@ import (
 //	ns:{_archive}:lock, :built   the change lock; the restore marker
 //	ns:{domain}:arch             hash  artifact id -> ArtifactArchived
 //	ns:{domain}:archwait         hash  artifact id -> config id "\n" last error
+//	ns:{domain}:archcount        hash  artifact id -> config id whose archived count is still owed
 //	ns:{domain}:archintent:<id>  set   config id "\n" key "\n" SHA-256 of each encrypted upload about to commit
 type keys struct{ ns string }
 
@@ -50,6 +51,7 @@ func (k keys) lock() string                 { return k.g("lock") }
 func (k keys) built() string                { return k.g("built") }
 func (k keys) done(domain string) string    { return k.ns + ":{" + domain + "}:arch" }
 func (k keys) pending(domain string) string { return k.ns + ":{" + domain + "}:archwait" }
+func (k keys) owed(domain string) string    { return k.ns + ":{" + domain + "}:archcount" }
 func (k keys) intent(domain, id string) string {
 	return k.ns + ":{" + domain + "}:archintent:" + id
 }
@@ -331,48 +333,103 @@ func cut(s string) (string, string, bool) {
 	return s, "", false
 }
 
-// recordDone applies an archive record (the event): the artifact's
-// record, the end of its wait and its parked job, its configuration's
-// count and last success. It returns whether the record was new; a
-// repeat changes nothing but clearing what waited. The domain's keys share
-// a slot and change in one transaction; the configuration's keys live
-// elsewhere in a cluster and follow.
+// recordDone applies an archive record (the event). It reports whether
+// the record was new. Two steps, because a domain's keys and the router's
+// own live in different slots of a cluster:
+//
+//  1. in one transaction on the domain's slot: the record (HSETNX), and,
+//     when it is new, a note that its configuration's count is owed
+//     (archcount);
+//  2. settleDone: what follows from the record, each part idempotent: the
+//     owed count (claimed, then added, put back if the addition fails),
+//     the end of the wait (archwait, which names the wait set to leave,
+//     removed only once it was left), the parked job, the encrypted
+//     intents.
+//
+// A failure between or inside step 2 leaves the notes, so a repeat (the
+// redelivery, the parked retry, or an attempt finding the record) settles
+// what is still owed, and two settles at once count once (the count note
+// is claimed before it is added; only a crash between the claim and the
+// addition loses a count).
 func (s *store) recordDone(ctx context.Context, domain string, a *eventv1.ArtifactArchived, at time.Time) (bool, error) {
 	b, err := proto.Marshal(a)
 	if err != nil {
 		return false, err
 	}
 	id := a.GetArtifactId()
+	n, err := recordDoneScript.Run(ctx, s.rdb, []string{s.k.done(domain), s.k.owed(domain)}, id, b, a.GetConfigId()).Int()
+	if err != nil {
+		return false, err
+	}
+	return n == 1, s.settleDone(ctx, domain, a, at)
+}
+
+// recordDoneScript writes a record unless one exists and, when it is new
+// and names a configuration, notes the count it owes.
+var recordDoneScript = redis.NewScript(`
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
+return 1
+`)
+
+// settleDone carries out what an archive record owes (step 2 of
+// recordDone); it is safe to run any number of times.
+func (s *store) settleDone(ctx context.Context, domain string, a *eventv1.ArtifactArchived, at time.Time) error {
+	id := a.GetArtifactId()
+	m := member(domain, id)
+	// The owed count is claimed (taken off the note) before it is added,
+	// so two settles at once (two instances, a duplicate) add it once; an
+	// addition that fails puts the note back.
+	cfg, err := claimOwedScript.Run(ctx, s.rdb, []string{s.k.owed(domain)}, id).Text()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return err
+	}
+	if cfg != "" {
+		pipe := s.rdb.Pipeline()
+		pipe.HIncrBy(ctx, s.k.status(cfg), "archived", 1)
+		if !at.IsZero() {
+			pipe.HSet(ctx, s.k.status(cfg), "ok_at", at.UnixMilli())
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			if rerr := s.rdb.HSet(context.WithoutCancel(ctx), s.k.owed(domain), id, cfg).Err(); rerr != nil {
+				return fmt.Errorf("%w (and the owed count could not be noted again: %w)", err, rerr)
+			}
+			return err
+		}
+	}
 	w, err := s.rdb.HGet(ctx, s.k.pending(domain), id).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return false, err
+		return err
 	}
-	pipe := s.rdb.TxPipeline()
-	added := pipe.HSetNX(ctx, s.k.done(domain), id, b)
-	pipe.HDel(ctx, s.k.pending(domain), id)
-	pipe.Del(ctx, s.k.intent(domain, id))
-	if _, err := pipe.Exec(ctx); err != nil {
-		return false, err
+	pipe := s.rdb.Pipeline()
+	if wcfg, _, _ := cut(w); wcfg != "" {
+		pipe.SRem(ctx, s.k.waiting(wcfg), m)
 	}
-	m := member(domain, id)
-	pipe = s.rdb.Pipeline()
-	if w != "" {
-		cfg, _, _ := cut(w)
-		pipe.SRem(ctx, s.k.waiting(cfg), m)
+	if a.GetConfigId() != "" {
+		pipe.SRem(ctx, s.k.waiting(a.GetConfigId()), m)
 	}
 	pipe.ZRem(ctx, s.k.parked(), m)
 	pipe.HDel(ctx, s.k.jobs(), m)
 	pipe.HDel(ctx, s.k.jobInfo(), m)
 	pipe.HDel(ctx, s.k.leases(), m)
-	if added.Val() && a.GetConfigId() != "" {
-		pipe.HIncrBy(ctx, s.k.status(a.GetConfigId()), "archived", 1)
-		if !at.IsZero() {
-			pipe.HSet(ctx, s.k.status(a.GetConfigId()), "ok_at", at.UnixMilli())
-		}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
 	}
+	// The wait note goes last, once the wait set it names was left.
+	pipe = s.rdb.TxPipeline()
+	pipe.HDel(ctx, s.k.pending(domain), id)
+	pipe.Del(ctx, s.k.intent(domain, id))
 	_, err = pipe.Exec(ctx)
-	return added.Val(), err
+	return err
 }
+
+// claimOwedScript takes the owed-count note of an artifact (returning the
+// configuration it names) so only one settle adds it.
+var claimOwedScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return v
+`)
 
 // markWaitingScript records what an artifact waits on, unless its archive
 // record exists (an attempt that lost to another must not leave a wait
@@ -409,25 +466,6 @@ func (s *store) markWaiting(ctx context.Context, domain, id, cfg, msg string, at
 		if failed {
 			pipe.HSet(ctx, s.k.status(cfg), "err", msg, "err_at", at.UnixMilli())
 		}
-	}
-	_, err = pipe.Exec(ctx)
-	return err
-}
-
-// clearWait removes a wait an earlier attempt left for an artifact that
-// is archived.
-func (s *store) clearWait(ctx context.Context, domain, id string) error {
-	w, err := s.rdb.HGet(ctx, s.k.pending(domain), id).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	pipe := s.rdb.Pipeline()
-	pipe.HDel(ctx, s.k.pending(domain), id)
-	if cfg, _, _ := cut(w); cfg != "" {
-		pipe.SRem(ctx, s.k.waiting(cfg), member(domain, id))
 	}
 	_, err = pipe.Exec(ctx)
 	return err

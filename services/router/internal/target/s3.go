@@ -333,7 +333,10 @@ func (s *S3) putSingle(ctx context.Context, objKey string, body []byte, opts Put
 	}
 	out, err := s.client.PutObject(ctx, in)
 	if err != nil {
-		return nil, s.writeErr(objKey, err)
+		if err := s.settle(ctx, objKey, int64(len(body)), sum[:], s.writeErr(objKey, err)); err != nil {
+			return nil, err
+		}
+		return sum[:], nil
 	}
 	// The server checked the body against x-amz-checksum-sha256; its echo
 	// says so. Without one, the object is read back.
@@ -427,7 +430,9 @@ func (s *S3) putMultipart(ctx context.Context, objKey string, first []byte, r io
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 	})
 	if err != nil {
-		return 0, nil, s.writeErr(objKey, err)
+		if err = s.settle(ctx, objKey, size, digest, s.writeErr(objKey, err)); err != nil {
+			return 0, nil, err
+		}
 	}
 	completed = true
 	return size, digest, nil
@@ -481,6 +486,35 @@ func (s *S3) writeErr(objKey string, err error) error {
 		return fmt.Errorf("s3 put %s: %w", s.location(objKey), ErrExists)
 	}
 	return s.fail("write", s.location(objKey), err)
+}
+
+// settle decides a conditional write whose answer was lost to the
+// network: the server may have stored the body, refused it early (a
+// server answering 412 before reading the body resets the connection
+// under it) or never seen it. The object is read back: the very bytes
+// sent are this write's success, other bytes a taken key, no object
+// the original failure, to be retried.
+func (s *S3) settle(ctx context.Context, objKey string, size int64, digest []byte, err error) error {
+	var f *Failure
+	var apiErr smithy.APIError
+	if !errors.As(err, &f) || errors.As(err, &apiErr) || ctx.Err() != nil {
+		return err
+	}
+	out, gerr := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(objKey)})
+	if gerr != nil {
+		return err
+	}
+	defer out.Body.Close()
+	h := sha256.New()
+	n, cerr := io.Copy(h, out.Body)
+	switch {
+	case cerr != nil:
+		return err
+	case n == size && bytes.Equal(h.Sum(nil), digest):
+		return nil
+	default:
+		return fmt.Errorf("s3 put %s: %w", s.location(objKey), ErrExists)
+	}
 }
 
 // Open reads length bytes of key from offset (length < 0: to the end).

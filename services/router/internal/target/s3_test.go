@@ -929,3 +929,128 @@ func TestClassifyS3(t *testing.T) {
 		t.Error("classifyS3(nil) is not nil")
 	}
 }
+
+// lossyClient sends writes of the object to the real server and then
+// loses the answer, or fails before sending, as a network may.
+type lossyClient struct {
+	next   *http.Client
+	send   bool // whether the request reaches the server before the loss
+	losses int  // how many writes to lose
+	mu     sync.Mutex
+}
+
+var errLostAnswer = &net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer")}
+
+func (c *lossyClient) Do(req *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	lose := (req.Method == http.MethodPut || req.Method == http.MethodPost) && c.losses > 0
+	if lose {
+		c.losses--
+	}
+	c.mu.Unlock()
+	if !lose {
+		return c.next.Do(req)
+	}
+	if !c.send {
+		return nil, errLostAnswer
+	}
+	resp, err := c.next.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return nil, errLostAnswer
+}
+
+func TestS3PutSettlesALostAnswer(t *testing.T) {
+	t.Parallel()
+	srv := s3TestEnv(t)
+	const key, objKey = "lost.wav", "tenant-1/archive/lost.wav"
+	noRetry := func(o *s3.Options) { o.RetryMaxAttempts = 1 }
+	tests := []struct {
+		name string
+		size int
+		send bool
+		// taken: another object is at the key before the write is sent.
+		taken   bool
+		wantErr error // nil: success; ErrExists; else a Failure
+	}{
+		{"single part stored, answer lost", 1 << 20, true, false, nil},
+		{"multipart stored, answer lost", 12 << 20, true, false, nil},
+		{"single part never sent", 1 << 20, false, false, errLostAnswer},
+		{"single part refused early", 1 << 20, true, true, ErrExists},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			bucket := srv.bucket(t, false)
+			body := s3TestRandom(t, tt.size)
+			other := s3TestRandom(t, tt.size)
+			// A multipart upload loses only its completion (parts are
+			// retried by the caller's next attempt, not settled).
+			lc := &lossyClient{next: &http.Client{}, send: tt.send, losses: 1}
+			install := func(o *s3.Options) { o.HTTPClient = lc }
+			if tt.size > s3PartSize {
+				lc.losses = 0
+				install = func(o *s3.Options) {
+					o.HTTPClient = doerFunc(func(req *http.Request) (*http.Response, error) {
+						if req.Method == http.MethodPost && req.URL.Query().Has("uploadId") {
+							lc.mu.Lock()
+							lc.losses = 1
+							lc.mu.Unlock()
+						}
+						return lc.Do(req)
+					})
+				}
+			}
+			tg := srv.target(t, srv.config(bucket), install, noRetry)
+			var r io.Reader = onlyReader{bytes.NewReader(body)}
+			if tt.taken {
+				r = &racingReader{r: r, race: func() error {
+					_, err := srv.client.PutObject(t.Context(), &s3.PutObjectInput{
+						Bucket: aws.String(bucket), Key: aws.String(objKey), Body: bytes.NewReader(other),
+					})
+					return err
+				}}
+			}
+			opts := PutOptions{Size: -1}
+			if tt.size <= s3PartSize {
+				opts = PutOptions{Size: int64(len(body)), SHA256: s3TestSum(body)}
+			}
+			st, err := tg.Put(t.Context(), key, r, opts)
+			switch {
+			case tt.wantErr == nil:
+				if err != nil {
+					t.Fatalf("Put = %v, want success: the server stored the bytes", err)
+				}
+				if st.SHA256 != s3TestSum(body) || st.Size != int64(len(body)) {
+					t.Errorf("Stored = %+v, want the body's size and hash", st)
+				}
+				if got := srv.get(t, bucket, objKey); !bytes.Equal(got, body) {
+					t.Error("the stored object is not the body")
+				}
+			case errors.Is(tt.wantErr, ErrExists):
+				if !errors.Is(err, ErrExists) {
+					t.Fatalf("Put = %v, want ErrExists", err)
+				}
+				if got := srv.get(t, bucket, objKey); !bytes.Equal(got, other) {
+					t.Error("the existing object was changed")
+				}
+			default:
+				var f *Failure
+				if !errors.As(err, &f) || f.Reason != ReasonUnreachable {
+					t.Fatalf("Put = %v, want an unreachable failure", err)
+				}
+				srv.assertAbsent(t, bucket, objKey)
+			}
+			if u := srv.uploads(t, t.Context(), bucket); len(u) != 0 {
+				t.Errorf("%d multipart uploads left in progress", len(u))
+			}
+		})
+	}
+}
+
+type doerFunc func(*http.Request) (*http.Response, error)
+
+func (f doerFunc) Do(req *http.Request) (*http.Response, error) { return f(req) }

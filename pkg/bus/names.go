@@ -36,6 +36,19 @@ func (n Names) IngestStream() string { return strings.ToUpper(n.ns) + "_INGEST" 
 // configurations.
 func (n Names) ConfigStream() string { return strings.ToUpper(n.ns) + "_CONFIG" }
 
+// CdrStream holds CDRs between ingest and the segment writer. Unlike the
+// ingest stream it is a work queue: a CDR leaves it when the writer acks
+// it, which it does only once the CDR is in a segment that is durable in
+// the CDS and recorded in the partition index. The segments, not the
+// stream, are the CDRs' record.
+func (n Names) CdrStream() string { return strings.ToUpper(n.ns) + "_CDR" }
+
+// CdrSubject is where ingest publishes accepted CDRs.
+func (n Names) CdrSubject() string { return n.ns + ".cdr.recorded" }
+
+// CdrSubjects matches every subject of the CDR stream.
+func (n Names) CdrSubjects() string { return n.ns + ".cdr.>" }
+
 // DeadLetterStream holds messages no consumer could process, with the reason.
 func (n Names) DeadLetterStream() string { return strings.ToUpper(n.ns) + "_DLQ" }
 
@@ -108,6 +121,10 @@ type StreamOptions struct {
 	// DuplicateWindow bounds how long the server remembers Nats-Msg-Ids;
 	// consumers dedupe by artifact id beyond it.
 	DuplicateWindow time.Duration
+	// CdrMaxBytes bounds the CDRs waiting for the segment writer; when it
+	// is reached new CDRs are refused (ingest answers 503), never old ones
+	// dropped. 0 means 8 GiB.
+	CdrMaxBytes int64
 }
 
 // AppliedKey is the Redis hash recording the last stream sequence applied

@@ -18,6 +18,9 @@ func StreamConfigs(n Names, o StreamOptions) []jetstream.StreamConfig {
 	if o.Replicas < 1 {
 		o.Replicas = 1
 	}
+	if o.CdrMaxBytes <= 0 {
+		o.CdrMaxBytes = DefaultCdrMaxBytes
+	}
 	return []jetstream.StreamConfig{
 		{
 			Name:        n.IngestStream(),
@@ -43,6 +46,19 @@ func StreamConfigs(n Names, o StreamOptions) []jetstream.StreamConfig {
 			DenyPurge:   true,
 		},
 		{
+			Name:        n.CdrStream(),
+			Description: "CDRs waiting for the segment writer; each leaves once it is in a durable, indexed segment",
+			Subjects:    []string{n.CdrSubjects()},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    o.Replicas,
+			Duplicates:  o.DuplicateWindow,
+			MaxBytes:    o.CdrMaxBytes,
+			Discard:     jetstream.DiscardNew,
+			DenyDelete:  true,
+			DenyPurge:   true,
+		},
+		{
 			Name:        n.DeadLetterStream(),
 			Description: "messages a consumer could not process, with the reason",
 			Subjects:    []string{n.DeadLetterSubjects()},
@@ -54,6 +70,9 @@ func StreamConfigs(n Names, o StreamOptions) []jetstream.StreamConfig {
 		},
 	}
 }
+
+// DefaultCdrMaxBytes bounds the CDR stream when nothing else is set.
+const DefaultCdrMaxBytes = 1 << 30
 
 // EnsureStreams creates or updates every stream.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o StreamOptions) error {

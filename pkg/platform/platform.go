@@ -39,6 +39,8 @@ type Config struct {
 	Namespace       string        `env:"CALLVAULT_NAMESPACE, default=cv"`
 	StreamReplicas  int           `env:"CALLVAULT_STREAM_REPLICAS, default=1"`
 	DuplicateWindow time.Duration `env:"CALLVAULT_DUPLICATE_WINDOW, default=1h"`
+	// CdrStreamMaxBytes bounds the CDRs waiting for the segment writer.
+	CdrStreamMaxBytes int64 `env:"CALLVAULT_CDR_STREAM_MAX_BYTES, default=1073741824"`
 	LogLevel        string        `env:"CALLVAULT_LOG_LEVEL, default=info"`
 	BootstrapToken  string        `env:"CALLVAULT_BOOTSTRAP_TOKEN"`
 	CDS             CDSConfig
@@ -279,7 +281,7 @@ func Open(ctx context.Context, cfg Config, service string, log *slog.Logger) (*D
 // Assemble finishes Deps from existing connections: it ensures the streams
 // and registers the readiness checks.
 func Assemble(ctx context.Context, cfg Config, log *slog.Logger, names bus.Names, nc *nats.Conn, js jetstream.JetStream, rdb redis.UniversalClient, store cds.Store) (*Deps, error) {
-	if err := bus.EnsureStreams(ctx, js, names, bus.StreamOptions{Replicas: cfg.StreamReplicas, DuplicateWindow: cfg.DuplicateWindow}); err != nil {
+	if err := bus.EnsureStreams(ctx, js, names, bus.StreamOptions{Replicas: cfg.StreamReplicas, DuplicateWindow: cfg.DuplicateWindow, CdrMaxBytes: cfg.CdrStreamMaxBytes}); err != nil {
 		return nil, err
 	}
 	reg := obs.NewRegistry()

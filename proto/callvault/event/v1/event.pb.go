@@ -856,6 +856,10 @@ type CdrRecorded struct {
 	To            string                 `protobuf:"bytes,5,opt,name=to,proto3" json:"to,omitempty"`
 	Direction     string                 `protobuf:"bytes,6,opt,name=direction,proto3" json:"direction,omitempty"`
 	Disposition   string                 `protobuf:"bytes,7,opt,name=disposition,proto3" json:"disposition,omitempty"`
+	AnsweredAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=answered_at,json=answeredAt,proto3" json:"answered_at,omitempty"`
+	EndedAt       *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	BillableS     uint32                 `protobuf:"varint,10,opt,name=billable_s,json=billableS,proto3" json:"billable_s,omitempty"`
+	RecordingIds  []string               `protobuf:"bytes,11,rep,name=recording_ids,json=recordingIds,proto3" json:"recording_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -937,6 +941,34 @@ func (x *CdrRecorded) GetDisposition() string {
 		return x.Disposition
 	}
 	return ""
+}
+
+func (x *CdrRecorded) GetAnsweredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AnsweredAt
+	}
+	return nil
+}
+
+func (x *CdrRecorded) GetEndedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndedAt
+	}
+	return nil
+}
+
+func (x *CdrRecorded) GetBillableS() uint32 {
+	if x != nil {
+		return x.BillableS
+	}
+	return 0
+}
+
+func (x *CdrRecorded) GetRecordingIds() []string {
+	if x != nil {
+		return x.RecordingIds
+	}
+	return nil
 }
 
 // MessageStored says a voicemail, fax or SMS/MMS is stored.
@@ -2762,7 +2794,7 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"started_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x1d\n" +
 	"\n" +
 	"duration_s\x18\x04 \x01(\rR\tdurationS\x125\n" +
-	"\x05media\x18\x05 \x01(\v2\x1f.callvault.event.v1.MediaObjectR\x05media\"\xe4\x01\n" +
+	"\x05media\x18\x05 \x01(\v2\x1f.callvault.event.v1.MediaObjectR\x05media\"\x9c\x03\n" +
 	"\vCdrRecorded\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x129\n" +
 	"\n" +
@@ -2772,7 +2804,14 @@ const file_callvault_event_v1_event_proto_rawDesc = "" +
 	"\x04from\x18\x04 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x05 \x01(\tR\x02to\x12\x1c\n" +
 	"\tdirection\x18\x06 \x01(\tR\tdirection\x12 \n" +
-	"\vdisposition\x18\a \x01(\tR\vdisposition\"\x94\x02\n" +
+	"\vdisposition\x18\a \x01(\tR\vdisposition\x12;\n" +
+	"\vanswered_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"answeredAt\x125\n" +
+	"\bended_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x1d\n" +
+	"\n" +
+	"billable_s\x18\n" +
+	" \x01(\rR\tbillableS\x12#\n" +
+	"\rrecording_ids\x18\v \x03(\tR\frecordingIds\"\x94\x02\n" +
 	"\rMessageStored\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.callvault.event.v1.DataKindR\x04kind\x129\n" +
 	"\x06folder\x18\x02 \x01(\x0e2!.callvault.event.v1.MessageFolderR\x06folder\x12;\n" +
@@ -3036,45 +3075,47 @@ var file_callvault_event_v1_event_proto_depIdxs = []int32{
 	26, // 18: callvault.event.v1.RecordingStored.started_at:type_name -> google.protobuf.Timestamp
 	4,  // 19: callvault.event.v1.RecordingStored.media:type_name -> callvault.event.v1.MediaObject
 	26, // 20: callvault.event.v1.CdrRecorded.started_at:type_name -> google.protobuf.Timestamp
-	0,  // 21: callvault.event.v1.MessageStored.kind:type_name -> callvault.event.v1.DataKind
-	2,  // 22: callvault.event.v1.MessageStored.folder:type_name -> callvault.event.v1.MessageFolder
-	26, // 23: callvault.event.v1.MessageStored.received_at:type_name -> google.protobuf.Timestamp
-	4,  // 24: callvault.event.v1.MessageStored.media:type_name -> callvault.event.v1.MediaObject
-	0,  // 25: callvault.event.v1.ArtifactDeleted.kind:type_name -> callvault.event.v1.DataKind
-	4,  // 26: callvault.event.v1.ArtifactDeleted.media:type_name -> callvault.event.v1.MediaObject
-	0,  // 27: callvault.event.v1.AdmissionRefused.kind:type_name -> callvault.event.v1.DataKind
-	4,  // 28: callvault.event.v1.AdmissionRefused.media:type_name -> callvault.event.v1.MediaObject
-	26, // 29: callvault.event.v1.AdmissionRefused.ingest_accepted_at:type_name -> google.protobuf.Timestamp
-	26, // 30: callvault.event.v1.AdmissionRefused.artifact_time:type_name -> google.protobuf.Timestamp
-	13, // 31: callvault.event.v1.ConfigChanged.before:type_name -> callvault.event.v1.ConfigPayload
-	13, // 32: callvault.event.v1.ConfigChanged.after:type_name -> callvault.event.v1.ConfigPayload
-	22, // 33: callvault.event.v1.ConfigPayload.domain:type_name -> callvault.event.v1.DomainRecord
-	17, // 34: callvault.event.v1.ConfigPayload.hold:type_name -> callvault.event.v1.LegalHold
-	20, // 35: callvault.event.v1.ConfigPayload.override:type_name -> callvault.event.v1.RetentionOverride
-	21, // 36: callvault.event.v1.ConfigPayload.bundle:type_name -> callvault.event.v1.BundleAssignment
-	14, // 37: callvault.event.v1.ConfigPayload.archive_config:type_name -> callvault.event.v1.ArchiveConfigRecord
-	15, // 38: callvault.event.v1.ArchiveConfigRecord.secret:type_name -> callvault.event.v1.SealedSecret
-	26, // 39: callvault.event.v1.ArchiveConfigRecord.updated_at:type_name -> google.protobuf.Timestamp
-	26, // 40: callvault.event.v1.ArchiveConfigRecord.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 41: callvault.event.v1.ArtifactArchived.kind:type_name -> callvault.event.v1.DataKind
-	26, // 42: callvault.event.v1.ArtifactArchived.retain_until:type_name -> google.protobuf.Timestamp
-	26, // 43: callvault.event.v1.ArtifactArchived.archived_at:type_name -> google.protobuf.Timestamp
-	26, // 44: callvault.event.v1.LegalHold.placed_at:type_name -> google.protobuf.Timestamp
-	0,  // 45: callvault.event.v1.RetentionOverride.kind:type_name -> callvault.event.v1.DataKind
-	18, // 46: callvault.event.v1.RetentionOverride.min_storage:type_name -> callvault.event.v1.CalendarDuration
-	18, // 47: callvault.event.v1.RetentionOverride.retention:type_name -> callvault.event.v1.CalendarDuration
-	19, // 48: callvault.event.v1.RetentionOverride.cap:type_name -> callvault.event.v1.OverrideCap
-	26, // 49: callvault.event.v1.RetentionOverride.updated_at:type_name -> google.protobuf.Timestamp
-	26, // 50: callvault.event.v1.BundleAssignment.assigned_at:type_name -> google.protobuf.Timestamp
-	26, // 51: callvault.event.v1.DomainRecord.provisioned_at:type_name -> google.protobuf.Timestamp
-	26, // 52: callvault.event.v1.TokenIssued.expires_at:type_name -> google.protobuf.Timestamp
-	26, // 53: callvault.event.v1.TokenIssued.issued_at:type_name -> google.protobuf.Timestamp
-	26, // 54: callvault.event.v1.TokenRevoked.revoked_at:type_name -> google.protobuf.Timestamp
-	55, // [55:55] is the sub-list for method output_type
-	55, // [55:55] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	26, // 21: callvault.event.v1.CdrRecorded.answered_at:type_name -> google.protobuf.Timestamp
+	26, // 22: callvault.event.v1.CdrRecorded.ended_at:type_name -> google.protobuf.Timestamp
+	0,  // 23: callvault.event.v1.MessageStored.kind:type_name -> callvault.event.v1.DataKind
+	2,  // 24: callvault.event.v1.MessageStored.folder:type_name -> callvault.event.v1.MessageFolder
+	26, // 25: callvault.event.v1.MessageStored.received_at:type_name -> google.protobuf.Timestamp
+	4,  // 26: callvault.event.v1.MessageStored.media:type_name -> callvault.event.v1.MediaObject
+	0,  // 27: callvault.event.v1.ArtifactDeleted.kind:type_name -> callvault.event.v1.DataKind
+	4,  // 28: callvault.event.v1.ArtifactDeleted.media:type_name -> callvault.event.v1.MediaObject
+	0,  // 29: callvault.event.v1.AdmissionRefused.kind:type_name -> callvault.event.v1.DataKind
+	4,  // 30: callvault.event.v1.AdmissionRefused.media:type_name -> callvault.event.v1.MediaObject
+	26, // 31: callvault.event.v1.AdmissionRefused.ingest_accepted_at:type_name -> google.protobuf.Timestamp
+	26, // 32: callvault.event.v1.AdmissionRefused.artifact_time:type_name -> google.protobuf.Timestamp
+	13, // 33: callvault.event.v1.ConfigChanged.before:type_name -> callvault.event.v1.ConfigPayload
+	13, // 34: callvault.event.v1.ConfigChanged.after:type_name -> callvault.event.v1.ConfigPayload
+	22, // 35: callvault.event.v1.ConfigPayload.domain:type_name -> callvault.event.v1.DomainRecord
+	17, // 36: callvault.event.v1.ConfigPayload.hold:type_name -> callvault.event.v1.LegalHold
+	20, // 37: callvault.event.v1.ConfigPayload.override:type_name -> callvault.event.v1.RetentionOverride
+	21, // 38: callvault.event.v1.ConfigPayload.bundle:type_name -> callvault.event.v1.BundleAssignment
+	14, // 39: callvault.event.v1.ConfigPayload.archive_config:type_name -> callvault.event.v1.ArchiveConfigRecord
+	15, // 40: callvault.event.v1.ArchiveConfigRecord.secret:type_name -> callvault.event.v1.SealedSecret
+	26, // 41: callvault.event.v1.ArchiveConfigRecord.updated_at:type_name -> google.protobuf.Timestamp
+	26, // 42: callvault.event.v1.ArchiveConfigRecord.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 43: callvault.event.v1.ArtifactArchived.kind:type_name -> callvault.event.v1.DataKind
+	26, // 44: callvault.event.v1.ArtifactArchived.retain_until:type_name -> google.protobuf.Timestamp
+	26, // 45: callvault.event.v1.ArtifactArchived.archived_at:type_name -> google.protobuf.Timestamp
+	26, // 46: callvault.event.v1.LegalHold.placed_at:type_name -> google.protobuf.Timestamp
+	0,  // 47: callvault.event.v1.RetentionOverride.kind:type_name -> callvault.event.v1.DataKind
+	18, // 48: callvault.event.v1.RetentionOverride.min_storage:type_name -> callvault.event.v1.CalendarDuration
+	18, // 49: callvault.event.v1.RetentionOverride.retention:type_name -> callvault.event.v1.CalendarDuration
+	19, // 50: callvault.event.v1.RetentionOverride.cap:type_name -> callvault.event.v1.OverrideCap
+	26, // 51: callvault.event.v1.RetentionOverride.updated_at:type_name -> google.protobuf.Timestamp
+	26, // 52: callvault.event.v1.BundleAssignment.assigned_at:type_name -> google.protobuf.Timestamp
+	26, // 53: callvault.event.v1.DomainRecord.provisioned_at:type_name -> google.protobuf.Timestamp
+	26, // 54: callvault.event.v1.TokenIssued.expires_at:type_name -> google.protobuf.Timestamp
+	26, // 55: callvault.event.v1.TokenIssued.issued_at:type_name -> google.protobuf.Timestamp
+	26, // 56: callvault.event.v1.TokenRevoked.revoked_at:type_name -> google.protobuf.Timestamp
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_callvault_event_v1_event_proto_init() }

@@ -9,7 +9,8 @@
 package ingestv1
 
 import (
-	v1 "github.com/callvault/callvault/proto/callvault/event/v1"
+	v1 "github.com/callvault/callvault/proto/callvault/cdr/v1"
+	v11 "github.com/callvault/callvault/proto/callvault/event/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -25,6 +26,182 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PublishCdrsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cdrs          []*v1.Cdr              `protobuf:"bytes,1,rep,name=cdrs,proto3" json:"cdrs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishCdrsRequest) Reset() {
+	*x = PublishCdrsRequest{}
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishCdrsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishCdrsRequest) ProtoMessage() {}
+
+func (x *PublishCdrsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishCdrsRequest.ProtoReflect.Descriptor instead.
+func (*PublishCdrsRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_ingest_v1_ingest_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PublishCdrsRequest) GetCdrs() []*v1.Cdr {
+	if x != nil {
+		return x.Cdrs
+	}
+	return nil
+}
+
+// CdrRejection names one refused CDR of a batch.
+type CdrRejection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position in the batch (counting from 0 across a whole stream).
+	Index uint32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Id    string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// The offending field, e.g. "ended_at".
+	Field         string `protobuf:"bytes,3,opt,name=field,proto3" json:"field,omitempty"`
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CdrRejection) Reset() {
+	*x = CdrRejection{}
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CdrRejection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CdrRejection) ProtoMessage() {}
+
+func (x *CdrRejection) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CdrRejection.ProtoReflect.Descriptor instead.
+func (*CdrRejection) Descriptor() ([]byte, []int) {
+	return file_callvault_ingest_v1_ingest_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CdrRejection) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *CdrRejection) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CdrRejection) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *CdrRejection) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type PublishCdrsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CDRs stored by this call, and CDRs already stored (a retry).
+	Accepted      uint32          `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Duplicates    uint32          `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	Rejected      []*CdrRejection `protobuf:"bytes,3,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishCdrsResponse) Reset() {
+	*x = PublishCdrsResponse{}
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishCdrsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishCdrsResponse) ProtoMessage() {}
+
+func (x *PublishCdrsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishCdrsResponse.ProtoReflect.Descriptor instead.
+func (*PublishCdrsResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_ingest_v1_ingest_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PublishCdrsResponse) GetAccepted() uint32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *PublishCdrsResponse) GetDuplicates() uint32 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+func (x *PublishCdrsResponse) GetRejected() []*CdrRejection {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
 // RecordingMetadata describes a call recording.
 type RecordingMetadata struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -34,7 +211,7 @@ type RecordingMetadata struct {
 	Reseller  string                 `protobuf:"bytes,3,opt,name=reseller,proto3" json:"reseller,omitempty"`
 	Domain    string                 `protobuf:"bytes,4,opt,name=domain,proto3" json:"domain,omitempty"`
 	User      string                 `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
-	Mode      v1.RecordingMode       `protobuf:"varint,6,opt,name=mode,proto3,enum=callvault.event.v1.RecordingMode" json:"mode,omitempty"`
+	Mode      v11.RecordingMode      `protobuf:"varint,6,opt,name=mode,proto3,enum=callvault.event.v1.RecordingMode" json:"mode,omitempty"`
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	DurationS uint32                 `protobuf:"varint,8,opt,name=duration_s,json=durationS,proto3" json:"duration_s,omitempty"`
 	// audio/wav, audio/mpeg, audio/ogg, ...
@@ -45,7 +222,7 @@ type RecordingMetadata struct {
 
 func (x *RecordingMetadata) Reset() {
 	*x = RecordingMetadata{}
-	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[0]
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -57,7 +234,7 @@ func (x *RecordingMetadata) String() string {
 func (*RecordingMetadata) ProtoMessage() {}
 
 func (x *RecordingMetadata) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[0]
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -70,7 +247,7 @@ func (x *RecordingMetadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingMetadata.ProtoReflect.Descriptor instead.
 func (*RecordingMetadata) Descriptor() ([]byte, []int) {
-	return file_callvault_ingest_v1_ingest_proto_rawDescGZIP(), []int{0}
+	return file_callvault_ingest_v1_ingest_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RecordingMetadata) GetId() string {
@@ -108,11 +285,11 @@ func (x *RecordingMetadata) GetUser() string {
 	return ""
 }
 
-func (x *RecordingMetadata) GetMode() v1.RecordingMode {
+func (x *RecordingMetadata) GetMode() v11.RecordingMode {
 	if x != nil {
 		return x.Mode
 	}
-	return v1.RecordingMode(0)
+	return v11.RecordingMode(0)
 }
 
 func (x *RecordingMetadata) GetStartedAt() *timestamppb.Timestamp {
@@ -150,7 +327,7 @@ type UploadRecordingRequest struct {
 
 func (x *UploadRecordingRequest) Reset() {
 	*x = UploadRecordingRequest{}
-	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[1]
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -162,7 +339,7 @@ func (x *UploadRecordingRequest) String() string {
 func (*UploadRecordingRequest) ProtoMessage() {}
 
 func (x *UploadRecordingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[1]
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -175,7 +352,7 @@ func (x *UploadRecordingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRecordingRequest.ProtoReflect.Descriptor instead.
 func (*UploadRecordingRequest) Descriptor() ([]byte, []int) {
-	return file_callvault_ingest_v1_ingest_proto_rawDescGZIP(), []int{1}
+	return file_callvault_ingest_v1_ingest_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UploadRecordingRequest) GetPart() isUploadRecordingRequest_Part {
@@ -234,7 +411,7 @@ type UploadRecordingResponse struct {
 
 func (x *UploadRecordingResponse) Reset() {
 	*x = UploadRecordingResponse{}
-	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[2]
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -246,7 +423,7 @@ func (x *UploadRecordingResponse) String() string {
 func (*UploadRecordingResponse) ProtoMessage() {}
 
 func (x *UploadRecordingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[2]
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -259,7 +436,7 @@ func (x *UploadRecordingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRecordingResponse.ProtoReflect.Descriptor instead.
 func (*UploadRecordingResponse) Descriptor() ([]byte, []int) {
-	return file_callvault_ingest_v1_ingest_proto_rawDescGZIP(), []int{2}
+	return file_callvault_ingest_v1_ingest_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UploadRecordingResponse) GetId() string {
@@ -297,11 +474,130 @@ func (x *UploadRecordingResponse) GetStreamSequence() uint64 {
 	return 0
 }
 
+type StreamCdrsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cdrs          []*v1.Cdr              `protobuf:"bytes,1,rep,name=cdrs,proto3" json:"cdrs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamCdrsRequest) Reset() {
+	*x = StreamCdrsRequest{}
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamCdrsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamCdrsRequest) ProtoMessage() {}
+
+func (x *StreamCdrsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamCdrsRequest.ProtoReflect.Descriptor instead.
+func (*StreamCdrsRequest) Descriptor() ([]byte, []int) {
+	return file_callvault_ingest_v1_ingest_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StreamCdrsRequest) GetCdrs() []*v1.Cdr {
+	if x != nil {
+		return x.Cdrs
+	}
+	return nil
+}
+
+// StreamCdrsResponse answers a whole stream as PublishCdrsResponse does a
+// batch.
+type StreamCdrsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Accepted      uint32                 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Duplicates    uint32                 `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	Rejected      []*CdrRejection        `protobuf:"bytes,3,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamCdrsResponse) Reset() {
+	*x = StreamCdrsResponse{}
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamCdrsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamCdrsResponse) ProtoMessage() {}
+
+func (x *StreamCdrsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_callvault_ingest_v1_ingest_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamCdrsResponse.ProtoReflect.Descriptor instead.
+func (*StreamCdrsResponse) Descriptor() ([]byte, []int) {
+	return file_callvault_ingest_v1_ingest_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StreamCdrsResponse) GetAccepted() uint32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *StreamCdrsResponse) GetDuplicates() uint32 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+func (x *StreamCdrsResponse) GetRejected() []*CdrRejection {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
 var File_callvault_ingest_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_callvault_ingest_v1_ingest_proto_rawDesc = "" +
 	"\n" +
-	" callvault/ingest/v1/ingest.proto\x12\x13callvault.ingest.v1\x1a\x1ecallvault/event/v1/event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x02\n" +
+	" callvault/ingest/v1/ingest.proto\x12\x13callvault.ingest.v1\x1a\x1acallvault/cdr/v1/cdr.proto\x1a\x1ecallvault/event/v1/event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n" +
+	"\x12PublishCdrsRequest\x12)\n" +
+	"\x04cdrs\x18\x01 \x03(\v2\x15.callvault.cdr.v1.CdrR\x04cdrs\"b\n" +
+	"\fCdrRejection\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +
+	"\x05field\x18\x03 \x01(\tR\x05field\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x90\x01\n" +
+	"\x13PublishCdrsResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\rR\baccepted\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x02 \x01(\rR\n" +
+	"duplicates\x12=\n" +
+	"\brejected\x18\x03 \x03(\v2!.callvault.ingest.v1.CdrRejectionR\brejected\"\xb8\x02\n" +
 	"\x11RecordingMetadata\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\acall_id\x18\x02 \x01(\tR\x06callId\x12\x1a\n" +
@@ -324,9 +620,20 @@ const file_callvault_ingest_v1_ingest_proto_rawDesc = "" +
 	"\n" +
 	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x16\n" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12'\n" +
-	"\x0fstream_sequence\x18\x05 \x01(\x04R\x0estreamSequence2\x7f\n" +
+	"\x0fstream_sequence\x18\x05 \x01(\x04R\x0estreamSequence\">\n" +
+	"\x11StreamCdrsRequest\x12)\n" +
+	"\x04cdrs\x18\x01 \x03(\v2\x15.callvault.cdr.v1.CdrR\x04cdrs\"\x8f\x01\n" +
+	"\x12StreamCdrsResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\rR\baccepted\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x02 \x01(\rR\n" +
+	"duplicates\x12=\n" +
+	"\brejected\x18\x03 \x03(\v2!.callvault.ingest.v1.CdrRejectionR\brejected2\xc2\x02\n" +
 	"\rIngestService\x12n\n" +
-	"\x0fUploadRecording\x12+.callvault.ingest.v1.UploadRecordingRequest\x1a,.callvault.ingest.v1.UploadRecordingResponse(\x01B\xd7\x01\n" +
+	"\x0fUploadRecording\x12+.callvault.ingest.v1.UploadRecordingRequest\x1a,.callvault.ingest.v1.UploadRecordingResponse(\x01\x12`\n" +
+	"\vPublishCdrs\x12'.callvault.ingest.v1.PublishCdrsRequest\x1a(.callvault.ingest.v1.PublishCdrsResponse\x12_\n" +
+	"\n" +
+	"StreamCdrs\x12&.callvault.ingest.v1.StreamCdrsRequest\x1a'.callvault.ingest.v1.StreamCdrsResponse(\x01B\xd7\x01\n" +
 	"\x17com.callvault.ingest.v1B\vIngestProtoP\x01ZAgithub.com/callvault/callvault/proto/callvault/ingest/v1;ingestv1\xa2\x02\x03CIX\xaa\x02\x13Callvault.Ingest.V1\xca\x02\x13Callvault\\Ingest\\V1\xe2\x02\x1fCallvault\\Ingest\\V1\\GPBMetadata\xea\x02\x15Callvault::Ingest::V1b\x06proto3"
 
 var (
@@ -341,25 +648,39 @@ func file_callvault_ingest_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_callvault_ingest_v1_ingest_proto_rawDescData
 }
 
-var file_callvault_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_callvault_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_callvault_ingest_v1_ingest_proto_goTypes = []any{
-	(*RecordingMetadata)(nil),       // 0: callvault.ingest.v1.RecordingMetadata
-	(*UploadRecordingRequest)(nil),  // 1: callvault.ingest.v1.UploadRecordingRequest
-	(*UploadRecordingResponse)(nil), // 2: callvault.ingest.v1.UploadRecordingResponse
-	(v1.RecordingMode)(0),           // 3: callvault.event.v1.RecordingMode
-	(*timestamppb.Timestamp)(nil),   // 4: google.protobuf.Timestamp
+	(*PublishCdrsRequest)(nil),      // 0: callvault.ingest.v1.PublishCdrsRequest
+	(*CdrRejection)(nil),            // 1: callvault.ingest.v1.CdrRejection
+	(*PublishCdrsResponse)(nil),     // 2: callvault.ingest.v1.PublishCdrsResponse
+	(*RecordingMetadata)(nil),       // 3: callvault.ingest.v1.RecordingMetadata
+	(*UploadRecordingRequest)(nil),  // 4: callvault.ingest.v1.UploadRecordingRequest
+	(*UploadRecordingResponse)(nil), // 5: callvault.ingest.v1.UploadRecordingResponse
+	(*StreamCdrsRequest)(nil),       // 6: callvault.ingest.v1.StreamCdrsRequest
+	(*StreamCdrsResponse)(nil),      // 7: callvault.ingest.v1.StreamCdrsResponse
+	(*v1.Cdr)(nil),                  // 8: callvault.cdr.v1.Cdr
+	(v11.RecordingMode)(0),          // 9: callvault.event.v1.RecordingMode
+	(*timestamppb.Timestamp)(nil),   // 10: google.protobuf.Timestamp
 }
 var file_callvault_ingest_v1_ingest_proto_depIdxs = []int32{
-	3, // 0: callvault.ingest.v1.RecordingMetadata.mode:type_name -> callvault.event.v1.RecordingMode
-	4, // 1: callvault.ingest.v1.RecordingMetadata.started_at:type_name -> google.protobuf.Timestamp
-	0, // 2: callvault.ingest.v1.UploadRecordingRequest.metadata:type_name -> callvault.ingest.v1.RecordingMetadata
-	1, // 3: callvault.ingest.v1.IngestService.UploadRecording:input_type -> callvault.ingest.v1.UploadRecordingRequest
-	2, // 4: callvault.ingest.v1.IngestService.UploadRecording:output_type -> callvault.ingest.v1.UploadRecordingResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8,  // 0: callvault.ingest.v1.PublishCdrsRequest.cdrs:type_name -> callvault.cdr.v1.Cdr
+	1,  // 1: callvault.ingest.v1.PublishCdrsResponse.rejected:type_name -> callvault.ingest.v1.CdrRejection
+	9,  // 2: callvault.ingest.v1.RecordingMetadata.mode:type_name -> callvault.event.v1.RecordingMode
+	10, // 3: callvault.ingest.v1.RecordingMetadata.started_at:type_name -> google.protobuf.Timestamp
+	3,  // 4: callvault.ingest.v1.UploadRecordingRequest.metadata:type_name -> callvault.ingest.v1.RecordingMetadata
+	8,  // 5: callvault.ingest.v1.StreamCdrsRequest.cdrs:type_name -> callvault.cdr.v1.Cdr
+	1,  // 6: callvault.ingest.v1.StreamCdrsResponse.rejected:type_name -> callvault.ingest.v1.CdrRejection
+	4,  // 7: callvault.ingest.v1.IngestService.UploadRecording:input_type -> callvault.ingest.v1.UploadRecordingRequest
+	0,  // 8: callvault.ingest.v1.IngestService.PublishCdrs:input_type -> callvault.ingest.v1.PublishCdrsRequest
+	6,  // 9: callvault.ingest.v1.IngestService.StreamCdrs:input_type -> callvault.ingest.v1.StreamCdrsRequest
+	5,  // 10: callvault.ingest.v1.IngestService.UploadRecording:output_type -> callvault.ingest.v1.UploadRecordingResponse
+	2,  // 11: callvault.ingest.v1.IngestService.PublishCdrs:output_type -> callvault.ingest.v1.PublishCdrsResponse
+	7,  // 12: callvault.ingest.v1.IngestService.StreamCdrs:output_type -> callvault.ingest.v1.StreamCdrsResponse
+	10, // [10:13] is the sub-list for method output_type
+	7,  // [7:10] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_callvault_ingest_v1_ingest_proto_init() }
@@ -367,7 +688,7 @@ func file_callvault_ingest_v1_ingest_proto_init() {
 	if File_callvault_ingest_v1_ingest_proto != nil {
 		return
 	}
-	file_callvault_ingest_v1_ingest_proto_msgTypes[1].OneofWrappers = []any{
+	file_callvault_ingest_v1_ingest_proto_msgTypes[4].OneofWrappers = []any{
 		(*UploadRecordingRequest_Metadata)(nil),
 		(*UploadRecordingRequest_Chunk)(nil),
 	}
@@ -377,7 +698,7 @@ func file_callvault_ingest_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_callvault_ingest_v1_ingest_proto_rawDesc), len(file_callvault_ingest_v1_ingest_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,8 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	IngestService_UploadRecording_FullMethodName = "/callvault.ingest.v1.IngestService/UploadRecording"
+	IngestService_PublishCdrs_FullMethodName     = "/callvault.ingest.v1.IngestService/PublishCdrs"
+	IngestService_StreamCdrs_FullMethodName      = "/callvault.ingest.v1.IngestService/StreamCdrs"
 )
 
 // IngestServiceClient is the client API for IngestService service.
@@ -35,6 +37,13 @@ type IngestServiceClient interface {
 	// bytes in the following ones. Uploading the same id again is accepted
 	// once and answered with duplicate = true.
 	UploadRecording(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRecordingRequest, UploadRecordingResponse], error)
+	// PublishCdrs takes a batch of up to 10,000 CDRs. Each is validated on
+	// its own: the bad ones are answered by index with the field and the
+	// reason, the good ones are published.
+	PublishCdrs(ctx context.Context, in *PublishCdrsRequest, opts ...grpc.CallOption) (*PublishCdrsResponse, error)
+	// StreamCdrs takes CDRs in any number of messages and answers once for
+	// all of them; indexes count across the whole stream.
+	StreamCdrs(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[StreamCdrsRequest, StreamCdrsResponse], error)
 }
 
 type ingestServiceClient struct {
@@ -58,6 +67,29 @@ func (c *ingestServiceClient) UploadRecording(ctx context.Context, opts ...grpc.
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type IngestService_UploadRecordingClient = grpc.ClientStreamingClient[UploadRecordingRequest, UploadRecordingResponse]
 
+func (c *ingestServiceClient) PublishCdrs(ctx context.Context, in *PublishCdrsRequest, opts ...grpc.CallOption) (*PublishCdrsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PublishCdrsResponse)
+	err := c.cc.Invoke(ctx, IngestService_PublishCdrs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ingestServiceClient) StreamCdrs(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[StreamCdrsRequest, StreamCdrsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &IngestService_ServiceDesc.Streams[1], IngestService_StreamCdrs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamCdrsRequest, StreamCdrsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type IngestService_StreamCdrsClient = grpc.ClientStreamingClient[StreamCdrsRequest, StreamCdrsResponse]
+
 // IngestServiceServer is the server API for IngestService service.
 // All implementations must embed UnimplementedIngestServiceServer
 // for forward compatibility.
@@ -69,6 +101,13 @@ type IngestServiceServer interface {
 	// bytes in the following ones. Uploading the same id again is accepted
 	// once and answered with duplicate = true.
 	UploadRecording(grpc.ClientStreamingServer[UploadRecordingRequest, UploadRecordingResponse]) error
+	// PublishCdrs takes a batch of up to 10,000 CDRs. Each is validated on
+	// its own: the bad ones are answered by index with the field and the
+	// reason, the good ones are published.
+	PublishCdrs(context.Context, *PublishCdrsRequest) (*PublishCdrsResponse, error)
+	// StreamCdrs takes CDRs in any number of messages and answers once for
+	// all of them; indexes count across the whole stream.
+	StreamCdrs(grpc.ClientStreamingServer[StreamCdrsRequest, StreamCdrsResponse]) error
 	mustEmbedUnimplementedIngestServiceServer()
 }
 
@@ -81,6 +120,12 @@ type UnimplementedIngestServiceServer struct{}
 
 func (UnimplementedIngestServiceServer) UploadRecording(grpc.ClientStreamingServer[UploadRecordingRequest, UploadRecordingResponse]) error {
 	return status.Error(codes.Unimplemented, "method UploadRecording not implemented")
+}
+func (UnimplementedIngestServiceServer) PublishCdrs(context.Context, *PublishCdrsRequest) (*PublishCdrsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PublishCdrs not implemented")
+}
+func (UnimplementedIngestServiceServer) StreamCdrs(grpc.ClientStreamingServer[StreamCdrsRequest, StreamCdrsResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamCdrs not implemented")
 }
 func (UnimplementedIngestServiceServer) mustEmbedUnimplementedIngestServiceServer() {}
 func (UnimplementedIngestServiceServer) testEmbeddedByValue()                       {}
@@ -110,17 +155,52 @@ func _IngestService_UploadRecording_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type IngestService_UploadRecordingServer = grpc.ClientStreamingServer[UploadRecordingRequest, UploadRecordingResponse]
 
+func _IngestService_PublishCdrs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PublishCdrsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IngestServiceServer).PublishCdrs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IngestService_PublishCdrs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IngestServiceServer).PublishCdrs(ctx, req.(*PublishCdrsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IngestService_StreamCdrs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(IngestServiceServer).StreamCdrs(&grpc.GenericServerStream[StreamCdrsRequest, StreamCdrsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type IngestService_StreamCdrsServer = grpc.ClientStreamingServer[StreamCdrsRequest, StreamCdrsResponse]
+
 // IngestService_ServiceDesc is the grpc.ServiceDesc for IngestService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var IngestService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "callvault.ingest.v1.IngestService",
 	HandlerType: (*IngestServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "PublishCdrs",
+			Handler:    _IngestService_PublishCdrs_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "UploadRecording",
 			Handler:       _IngestService_UploadRecording_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "StreamCdrs",
+			Handler:       _IngestService_StreamCdrs_Handler,
 			ClientStreams: true,
 		},
 	},

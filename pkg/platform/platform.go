@@ -40,10 +40,10 @@ type Config struct {
 	StreamReplicas  int           `env:"CALLVAULT_STREAM_REPLICAS, default=1"`
 	DuplicateWindow time.Duration `env:"CALLVAULT_DUPLICATE_WINDOW, default=1h"`
 	// CdrStreamMaxBytes bounds the CDRs waiting for the segment writer.
-	CdrStreamMaxBytes int64 `env:"CALLVAULT_CDR_STREAM_MAX_BYTES, default=1073741824"`
-	LogLevel        string        `env:"CALLVAULT_LOG_LEVEL, default=info"`
-	BootstrapToken  string        `env:"CALLVAULT_BOOTSTRAP_TOKEN"`
-	CDS             CDSConfig
+	CdrStreamMaxBytes int64  `env:"CALLVAULT_CDR_STREAM_MAX_BYTES, default=1073741824"`
+	LogLevel          string `env:"CALLVAULT_LOG_LEVEL, default=info"`
+	BootstrapToken    string `env:"CALLVAULT_BOOTSTRAP_TOKEN"`
+	CDS               CDSConfig
 }
 
 // CDSConfig picks the CDS backend: S3 when CALLVAULT_S3_BUCKET is set,

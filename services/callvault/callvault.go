@@ -147,6 +147,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	gw := gateway.New(d, pol)
 	gw.SetArchive(rt)
+	gw.SetCdrs(pol.Ledger())
 	services := []platform.Service{ingest.New(d, cfg.Limits, pol), pol, rt, culler.New(d), gw}
 	// Nothing is served from Redis before it has caught up with the
 	// streams: an in-process Redis starts empty, and so does a Redis that

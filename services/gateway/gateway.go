@@ -1,6 +1,7 @@
 // Package gateway serves tenants and internal clients: the REST API
-// (recordings list, metadata, media with Range, tokens) and the gRPC
-// CatalogService. Every read is scoped by the caller's token.
+// (recordings list, metadata, media with Range, tokens, CDRs and their
+// exports) and the gRPC CatalogService. Every read is scoped by the
+// caller's token.
 package gateway
 
 import (
@@ -14,6 +15,7 @@ import (
 	"github.com/callvault/callvault/pkg/apierr"
 	"github.com/callvault/callvault/pkg/auth"
 	"github.com/callvault/callvault/pkg/catalog"
+	"github.com/callvault/callvault/pkg/cdr"
 	"github.com/callvault/callvault/pkg/cds"
 	"github.com/callvault/callvault/pkg/platform"
 	"github.com/callvault/callvault/pkg/tenant"
@@ -25,7 +27,8 @@ type Config struct {
 	HTTPAddr string `env:"CALLVAULT_HTTP_ADDR, default=127.0.0.1:8080"`
 	GRPCAddr string `env:"CALLVAULT_GRPC_ADDR, default=127.0.0.1:9090"`
 	// PolicyAddr is the policy service's gRPC address, which serves the
-	// domain routes of a standalone gateway (empty: they answer 503).
+	// domain and CDR routes of a standalone gateway (empty: they answer
+	// 503).
 	PolicyAddr string `env:"CALLVAULT_POLICY_ADDR"`
 	// RouterAddr is the archive router's gRPC address, which gives a
 	// standalone gateway the archive state of recordings and playback from
@@ -47,11 +50,16 @@ type Service struct {
 	catalog catalog.Reader
 	domains Domains
 	archive Archive
+	cdrs    cdr.Ledger
 	store   cds.Store
 	tokens  *auth.Store
 	log     *slog.Logger
 	served  *prometheus.CounterVec
 	state   *catalog.LagCheck
+	// cdrStreams counts GET /api/v1/cdrs answers by status (complete,
+	// error, truncated, client_gone); cdrRows the rows sent, by format.
+	cdrStreams *prometheus.CounterVec
+	cdrRows    *prometheus.CounterVec
 }
 
 // New returns the service; domains may be nil (see Domains).
@@ -66,8 +74,16 @@ func New(d *platform.Deps, domains Domains) *Service {
 			Namespace: "callvault", Subsystem: "gateway", Name: "media_bytes_total",
 			Help: "Media bytes served, by status (full, partial).",
 		}, []string{"status"}),
+		cdrStreams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "callvault", Subsystem: "gateway", Name: "cdr_streams_total",
+			Help: "CDR streams answered, by status (complete, error, truncated, client_gone).",
+		}, []string{"status"}),
+		cdrRows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "callvault", Subsystem: "gateway", Name: "cdr_rows_total",
+			Help: "CDR rows streamed, by format (json, ndjson, csv).",
+		}, []string{"format"}),
 	}
-	d.Registry.MustRegister(s.served)
+	d.Registry.MustRegister(s.served, s.cdrStreams, s.cdrRows)
 	s.state = d.RequireCurrentRedis(s.log)
 	return s
 }

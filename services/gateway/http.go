@@ -29,6 +29,10 @@ func (s *Service) RegisterHTTP(mux *http.ServeMux, a auth.Authenticator) {
 	mux.Handle("POST /api/v1/domains", auth.HTTP(a, http.HandlerFunc(s.handleProvisionDomain)))
 	mux.Handle("GET /api/v1/domains", auth.HTTP(a, http.HandlerFunc(s.handleListDomains)))
 	mux.Handle("GET /api/v1/domains/{domain}", auth.HTTP(a, http.HandlerFunc(s.handleGetDomain)))
+	mux.Handle("GET /api/v1/cdrs", auth.HTTP(a, http.HandlerFunc(s.handleCdrs)))
+	mux.Handle("POST /api/v1/cdrs/exports", auth.HTTP(a, http.HandlerFunc(s.handleCreateCdrExport)))
+	mux.Handle("GET /api/v1/cdrs/exports/{id}", auth.HTTP(a, http.HandlerFunc(s.handleGetCdrExport)))
+	mux.Handle("GET /api/v1/cdrs/exports/{id}/download", auth.HTTP(a, http.HandlerFunc(s.handleDownloadCdrExport)))
 }
 
 // recordingJSON is the REST form of a recording.

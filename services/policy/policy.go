@@ -30,6 +30,7 @@ import (
 	"github.com/callvault/callvault/services/policy/internal/bundle"
 	"github.com/callvault/callvault/services/policy/internal/hold"
 	"github.com/callvault/callvault/services/policy/internal/override"
+	"github.com/callvault/callvault/services/policy/ledger"
 )
 
 // Config of a standalone policy process.
@@ -59,6 +60,8 @@ type Settings struct {
 	// cleared them); a batch that outlives it is applied again after one
 	// more rebuild.
 	WriterLease time.Duration `env:"CALLVAULT_WRITER_LEASE, default=2m"`
+	// Ledger tunes the CDR ledger the policy service runs.
+	Ledger ledger.Settings
 }
 
 // AdmitConsumer is the durable consumer that admits artifacts.
@@ -83,6 +86,7 @@ type Service struct {
 	admitted    *prometheus.CounterVec
 	orphanSweep OrphanSweep
 	orphans     *prometheus.CounterVec
+	ledger      *ledger.Ledger
 	// catchMu makes concurrent catch-ups (handlers, the watcher) one.
 	catchMu sync.Mutex
 	// life ends when Run's context does: a handler waits for a rebuild
@@ -149,6 +153,7 @@ func New(d *platform.Deps, set Settings) (*Service, error) {
 	cspec := bus.DefaultSpec(d.Names.ConfigStream(), ConfigConsumer, d.Names.ConfigSubjects())
 	cspec.MaxAckPending = 1
 	s.config = bus.NewConsumer(d.JS, d.Names, cspec, s.handleConfig, d.Log, d.Bus)
+	s.ledger = ledger.New(d.JS, d.Names, d.Redis, d.CDS, s.catalog, set.Ledger, d.Log, d.Registry)
 	return s, nil
 }
 
@@ -170,6 +175,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.consumer.Run(gctx) })
 	g.Go(func() error { return s.config.Run(gctx) })
+	g.Go(func() error { return s.ledger.Run(gctx) })
 	if every := s.orphanSweep.Interval; every > 0 {
 		g.Go(func() error { return s.sweepOrphansEvery(gctx, every) })
 	}
@@ -183,6 +189,7 @@ func (s *Service) RegisterHTTP(*http.ServeMux, auth.Authenticator) {}
 // RegisterGRPC registers PolicyService.
 func (s *Service) RegisterGRPC(g *grpc.Server) {
 	policyv1.RegisterPolicyServiceServer(g, &grpcServer{s: s})
+	s.ledger.RegisterGRPC(g)
 }
 
 // waitContext is what a handler waits for a rebuild on: the service's
@@ -265,3 +272,6 @@ func recordingFromEvent(env *eventv1.Envelope, rec *eventv1.RecordingStored, seq
 		StreamSeq: seq,
 	}, nil
 }
+
+// Ledger is the CDR ledger the service runs.
+func (s *Service) Ledger() *ledger.Ledger { return s.ledger }

@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 
+	"github.com/callvault/callvault/pkg/cdrclient"
 	"github.com/callvault/callvault/pkg/platform"
 	"github.com/callvault/callvault/pkg/policyclient"
 	"github.com/callvault/callvault/pkg/routerclient"
@@ -25,6 +26,15 @@ func main() {
 				domains = c
 			}
 			gw := gateway.New(d, domains)
+			// The policy service serves the CDR ledger too, on the same
+			// gRPC port.
+			if cfg.PolicyAddr != "" {
+				c, _, err := cdrclient.Dial(cfg.PolicyAddr)
+				if err != nil {
+					return nil, err
+				}
+				gw.SetCdrs(c)
+			}
 			if cfg.RouterAddr != "" {
 				c, _, err := routerclient.Dial(cfg.RouterAddr)
 				if err != nil {

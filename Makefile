@@ -71,11 +71,12 @@ test-go: ## go test every module against the running test servers
 test: ## everything CI runs: tools, proto-check, builds, vet, staticcheck, all tests on real servers
 	bash scripts/test.sh
 
-bench: ## catalog benchmarks on the real Redis: bytes per recording, voicemail and SMS over 1,000,000 each; admissions/s (catalog and whole consumer) beside pipelined SET; list p50/p99; rebuild beside a raw read; offload to S3 and SFTP beside direct write loops
+bench: ## catalog benchmarks on the real Redis: bytes per recording, voicemail and SMS over 1,000,000 each; admissions/s (catalog and whole consumer) beside pipelined SET; list p50/p99; rebuild beside a raw read; offload to S3 and SFTP beside direct write loops; CDRs end to end beside raw JetStream publish, export rows/s, bytes per CDR and per partition
 	bash scripts/testenv.sh start >/dev/null
 	source .test-env/env && cd pkg && GOWORK=off go test -run '^$$' -bench 'Memory|Admit|List' -benchtime 1x -count 1 -timeout 30m ./catalog/
 	source .test-env/env && cd services/policy && GOWORK=off go test -run '^$$' -bench 'Rebuild|AdmitConsumer' -benchtime 1x -count 1 .
 	source .test-env/env && cd services/router && GOWORK=off go test -run '^$$' -bench 'Offload' -benchtime 1x -count 1 .
+	source .test-env/env && cd services/policy && GOWORK=off go test -run '^$$' -bench 'CdrPipeline' -benchtime 1x -count 1 ./ledger/
 
 clean: ## remove build output and the local data directory
 	rm -rf bin data

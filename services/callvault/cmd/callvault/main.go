@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/callvault/callvault/pkg/platform"
 	"github.com/callvault/callvault/services/callvault"
 	"github.com/callvault/callvault/services/policy"
+	"github.com/callvault/callvault/services/policy/ledger"
 )
 
 const usage = `usage: callvault <command> [flags]
@@ -26,6 +28,7 @@ commands:
   serve            run every service in one process (the default)
   dlq list         print dead letters as JSON lines (-data-dir of the serve)
   replay catalog   rebuild the Redis catalog and tokens from the streams
+  replay cdr-index rebuild the CDR partition index from the segment objects
   domain add D     provision domain D (-reseller R; a reseller token may omit it)
   domain list      list the provisioned domains the token covers (-reseller R)
   token issue      issue a token (-name -level -reseller -domain -user -expires-in)
@@ -100,13 +103,16 @@ func realMain(ctx context.Context, args []string) error {
 		}
 		return nil
 	case "replay":
-		if len(args) == 0 || args[0] != "catalog" {
-			return errors.New("replay: want 'replay catalog'")
+		if len(args) == 0 || (args[0] != "catalog" && args[0] != "cdr-index") {
+			return errors.New("replay: want 'replay catalog' or 'replay cdr-index'")
 		}
 		fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 		fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory of the running serve")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
+		}
+		if args[0] == "cdr-index" {
+			return replayCdrIndex(ctx, cfg, log, os.Stdout)
 		}
 		return replayCatalog(ctx, cfg, log)
 	case "domain", "token":
@@ -118,6 +124,32 @@ func realMain(ctx context.Context, args []string) error {
 		fmt.Fprint(os.Stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
 	}
+}
+
+// replayCdrIndex rebuilds the CDR partition index from the segment
+// objects in the CDS: it needs Redis and the CDS, not the streams.
+func replayCdrIndex(ctx context.Context, cfg callvault.Config, log *slog.Logger, out io.Writer) error {
+	names, err := bus.NewNames(cfg.Platform.Namespace)
+	if err != nil {
+		return err
+	}
+	rdb, err := platform.ConnectRedis(ctx, cfg.Platform.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	store, where, err := platform.OpenCDS(ctx, cfg.Platform.CDS, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	st, err := ledger.New(nil, names, rdb, store, nil, cfg.Policy.Ledger, log, nil).RebuildIndex(ctx)
+	if err != nil {
+		return err
+	}
+	log.Info("CDR index rebuilt", "cds", where, "domains", st.Domains, "partitions", st.Partitions, "segments", st.Segments)
+	fmt.Fprintf(out, "rebuilt the CDR index from %s: %d domains, %d partitions, %d segments (%d replaced by a compaction left out, %d other objects skipped)\n",
+		where, st.Domains, st.Partitions, st.Segments, st.Replaced, st.Skipped)
+	return nil
 }
 
 // replayCatalog rebuilds Redis from the streams of a running installation.

@@ -22,6 +22,66 @@ const maxMetadataBytes = 64 << 10
 // RegisterHTTP mounts the ingest routes; a wraps them with authentication.
 func (s *Service) RegisterHTTP(mux *http.ServeMux, a auth.Authenticator) {
 	mux.Handle("POST /api/v1/ingest/recordings", auth.HTTP(a, http.HandlerFunc(s.handleUpload)))
+	mux.Handle("POST /api/v1/ingest/cdrs", auth.HTTP(a, http.HandlerFunc(s.handleCdrs)))
+}
+
+// handleCdrs reads a batch of CDRs, a JSON array (application/json) or one
+// record per line (application/x-ndjson), and answers 200 with what
+// became of each: the counts and the rejections by index. The body is read
+// whole (it is bounded) before anything is published, so a batch over the
+// limit or a malformed array publishes nothing.
+func (s *Service) handleCdrs(w http.ResponseWriter, r *http.Request) {
+	p, _ := auth.FromContext(r.Context())
+	ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	var decode func([]byte) ([]cdrItem, error)
+	switch {
+	case err != nil:
+	case ct == "application/json":
+		decode = decodeCdrArray
+	case ct == "application/x-ndjson" || ct == "application/ndjson":
+		decode = decodeCdrLines
+	}
+	if decode == nil {
+		apierr.HTTP(w, r, apierr.Invalid("Content-Type", "must be application/json (an array of CDRs) or application/x-ndjson (one CDR per line)"))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.limits.MaxCdrBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			err = &limitError{field: "body", reason: fmt.Sprintf("must be at most %d bytes", s.limits.MaxCdrBodyBytes)}
+		} else {
+			err = apierr.Invalid("body", "could not be read: %v", err)
+		}
+		cdrHTTPError(w, r, err)
+		return
+	}
+	items, err := decode(body)
+	if err != nil {
+		cdrHTTPError(w, r, err)
+		return
+	}
+	res, err := s.publishCdrs(r.Context(), p, items, "ingest/http")
+	if err != nil {
+		cdrHTTPError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(res)
+}
+
+// cdrHTTPError is apierr.HTTP, but a limit names its field as a
+// validation error does.
+func cdrHTTPError(w http.ResponseWriter, r *http.Request, err error) {
+	var le *limitError
+	if !errors.As(err, &le) {
+		apierr.HTTP(w, r, err)
+		return
+	}
+	apierr.WriteProblem(w, apierr.Problem{
+		Type: "urn:callvault:problem:too-large", Title: "Request too large", Status: http.StatusRequestEntityTooLarge,
+		Detail: le.Error(), Instance: r.URL.Path, InvalidParams: []apierr.FieldViolation{{Field: le.field, Reason: le.reason}},
+	})
 }
 
 // handleUpload reads a multipart/form-data body whose "metadata" part (JSON)

@@ -1,7 +1,8 @@
-// Package ingest is call-ingest: it accepts recordings from PBXs over gRPC
-// and HTTP, streams the media into the CDS while hashing it, and publishes
-// the event to JetStream. A PBX is answered only after the PubAck, so an
-// accepted recording is never lost.
+// Package ingest is call-ingest: it accepts recordings and CDRs from PBXs
+// over gRPC and HTTP. A recording's media is streamed into the CDS while
+// it is hashed and its event published to JetStream; CDRs are validated one
+// by one and the good ones published to the CDR stream. A PBX is answered
+// only after the PubAcks, so nothing it was told is accepted is lost.
 package ingest
 
 import (
@@ -36,8 +37,20 @@ type Config struct {
 type Limits struct {
 	// MaxMediaBytes is the largest recording accepted.
 	MaxMediaBytes int64 `env:"CALLVAULT_MAX_MEDIA_BYTES, default=1073741824"`
-	Publish       Publish
+	// MaxCdrBodyBytes bounds the body of one HTTP CDR request: room for
+	// cdr.MaxBatch CDRs of a few kilobytes each.
+	MaxCdrBodyBytes int64 `env:"CALLVAULT_INGEST_MAX_CDR_BODY_BYTES, default=33554432"`
+	// CdrWindow bounds the CDR publishes awaiting their PubAck, across
+	// all requests of the process.
+	CdrWindow int `env:"CALLVAULT_INGEST_CDR_WINDOW, default=2048"`
+	Publish   Publish
 }
+
+// Defaults of the CDR limits.
+const (
+	defaultMaxCdrBodyBytes = 32 << 20
+	defaultCdrWindow       = 2048
+)
 
 // Provisioner provisions a domain an upload names for the first time. The
 // policy service owns the registry; nil means uploads never provision.
@@ -49,15 +62,19 @@ type Provisioner interface {
 type Service struct {
 	domains Provisioner
 	js      jetstream.JetStream
-	names   bus.Names
-	store   cds.Store
-	catalog catalog.Reader
-	state   *catalog.LagCheck
-	limits  Limits
-	publish Publish
-	log     *slog.Logger
-	metrics *metrics
-	now     func() time.Time
+	// cdrJS publishes CDRs asynchronously (see newCdrJetStream); cdrSlots
+	// holds one token per CDR publish awaiting its PubAck.
+	cdrJS    jetstream.JetStream
+	cdrSlots chan struct{}
+	names    bus.Names
+	store    cds.Store
+	catalog  catalog.Reader
+	state    *catalog.LagCheck
+	limits   Limits
+	publish  Publish
+	log      *slog.Logger
+	metrics  *metrics
+	now      func() time.Time
 }
 
 // New returns the service; domains may be nil (see Provisioner).
@@ -65,17 +82,26 @@ func New(d *platform.Deps, limits Limits, domains Provisioner) *Service {
 	if limits.MaxMediaBytes <= 0 {
 		limits.MaxMediaBytes = 1 << 30
 	}
+	if limits.MaxCdrBodyBytes <= 0 {
+		limits.MaxCdrBodyBytes = defaultMaxCdrBodyBytes
+	}
+	if limits.CdrWindow <= 0 {
+		limits.CdrWindow = defaultCdrWindow
+	}
+	publish := limits.Publish.withDefaults()
 	s := &Service{
-		domains: domains,
-		js:      d.JS,
-		names:   d.Names,
-		store:   d.CDS,
-		catalog: catalog.NewReader(d.Redis, d.Names.Namespace()),
-		limits:  limits,
-		publish: limits.Publish.withDefaults(),
-		log:     d.Log.With("service", "ingest"),
-		metrics: newMetrics(d.Registry),
-		now:     time.Now,
+		domains:  domains,
+		js:       d.JS,
+		cdrJS:    newCdrJetStream(d, publish, limits.CdrWindow),
+		cdrSlots: make(chan struct{}, limits.CdrWindow),
+		names:    d.Names,
+		store:    d.CDS,
+		catalog:  catalog.NewReader(d.Redis, d.Names.Namespace()),
+		limits:   limits,
+		publish:  publish,
+		log:      d.Log.With("service", "ingest"),
+		metrics:  newMetrics(d.Registry),
+		now:      time.Now,
 	}
 	s.state = d.RequireCurrentRedis(s.log)
 	return s
@@ -95,6 +121,7 @@ type metrics struct {
 	bytes          prometheus.Counter
 	seconds        prometheus.Histogram
 	publishRetries prometheus.Counter
+	cdrs           *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -115,10 +142,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "callvault", Subsystem: "ingest", Name: "publish_failures_total",
 			Help: "Publish attempts that failed or timed out (each is retried with the same Nats-Msg-Id).",
 		}),
+		cdrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "callvault", Subsystem: "ingest", Name: "cdrs_total",
+			Help: "CDRs received by outcome: accepted (stored now), duplicate (stored before), rejected (answered by index), error (not confirmed stored: the request was answered 503).",
+		}, []string{"status"}),
 	}
-	reg.MustRegister(m.uploads, m.bytes, m.seconds, m.publishRetries)
+	reg.MustRegister(m.uploads, m.bytes, m.seconds, m.publishRetries, m.cdrs)
 	for _, status := range []string{"accepted", "duplicate", "invalid", "refused", "error"} {
 		m.uploads.WithLabelValues(status) // export zeros from the start
+	}
+	for _, status := range []string{cdrAccepted, cdrDuplicate, cdrRejected, cdrError} {
+		m.cdrs.WithLabelValues(status)
 	}
 	return m
 }

@@ -58,6 +58,7 @@ func newStack(t *testing.T, opts ...withRouter) *stack {
 	}
 	ing := ingest.New(d, ingest.Limits{MaxMediaBytes: 1 << 20}, pol)
 	gw := gateway.New(d, pol)
+	gw.SetCdrs(pol.Ledger())
 	services := []platform.Service{ing, pol, gw}
 	var rt *router.Service
 	for _, o := range opts {

@@ -23,18 +23,20 @@ import (
 // ms): the partitions a compaction may have work in.
 type keys struct{ ns string }
 
-func (k keys) tag(domain string) string        { return k.ns + ":{" + domain + "}:" }
-func (k keys) days(domain string) string       { return k.tag(domain) + "cdrdays" }
-func (k keys) segs(domain, day string) string  { return k.tag(domain) + "cdrseg:" + day }
-func (k keys) stat(domain string) string       { return k.tag(domain) + "cdrstat" }
-func (k keys) dirty() string                   { return k.ns + ":{_cdr}:dirty" }
-func (k keys) compactLease(part string) string { return k.ns + ":{_cdr}:compact:" + part }
-func (k keys) domains() string                 { return k.ns + ":{_cdr}:domains" }
-func (k keys) export(domain, id string) string { return k.tag(domain) + "cdrexport:" + id }
-func (k keys) exportList(domain string) string { return k.tag(domain) + "cdrexports" }
-func (k keys) exportOwner() string             { return k.ns + ":{_cdrx}:owner" }
-func (k keys) exportPending() string           { return k.ns + ":{_cdrx}:pending" }
-func (k keys) exportLease(id string) string    { return k.ns + ":{_cdrx}:lease:" + id }
+func (k keys) tag(domain string) string          { return k.ns + ":{" + domain + "}:" }
+func (k keys) days(domain string) string         { return k.tag(domain) + "cdrdays" }
+func (k keys) segs(domain, day string) string    { return k.tag(domain) + "cdrseg:" + day }
+func (k keys) stat(domain string) string         { return k.tag(domain) + "cdrstat" }
+func (k keys) pending(domain, day string) string { return k.tag(domain) + "cdrpending:" + day }
+func (k keys) gone(domain, day string) string    { return k.tag(domain) + "cdrgone:" + day }
+func (k keys) dirty() string                     { return k.ns + ":{_cdr}:dirty" }
+func (k keys) compactLease(part string) string   { return k.ns + ":{_cdr}:compact:" + part }
+func (k keys) domains() string                   { return k.ns + ":{_cdr}:domains" }
+func (k keys) export(domain, id string) string   { return k.tag(domain) + "cdrexport:" + id }
+func (k keys) exportList(domain string) string   { return k.tag(domain) + "cdrexports" }
+func (k keys) exportOwner() string               { return k.ns + ":{_cdrx}:owner" }
+func (k keys) exportPending() string             { return k.ns + ":{_cdrx}:pending" }
+func (k keys) exportLease(id string) string      { return k.ns + ":{_cdrx}:lease:" + id }
 
 // SegmentKey is where a segment object lives in the CDS.
 func SegmentKey(domain, day, name string) string {
@@ -90,11 +92,15 @@ func decodeMeta(name, v string) (SegmentMeta, error) {
 	return SegmentMeta{Name: name, Count: n[0], Bytes: n[1], MinStart: n[2], MaxStart: n[3]}, nil
 }
 
-// recordScript adds a segment to its partition. A segment already there
-// (the same messages written again after a lost ack) replaces its entry
-// without counting twice. KEYS: days, segs, stat. ARGV: day, day number,
-// name, meta, count, bytes.
+// recordScript adds a segment to its partition and clears its pending
+// mark. A segment already there (the same messages written again after a
+// lost ack) replaces its entry without counting twice; one a compaction
+// already replaced (its messages are in the compacted segment) is not
+// indexed again and answers 2. KEYS: days, segs, stat, pending, gone.
+// ARGV: day, day number, name, meta, count, bytes.
 var recordScript = redis.NewScript(`
+redis.call('HDEL', KEYS[4], ARGV[3])
+if redis.call('SISMEMBER', KEYS[5], ARGV[3]) == 1 then return 2 end
 local old = redis.call('HGET', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
@@ -111,8 +117,10 @@ return 1
 `)
 
 // swapScript replaces segments of a partition by their compaction, only
-// when every one of them is still indexed. KEYS: segs, stat. ARGV: new
-// name, new meta, new count, new bytes, then the old names.
+// when every one of them is still indexed, and remembers the replaced
+// names so a late rewrite of one is not indexed again. KEYS: segs, stat,
+// gone. ARGV: new name, new meta, new count, new bytes, then the old
+// names.
 var swapScript = redis.NewScript(`
 local olds = {}
 for i = 5, #ARGV do
@@ -126,7 +134,10 @@ for _, v in ipairs(olds) do
   c = c + tonumber(oc)
   b = b + tonumber(ob)
 end
-for i = 5, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
+for i = 5, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  redis.call('SADD', KEYS[3], ARGV[i])
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'cdrs', tonumber(ARGV[3]) - c)
 redis.call('HINCRBY', KEYS[2], 'bytes', tonumber(ARGV[4]) - b)
@@ -139,12 +150,22 @@ type index struct {
 	k   keys
 }
 
+// markPending says a writer is about to store segment name: compaction
+// leaves its object alone until it is indexed (or the mark is a day old:
+// the writer died, and its messages went into another segment).
+func (x index) markPending(ctx context.Context, domain, day, name string, now time.Time) error {
+	if err := x.rdb.HSet(ctx, x.k.pending(domain, day), name, now.UnixMilli()).Err(); err != nil {
+		return fmt.Errorf("mark segment %s of %s/%s pending: %w", name, domain, day, err)
+	}
+	return nil
+}
+
 func (x index) record(ctx context.Context, domain, day string, m SegmentMeta, now time.Time) error {
 	t, err := cdr.ParseDay(day)
 	if err != nil {
 		return err
 	}
-	if err := recordScript.Run(ctx, x.rdb, []string{x.k.days(domain), x.k.segs(domain, day), x.k.stat(domain)},
+	if err := recordScript.Run(ctx, x.rdb, []string{x.k.days(domain), x.k.segs(domain, day), x.k.stat(domain), x.k.pending(domain, day), x.k.gone(domain, day)},
 		day, cdr.DayNumber(t), m.Name, m.encode(), m.Count, m.Bytes).Err(); err != nil {
 		return fmt.Errorf("index segment %s of %s/%s: %w", m.Name, domain, day, err)
 	}

@@ -125,9 +125,14 @@ func (l *Ledger) scanPartition(ctx context.Context, q *cdrv1.Query, day string, 
 	if err != nil {
 		return err
 	}
+	return l.scanSegments(ctx, q, day, segs, out)
+}
+
+// scanSegments merges the given segments of a partition.
+func (l *Ledger) scanSegments(ctx context.Context, q *cdrv1.Query, day string, segs []SegmentMeta, out *batcher) error {
 	from, to := q.GetFrom().AsTime().UnixNano(), q.GetTo().AsTime().UnixNano()
 	desc := q.GetNewestFirst()
-	segs = slices.DeleteFunc(segs, func(s SegmentMeta) bool { return s.MaxStart < from || s.MinStart >= to })
+	segs = slices.DeleteFunc(slices.Clone(segs), func(s SegmentMeta) bool { return s.MaxStart < from || s.MinStart >= to })
 	// The order segments join the merge: by where they start in the
 	// direction of reading.
 	slices.SortFunc(segs, func(a, b SegmentMeta) int {

@@ -89,12 +89,18 @@ func (l *Ledger) RebuildIndex(ctx context.Context) (RebuildStats, error) {
 	for _, domain := range names {
 		days := parts[domain]
 		for _, segs := range days {
+			// Two passes: a chain of compactions (C2 replaced C1, which
+			// replaced S1) drops every replaced one whatever the order.
+			replaced := map[string]bool{}
 			for _, f := range segs {
 				for _, old := range f.supersedes {
-					if _, ok := segs[old]; ok {
-						delete(segs, old)
-						st.Replaced++
-					}
+					replaced[old] = true
+				}
+			}
+			for name := range replaced {
+				if _, ok := segs[name]; ok {
+					delete(segs, name)
+					st.Replaced++
 				}
 			}
 		}

@@ -262,14 +262,27 @@ func (w *writer) flush(ctx context.Context, key string, p *partition) bool {
 // segmentName names the segment of exactly these stream messages, so a
 // rewrite of the same messages (a crash or a lost ack after the put)
 // replaces the object and its index entry instead of adding a copy.
-func segmentName(prefix string, seqs []uint64) string {
+// The CDRs' ids go in with the sequences: a stream created again numbers
+// from 1, and other CDRs under the same numbers must not take the name.
+func segmentName(prefix string, seqs []uint64, ids []string) string {
 	h := sha256.New()
 	var b [8]byte
-	for _, s := range seqs {
+	for i, s := range seqs {
 		binary.BigEndian.PutUint64(b[:], s)
 		h.Write(b[:])
+		h.Write([]byte(ids[i]))
+		h.Write([]byte{0})
 	}
 	return prefix + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// writerName names the writer's segment of p's messages seqs.
+func writerName(p *partition, seqs []uint64) string {
+	ids := make([]string, len(seqs))
+	for i, s := range seqs {
+		ids[i] = cdr.EventID(p.domain, p.cdrs[s].GetId())
+	}
+	return segmentName("w-", seqs, ids)
 }
 
 func (l *Ledger) writeSegment(ctx context.Context, p *partition, seqs []uint64) error {
@@ -277,12 +290,15 @@ func (l *Ledger) writeSegment(ctx context.Context, p *partition, seqs []uint64) 
 	for _, s := range seqs {
 		cdrs = append(cdrs, p.cdrs[s])
 	}
+	name := writerName(p, seqs)
 	obj, h, err := cdr.Encode(p.domain, p.day, cdrs, l.set.BlockCDRs, l.now())
 	if err != nil {
 		return err
 	}
-	name := segmentName("w-", seqs)
 	key := SegmentKey(p.domain, p.day, name)
+	if err := l.idx.markPending(ctx, p.domain, p.day, name, l.now()); err != nil {
+		return err
+	}
 	if _, err := l.store.Put(ctx, key, bytes.NewReader(obj), SegmentContentType); err != nil {
 		return fmt.Errorf("store segment %s: %w", key, err)
 	}

@@ -71,3 +71,18 @@ func ts(t *time.Time) *timestamppb.Timestamp {
 	}
 	return timestamppb.New(*t)
 }
+
+// StateName is how the API names an export's state.
+func StateName(s cdrv1.ExportState) string {
+	switch s {
+	case cdrv1.ExportState_EXPORT_STATE_QUEUED:
+		return "queued"
+	case cdrv1.ExportState_EXPORT_STATE_RUNNING:
+		return "running"
+	case cdrv1.ExportState_EXPORT_STATE_DONE:
+		return "done"
+	case cdrv1.ExportState_EXPORT_STATE_FAILED:
+		return "failed"
+	}
+	return "unknown"
+}

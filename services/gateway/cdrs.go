@@ -326,7 +326,7 @@ func exportToJSON(e *cdrv1.Export) cdrExportJSON {
 		order = "newest"
 	}
 	out := cdrExportJSON{
-		ID: e.GetId(), State: exportState(e.GetState()), Format: cdr.FormatName(e.GetFormat()),
+		ID: e.GetId(), State: cdr.StateName(e.GetState()), Format: cdr.FormatName(e.GetFormat()),
 		Query: cdrQueryJSON{Domain: q.GetDomain(), From: at(q.GetFrom()), To: at(q.GetTo()), User: q.GetUser(),
 			Number: q.GetNumber(), CallID: q.GetCallId(), Order: order},
 		PartitionsDone: e.GetPartitionsDone(), PartitionsTotal: e.GetPartitionsTotal(), Rows: e.GetRows(),
@@ -337,20 +337,6 @@ func exportToJSON(e *cdrv1.Export) cdrExportJSON {
 		out.DownloadURL = exportPath(e.GetId()) + "/download"
 	}
 	return out
-}
-
-func exportState(s cdrv1.ExportState) string {
-	switch s {
-	case cdrv1.ExportState_EXPORT_STATE_QUEUED:
-		return "queued"
-	case cdrv1.ExportState_EXPORT_STATE_RUNNING:
-		return "running"
-	case cdrv1.ExportState_EXPORT_STATE_DONE:
-		return "done"
-	case cdrv1.ExportState_EXPORT_STATE_FAILED:
-		return "failed"
-	}
-	return "unknown"
 }
 
 // handleCreateCdrExport answers 202 with the queued export; its Location

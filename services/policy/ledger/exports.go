@@ -124,27 +124,13 @@ func (l *Ledger) OpenExport(ctx context.Context, p auth.Principal, id string) (i
 		return nil, nil, err
 	}
 	if e.GetState() != cdrv1.ExportState_EXPORT_STATE_DONE {
-		return nil, e, fmt.Errorf("export %s is %s, not done: %w", id, stateName(e.GetState()), apierr.ErrConflict)
+		return nil, e, fmt.Errorf("export %s is %s, not done: %w", id, cdr.StateName(e.GetState()), apierr.ErrConflict)
 	}
 	rc, err := l.store.Open(ctx, ExportKey(e.GetQuery().GetDomain(), id, e.GetFormat()), 0, -1)
 	if err != nil {
 		return nil, e, fmt.Errorf("export %s: %w: %v", id, apierr.ErrUnavailable, err)
 	}
 	return rc, e, nil
-}
-
-func stateName(s cdrv1.ExportState) string {
-	switch s {
-	case cdrv1.ExportState_EXPORT_STATE_QUEUED:
-		return "queued"
-	case cdrv1.ExportState_EXPORT_STATE_RUNNING:
-		return "running"
-	case cdrv1.ExportState_EXPORT_STATE_DONE:
-		return "done"
-	case cdrv1.ExportState_EXPORT_STATE_FAILED:
-		return "failed"
-	}
-	return "unknown"
 }
 
 // renewScript extends a lease only for its holder. KEYS: lease. ARGV:

@@ -17,17 +17,30 @@ import (
 // client only after this returns without error. opts add expectations,
 // such as jetstream.WithExpectLastSequencePerSubject.
 func PublishEnvelope(ctx context.Context, js jetstream.JetStream, subject, msgID string, env *eventv1.Envelope, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
-	data, err := proto.Marshal(env)
+	msg, err := EnvelopeMsg(subject, env)
 	if err != nil {
-		return nil, fmt.Errorf("publish %s: marshal: %w", subject, err)
+		return nil, err
 	}
-	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-	msg.Header.Set("Content-Type", "application/x-protobuf; messageType=callvault.event.v1.Envelope")
 	ack, err := js.PublishMsg(ctx, msg, append([]jetstream.PublishOpt{jetstream.WithMsgID(msgID)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", subject, err)
 	}
 	return ack, nil
+}
+
+// EnvelopeContentType is the Content-Type header of every event message.
+const EnvelopeContentType = "application/x-protobuf; messageType=callvault.event.v1.Envelope"
+
+// EnvelopeMsg is env as a message on subject, ready for a synchronous or
+// an asynchronous publish.
+func EnvelopeMsg(subject string, env *eventv1.Envelope) (*nats.Msg, error) {
+	data, err := proto.Marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: marshal: %w", subject, err)
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	msg.Header.Set("Content-Type", EnvelopeContentType)
+	return msg, nil
 }
 
 // IsWrongLastSequence reports whether a publish was refused because its

@@ -12,11 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/callvault/callvault/pkg/bus"
 	"github.com/callvault/callvault/pkg/platform"
 )
-
-// envelopeContentType is the header bus.PublishEnvelope gives every event.
-const envelopeContentType = "application/x-protobuf; messageType=callvault.event.v1.Envelope"
 
 // jsStoreFailed is the JetStream error code of a message the stream
 // refused to store: for the CDR stream (DiscardNew) it is full.
@@ -176,7 +174,7 @@ func (s *Service) publishCdrOnce(ctx context.Context, m cdrMsg) (*jetstream.PubA
 	// A message of its own per attempt: the client keeps the last one's
 	// until its PubAck or timeout, and publishing sets its headers.
 	msg := &nats.Msg{Subject: s.names.CdrSubject(), Data: m.data, Header: nats.Header{}}
-	msg.Header.Set("Content-Type", envelopeContentType)
+	msg.Header.Set("Content-Type", bus.EnvelopeContentType)
 	fut, err := s.cdrJS.PublishMsgAsync(msg, jetstream.WithMsgID(m.id), jetstream.WithStallWait(s.publish.Timeout))
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
@@ -137,9 +138,9 @@ func (l *Ledger) scanSegments(ctx context.Context, q *cdrv1.Query, day string, s
 	// direction of reading.
 	slices.SortFunc(segs, func(a, b SegmentMeta) int {
 		if desc {
-			return compareInt(b.MaxStart, a.MaxStart)
+			return cmp.Compare(b.MaxStart, a.MaxStart)
 		}
-		return compareInt(a.MinStart, b.MinStart)
+		return cmp.Compare(a.MinStart, b.MinStart)
 	})
 	h := &mergeHeap{desc: desc}
 	var last *cdrv1.Cdr
@@ -186,16 +187,6 @@ func (l *Ledger) scanSegments(ctx context.Context, q *cdrv1.Query, day string, s
 			}
 		}
 	}
-}
-
-func compareInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // joins reports whether segment s may hold a CDR that comes no later than

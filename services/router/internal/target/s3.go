@@ -456,22 +456,31 @@ func (s *S3) abort(ctx context.Context, objKey string, uploadID *string) error {
 // verify reads objKey back and compares it with what was sent. A
 // mismatch is reported, never repaired: the object stays for inspection.
 func (s *S3) verify(ctx context.Context, objKey string, size int64, digest []byte) error {
-	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(objKey)})
+	n, got, err := s.readBack(ctx, objKey)
 	if err != nil {
 		return s.fail("verify", s.location(objKey), err)
 	}
-	defer out.Body.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, out.Body)
-	if err != nil {
-		return s.fail("verify", s.location(objKey), err)
-	}
-	if got := h.Sum(nil); n != size || !bytes.Equal(got, digest) {
+	if n != size || !bytes.Equal(got, digest) {
 		return &Failure{Reason: ReasonVerify, Op: "verify", Detail: fmt.Sprintf(
 			"%s holds %d bytes with SHA-256 %x; %d bytes with %x were sent; the object is left in place",
 			s.location(objKey), n, got, size, digest)}
 	}
 	return nil
+}
+
+// readBack reads objKey whole and answers its size and SHA-256.
+func (s *S3) readBack(ctx context.Context, objKey string) (int64, []byte, error) {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(objKey)})
+	if err != nil {
+		return 0, nil, err
+	}
+	defer out.Body.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, out.Body)
+	if err != nil {
+		return n, nil, err
+	}
+	return n, h.Sum(nil), nil
 }
 
 func (s *S3) mismatch(objKey string, got, want []byte) error {
@@ -500,17 +509,11 @@ func (s *S3) settle(ctx context.Context, objKey string, size int64, digest []byt
 	if !errors.As(err, &f) || errors.As(err, &apiErr) || ctx.Err() != nil {
 		return err
 	}
-	out, gerr := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(objKey)})
-	if gerr != nil {
-		return err
-	}
-	defer out.Body.Close()
-	h := sha256.New()
-	n, cerr := io.Copy(h, out.Body)
+	n, got, rerr := s.readBack(ctx, objKey)
 	switch {
-	case cerr != nil:
+	case rerr != nil:
 		return err
-	case n == size && bytes.Equal(h.Sum(nil), digest):
+	case n == size && bytes.Equal(got, digest):
 		return nil
 	default:
 		return fmt.Errorf("s3 put %s: %w", s.location(objKey), ErrExists)

@@ -246,19 +246,41 @@ func (l *Ledger) runExport(ctx context.Context, id, holder string) {
 		return // shutting down: the export runs again elsewhere
 	}
 	fin := context.WithoutCancel(ctx)
-	e.FinishedAt = timestamppb.New(l.now())
+	// Only the lease holder records the outcome: a worker that paused past
+	// its lease leaves the export to the one that took it over.
+	if held, err := renewScript.Run(fin, l.rdb, []string{l.k.exportLease(id)}, holder, exportLease.Milliseconds()).Int(); err != nil || held == 0 {
+		l.log.Warn("CDR export finished without its lease; the outcome is left to the holder", "export", id)
+		return
+	}
 	e.Rows = rows
-	if err != nil {
-		e.State, e.Error = cdrv1.ExportState_EXPORT_STATE_FAILED, err.Error()
-		l.log.Warn("CDR export failed", "export", id, "err", err)
-	} else {
+	switch {
+	case err == nil:
 		e.State, e.SizeBytes, e.PartitionsDone = cdrv1.ExportState_EXPORT_STATE_DONE, size, e.GetPartitionsTotal()
+		e.FinishedAt = timestamppb.New(l.now())
+	case !errors.Is(err, errFormat) && e.GetAttempts() < maxExportAttempts:
+		// A store or Redis fault: queued again, tried by the next poll.
+		l.log.Warn("CDR export attempt failed, will retry", "export", id, "attempt", e.GetAttempts(), "err", err)
+		e.State, e.Error = cdrv1.ExportState_EXPORT_STATE_QUEUED, fmt.Sprintf("attempt %d failed; it is tried again", e.GetAttempts())
+		_ = l.saveExport(fin, e)
+		return
+	default:
+		// The tenant sees why in general terms; the detail (hosts,
+		// buckets) goes to the log only.
+		l.log.Warn("CDR export failed", "export", id, "err", err)
+		e.State, e.Error = cdrv1.ExportState_EXPORT_STATE_FAILED, fmt.Sprintf("the export could not be written after %d attempts", e.GetAttempts())
+		if errors.Is(err, errFormat) {
+			e.Error = "the export format is not supported"
+		}
+		e.FinishedAt = timestamppb.New(l.now())
 	}
 	if err := l.saveExport(fin, e); err != nil {
 		return
 	}
 	l.rdb.ZRem(fin, l.k.exportPending(), id)
 }
+
+// maxExportAttempts bounds how often a failing export is started.
+const maxExportAttempts = 3
 
 var errFormat = errors.New("export format")
 

@@ -106,7 +106,14 @@ func (s *Service) CatchUp(ctx context.Context) (why string, events int, err erro
 	if err != nil {
 		return why, n, fmt.Errorf("catch up: %w", err)
 	}
-	s.log.Info("Redis caught up with the streams", "why", why, "decisions_replayed", n)
+	// The CDR partition index lives in the same Redis but not in the
+	// streams (CDRs leave theirs once in a segment): it is rebuilt from
+	// the segment objects.
+	st, err := s.ledger.RebuildIndex(held)
+	if err != nil {
+		return why, n, fmt.Errorf("catch up: CDR index: %w", err)
+	}
+	s.log.Info("Redis caught up with the streams", "why", why, "decisions_replayed", n, "cdr_partitions", st.Partitions, "cdr_segments", st.Segments)
 	return why, n, nil
 }
 

@@ -280,6 +280,22 @@ func decodeCdrParams(r *http.Request) (cdrParams, error) {
 	return c, v.Err()
 }
 
+// mergeViolations adds to first the violations of second on fields first
+// does not name. first is returned as is unless both are validation errors.
+func mergeViolations(first, second error) error {
+	var a, b *apierr.ValidationError
+	if !errors.As(first, &a) || !errors.As(second, &b) || slices.ContainsFunc(a.Violations, func(v apierr.FieldViolation) bool { return v.Field == "body" }) {
+		return first
+	}
+	out := &apierr.ValidationError{Violations: slices.Clone(a.Violations)}
+	for _, v := range b.Violations {
+		if !slices.ContainsFunc(out.Violations, func(x apierr.FieldViolation) bool { return x.Field == v.Field }) {
+			out.Violations = append(out.Violations, v)
+		}
+	}
+	return out
+}
+
 // cdrExportJSON is the REST form of a background export.
 type cdrExportJSON struct {
 	ID     string       `json:"id"`
@@ -347,12 +363,14 @@ func (s *Service) handleCreateCdrExport(w http.ResponseWriter, r *http.Request) 
 		apierr.HTTP(w, r, errNoCdrs)
 		return
 	}
-	c, err := decodeCdrParams(r)
-	if err != nil {
-		apierr.HTTP(w, r, err)
+	c, derr := decodeCdrParams(r)
+	q, f, err := cdrQuery(p, c)
+	if derr != nil {
+		// Every bad field in one answer: the fields that decoded are
+		// checked too, beside those that did not.
+		apierr.HTTP(w, r, mergeViolations(derr, err))
 		return
 	}
-	q, f, err := cdrQuery(p, c)
 	if err != nil {
 		apierr.HTTP(w, r, err)
 		return

@@ -3,6 +3,7 @@ package cdr
 import (
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	cdrv1 "github.com/callvault/callvault/proto/callvault/cdr/v1"
@@ -85,4 +86,12 @@ func StateName(s cdrv1.ExportState) string {
 		return "failed"
 	}
 	return "unknown"
+}
+
+// SameContent reports whether a and b are one CDR, whenever each was
+// accepted.
+func SameContent(a, b *cdrv1.Cdr) bool {
+	x, y := proto.Clone(a).(*cdrv1.Cdr), proto.Clone(b).(*cdrv1.Cdr)
+	x.AcceptedAt, y.AcceptedAt = nil, nil
+	return proto.Equal(x, y)
 }

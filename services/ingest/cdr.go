@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -123,15 +124,19 @@ func (s *Service) publishCdrs(ctx context.Context, p auth.Principal, items []cdr
 		if err != nil {
 			return CdrResult{}, fmt.Errorf("cdr %s: marshal: %w", id, err)
 		}
-		msgs = append(msgs, cdrMsg{id: id, data: data})
+		msgs = append(msgs, cdrMsg{id: id, data: data, index: i, cdr: c})
 	}
 	if len(msgs) == 0 {
 		return res, nil
 	}
 	tally, err := s.publishCdrBatch(ctx, msgs)
 	res.Accepted, res.Duplicates = tally.stored, tally.duplicates
+	for _, i := range tally.conflicts {
+		reject(i, apierr.FieldViolation{Field: "id", Reason: "is already stored with other content; a stored CDR is never replaced"})
+	}
+	slices.SortFunc(res.Rejected, func(a, b CdrRejection) int { return cmp.Compare(a.Index, b.Index) })
 	if err != nil {
-		return CdrResult{}, fmt.Errorf("%w: %d of %d CDRs not confirmed: %w", apierr.ErrUnavailable, len(msgs)-tally.stored-tally.duplicates, len(msgs), err)
+		return CdrResult{}, fmt.Errorf("%w: %d of %d CDRs not confirmed: %w", apierr.ErrUnavailable, len(msgs)-tally.stored-tally.duplicates-len(tally.conflicts), len(msgs), err)
 	}
 	return res, nil
 }

@@ -13,7 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/callvault/callvault/pkg/bus"
+	"github.com/callvault/callvault/pkg/cdr"
 	"github.com/callvault/callvault/pkg/platform"
+	cdrv1 "github.com/callvault/callvault/proto/callvault/cdr/v1"
 )
 
 // jsStoreFailed is the JetStream error code of a message the stream
@@ -48,6 +50,9 @@ func newCdrJetStream(d *platform.Deps, p Publish, window int) jetstream.JetStrea
 type cdrMsg struct {
 	id   string
 	data []byte
+	// index is the CDR's place in its batch; cdr what was sent.
+	index int
+	cdr   *cdrv1.Cdr
 }
 
 type cdrOutcome uint8
@@ -57,11 +62,16 @@ const (
 	outcomeStored
 	outcomeDuplicate
 	outcomeRefused
+	// outcomeConflict: the id is stored with other content.
+	outcomeConflict
 )
 
 // publishTally counts the CDRs of a batch the stream confirmed.
 type publishTally struct {
 	stored, duplicates int
+	// conflicts are the batch indexes of CDRs whose id is stored with
+	// other content.
+	conflicts []int
 }
 
 // publishCdrBatch publishes msgs asynchronously, never more than the
@@ -107,9 +117,12 @@ func (s *Service) publishCdrBatch(ctx context.Context, msgs []cdrMsg) (publishTa
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if o == outcomeStored {
+			switch o {
+			case outcomeStored:
 				tally.stored++
-			} else {
+			case outcomeConflict:
+				tally.conflicts = append(tally.conflicts, m.index)
+			default:
 				tally.duplicates++
 			}
 		})
@@ -154,10 +167,10 @@ func (s *Service) publishCdr(ctx context.Context, m cdrMsg) (cdrOutcome, error) 
 		}
 		ack, err := s.publishCdrOnce(ctx, m)
 		if err == nil {
-			if ack.Duplicate && (attempt == 0 || !s.storedCdrIs(ctx, ack.Sequence, m.data)) {
-				return outcomeDuplicate, nil
+			if !ack.Duplicate {
+				return outcomeStored, nil
 			}
-			return outcomeStored, nil
+			return s.duplicateOutcome(ctx, ack.Sequence, m, attempt > 0), nil
 		}
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsStoreFailed {
@@ -195,14 +208,39 @@ func (s *Service) publishCdrOnce(ctx context.Context, m cdrMsg) (*jetstream.PubA
 	}
 }
 
-// storedCdrIs reports whether the CDR stream holds data at seq.
-func (s *Service) storedCdrIs(ctx context.Context, seq uint64, data []byte) bool {
+// duplicateOutcome judges a duplicate PubAck by the message the stream
+// holds: the very bytes sent after a failed attempt are this request's own
+// CDR (stored); the same CDR accepted earlier is a duplicate; other
+// content under the id is a conflict. A message the segment writer has
+// already taken off the work queue cannot be compared and counts as a
+// duplicate.
+func (s *Service) duplicateOutcome(ctx context.Context, seq uint64, m cdrMsg, retried bool) cdrOutcome {
 	ctx, cancel := context.WithTimeout(ctx, s.publish.Timeout)
 	defer cancel()
 	stream, err := s.js.Stream(ctx, s.names.CdrStream())
 	if err != nil {
-		return false
+		return outcomeDuplicate
 	}
 	msg, err := stream.GetMsg(ctx, seq)
-	return err == nil && bytes.Equal(msg.Data, data)
+	if err != nil {
+		return outcomeDuplicate
+	}
+	if bytes.Equal(msg.Data, m.data) {
+		if retried {
+			return outcomeStored
+		}
+		return outcomeDuplicate
+	}
+	env, err := bus.DecodeEnvelope(msg.Data)
+	if err != nil {
+		return outcomeDuplicate
+	}
+	stored, err := cdr.FromEvent(env)
+	if err != nil {
+		return outcomeDuplicate
+	}
+	if !cdr.SameContent(stored, m.cdr) {
+		return outcomeConflict
+	}
+	return outcomeDuplicate
 }
